@@ -1,0 +1,2 @@
+from xinstruct.cli import app
+app()

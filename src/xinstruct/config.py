@@ -1,0 +1,189 @@
+"""The run config: one pydantic section per stage, loaded from YAML. Unknown keys are errors that name the key."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from xinstruct.languages import Language, register_language
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class ModelConfig(Section):
+    """Which model and how to reach it. The default is the bundled google/gemma-3-270m GGUF on llama.cpp."""
+
+    backend: str = Field("llamacpp", description="llamacpp | openai | transformers | module.path:Class")
+    model: str | None = Field(None, description="GGUF path / HF dir or id / served model name; None = bundled")
+    lora: str | None = Field(None, description="LoRA adapter: GGUF file for llamacpp, PEFT dir for transformers")
+    # llamacpp
+    n_ctx: int = 8192
+    n_parallel: int = Field(16, description="sequences decoded together in one batch")
+    n_threads: int | None = None
+    # openai
+    chat: bool = Field(False, description="send prompts as one user message to /chat/completions")
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key_env: str = Field("OPENAI_API_KEY", description="name of the env var holding the key (never logged)")
+    max_concurrency: int = 8
+    timeout_s: float = 120.0
+    max_retries: int = 6
+    # transformers
+    device: str | None = Field(None, description="cpu | cuda | None (auto)")
+    dtype: str = "auto"
+    batch_size: int = 8
+
+
+class InputSpec(Section):
+    path: str = Field(..., description="file, folder or glob; or hf:<dataset>[:<config>] for HF datasets")
+    lang: str | None = Field(None, description="language of every document; else read from `lang_key`")
+    format: Literal["auto", "jsonl", "parquet", "text", "hf"] = "auto"
+    text_key: str = "text"
+    id_key: str = "id"
+    lang_key: str = "lang"
+    split: str = "train"
+    limit: int | None = None
+
+
+class CorpusConfig(Section):
+    inputs: list[InputSpec] = []
+    min_chars: int = Field(200, description="paper's outputs are ~200-2,000 characters")
+    max_chars: int = 2000
+    max_line_bytes: int = Field(4_000_000, description="a record larger than this is set aside unparsed")
+    min_script_share: float = 0.6
+    max_dup_line_share: float = 0.3
+    min_compression_ratio: float = Field(0.25, description="zlib bytes out/in; repetitive text compresses more")
+    max_symbol_share: float = 0.25
+    min_langid_prob: float = 0.5
+    dedup_threshold: float = Field(0.7, description="MinHash Jaccard above which a document is a near-duplicate")
+    dedup_num_perm: int = 128
+    dedup_ngram: int = Field(5, description="character n-gram shingles: works for scripts without spaces")
+
+
+class TranslateSeedConfig(Section):
+    source: str = Field(..., description="English instruction data: JSONL/JSON/HF (instruction, input, output)")
+    limit: int = 200
+    teacher: ModelConfig = ModelConfig()
+    max_tokens: int = 512
+
+
+class ParallelSeedConfig(Section):
+    instructions: str = Field("bundled:flores", description="JSONL of {id, instruction, split}")
+    passages_dir: str = Field(..., description="folder of {lang}.jsonl files sharing ids")
+
+
+class SeedConfig(Section):
+    inputs: list[InputSpec] = []
+    translate: TranslateSeedConfig | None = None
+    parallel: ParallelSeedConfig | None = None
+    split: Literal["train", "all"] = Field("train", description="which seed split trains the generator")
+
+
+class TrainConfig(Section):
+    base: ModelConfig = ModelConfig(backend="transformers")
+    lora: bool = True
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    epochs: float = 2.0
+    learning_rate: float = 2e-4
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_length: int = 384
+    max_steps: int = -1
+    seed: int = 0
+    export_gguf: bool = True
+
+
+class GenerateConfig(Section):
+    n_per_doc: int = Field(1, description="candidates per document")
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_tokens: int = 96
+    seed: int = 0
+    batch_docs: int = Field(32, description="documents per committed batch (resume granularity)")
+    max_instruction_chars: int = 400
+    min_instruction_chars: int = 10
+    max_echo_overlap: float = Field(0.5, description="share of instruction char 8-grams found in the text")
+
+
+class ExecutorConfig(Section):
+    kind: Literal["local", "slurm", "ray"] = "local"
+    workers: int = 1
+    tasks: int | None = None
+    options: dict = Field({}, description="extra keyword arguments for the Slurm or Ray executor")
+
+
+class RunConfig(Section):
+    output_dir: str = "runs/xinstruct"
+    languages: list[str] = ["sw", "th", "hi"]
+    extra_languages: list[dict] = Field([], description="entries of Language(code, name, script, ...)")
+    generator: ModelConfig = ModelConfig()
+    corpus: CorpusConfig = CorpusConfig()
+    seed: SeedConfig = SeedConfig()
+    train: TrainConfig = TrainConfig()
+    generate: GenerateConfig = GenerateConfig()
+    executor: ExecutorConfig = ExecutorConfig()
+
+    def model_post_init(self, _ctx) -> None:
+        for entry in self.extra_languages:
+            register_language(Language(**{k: tuple(v) if isinstance(v, list) else v for k, v in entry.items()}))
+
+    @property
+    def out(self) -> Path:
+        return Path(self.output_dir)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _suggest(model: type[BaseModel], loc: tuple) -> str:
+    """For an unknown key, name the closest known one."""
+    fields = model.model_fields
+    for part in loc[:-1]:
+        if isinstance(part, int) or part not in fields:
+            continue
+        ann = fields[part].annotation
+        ann = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)),
+                   ann)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return ""
+        fields = ann.model_fields
+    close = difflib.get_close_matches(str(loc[-1]), list(fields), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid config {source}:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key{_suggest(RunConfig, e['loc'])}")
+        else:
+            lines.append(f"  {key}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
+    data: dict = {}
+    if path is not None:
+        text = Path(path).read_text(encoding="utf-8")
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    for key, value in (overrides or {}).items():
+        data[key] = value
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, str(path or "<defaults>"))) from None

@@ -1,0 +1,63 @@
+"""Is a generated English instruction usable? One pure function, one reason per failure."""
+
+from __future__ import annotations
+
+import re
+
+from xinstruct.corpus.filters import compression_ratio
+from xinstruct.corpus.langid import LanguageIdentifier
+from xinstruct.models.base import Completion
+
+_LEAD = re.compile(r"^\s*(#+\s*)?(english\s+)?instruction\s*:\s*", re.IGNORECASE)
+
+
+def clean_instruction(text: str) -> str:
+    """Strip the echo of a section header and surrounding quotes/whitespace."""
+    text = _LEAD.sub("", text.strip())
+    return text.strip().strip('"“”').strip()
+
+
+def char_ngrams(text: str, n: int = 8) -> set[str]:
+    text = " ".join(text.lower().split())
+    return {text[i:i + n] for i in range(max(1, len(text) - n + 1))}
+
+
+def echo_share(instruction: str, source: str, n: int = 8) -> float:
+    """Share of the instruction's character n-grams that are copied from the source text."""
+    grams = char_ngrams(instruction, n)
+    return len(grams & char_ngrams(source, n)) / max(1, len(grams))
+
+
+def check_instruction(completion: Completion, source_text: str, lid: LanguageIdentifier, *,
+                      min_chars: int = 10, max_chars: int = 400, max_echo: float = 0.5,
+                      seen: set[str] | None = None) -> tuple[str, str | None]:
+    """(cleaned instruction, None) if usable, else (text, reason)."""
+    text = clean_instruction(completion.text)
+    if not text:
+        return text, "empty"
+    if completion.finish_reason == "length" or len(text) > max_chars:
+        return text, "too_long"
+    if len(text) < min_chars:
+        return text, "too_short"
+    if len(text) >= 40 and compression_ratio(text) < 0.35 or _repeats_words(text):
+        return text, "repetitive"
+    if echo_share(text, source_text) > max_echo:
+        return text, "echoes_text"
+    code, _ = lid.detect(text)
+    if code != "en":
+        return text, f"not_english:{code}"
+    if seen is not None:
+        key = " ".join(text.lower().split())
+        if key in seen:
+            return text, "duplicate"
+        seen.add(key)
+    return text, None
+
+
+def _repeats_words(text: str) -> bool:
+    """The same word four times in a row, or a 3-word phrase three times: degenerate sampling."""
+    words = text.lower().split()
+    if any(len(set(words[i:i + 4])) == 1 for i in range(len(words) - 3)):
+        return True
+    trigrams = [" ".join(words[i:i + 3]) for i in range(len(words) - 2)]
+    return any(trigrams.count(t) >= 3 for t in set(trigrams))

@@ -1,0 +1,96 @@
+"""The one small interface every model backend implements."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from xinstruct.config import ModelConfig
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_tokens: int = 128
+    n: int = 1  # completions per prompt
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: str = "stop"  # "stop" (EOS or stop string) | "length"
+    n_tokens: int = 0
+
+
+@dataclass
+class GenerationResult:
+    """The n completions for one prompt, or the error that prevented them (never both)."""
+
+    completions: list[Completion] = field(default_factory=list)
+    error: str | None = None
+
+
+class BackendError(RuntimeError):
+    """A model call failed for good (after retries)."""
+
+
+class Backend:
+    """generate(): batched sampling. loglikelihood(): sum of log p(continuation | context), where supported.
+
+    Backends batch internally; callers hand over as many prompts as they like. A failure of one prompt
+    is reported in its GenerationResult.error so the others are kept.
+    """
+
+    name: str = "backend"
+
+    @property
+    def model_id(self) -> str:
+        """A stable id for provenance: model + adapter."""
+        return self.name
+
+    def generate(self, prompts: list[str], params: SamplingParams) -> list[GenerationResult]:
+        raise NotImplementedError
+
+    def loglikelihood(self, requests: list[tuple[str, str]]) -> list[float]:
+        raise NotImplementedError(f"{self.name} does not score log-likelihoods")
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def truncate_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
+    """Cut `text` at the earliest stop string after its leading whitespace; report whether one was found.
+
+    Base models often open with a newline; a blank-line stop must not end the answer before it starts.
+    """
+    text = text.lstrip()
+    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def load_backend(cfg: ModelConfig) -> Backend:
+    """Build the backend a ModelConfig names; `module.path:Class` plugs in a backend of your own."""
+    if cfg.backend == "llamacpp":
+        from xinstruct.models.llamacpp import LlamaCppBackend
+        return LlamaCppBackend(cfg)
+    if cfg.backend == "openai":
+        from xinstruct.models.openai import OpenAIBackend
+        return OpenAIBackend(cfg)
+    if cfg.backend == "transformers":
+        from xinstruct.models.transformers import TransformersBackend
+        return TransformersBackend(cfg)
+    if ":" in cfg.backend:
+        module, _, cls = cfg.backend.partition(":")
+        return getattr(importlib.import_module(module), cls)(cfg)
+    raise ValueError(f"unknown backend {cfg.backend!r}: use llamacpp, openai, transformers or module:Class")

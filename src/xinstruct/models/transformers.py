@@ -1,0 +1,111 @@
+"""A local HF model (directory, hub id, or a GGUF file that transformers dequantizes) on CPU or GPU.
+
+Used for training and as the GPU generation path. Loading the bundled GGUF gives an fp32 model that
+Trainer and save_pretrained refuse while it still carries its GGUF quantizer; `load_causal_lm` removes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from xinstruct.config import ModelConfig
+from xinstruct.models.base import Backend, Completion, GenerationResult, SamplingParams, truncate_at_stop
+from xinstruct.models.bundled import BUNDLED_MODEL_ID, bundled_gguf
+
+
+def resolve_model_path(model: str | None) -> str:
+    return str(bundled_gguf()) if model is None else model
+
+
+def load_causal_lm(model: str | None, device: str | None = None, dtype: str = "auto", lora: str | None = None):
+    """(model, tokenizer) for an HF dir/id or a .gguf file; None means the bundled Gemma."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model_path(model)
+    kwargs: dict = {}
+    if path.endswith(".gguf"):
+        kwargs["gguf_file"] = Path(path).name
+        path = str(Path(path).parent)
+    else:
+        kwargs["dtype"] = dtype
+    tok = AutoTokenizer.from_pretrained(path, **kwargs)
+    lm = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if "gguf_file" in kwargs:  # a dequantized GGUF: make it a plain fp32 checkpoint
+        lm.hf_quantizer = None
+        lm.is_quantized = False
+        if hasattr(lm.config, "quantization_config"):
+            del lm.config.quantization_config
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if lora:
+        from peft import PeftModel
+        lm = PeftModel.from_pretrained(lm, lora)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return lm.to(device).eval(), tok
+
+
+class TransformersBackend(Backend):
+    name = "transformers"
+
+    def __init__(self, cfg: ModelConfig):
+        self.cfg = cfg
+        self.model, self.tok = load_causal_lm(cfg.model, cfg.device, cfg.dtype, cfg.lora)
+        self.device = next(self.model.parameters()).device
+
+    @property
+    def model_id(self) -> str:
+        base = self.cfg.model or BUNDLED_MODEL_ID
+        if self.cfg.lora:
+            digest = hashlib.sha1(str(Path(self.cfg.lora).resolve()).encode()).hexdigest()[:8]
+            return f"{base}+lora:{Path(self.cfg.lora).name}@{digest}"
+        return base
+
+    def generate(self, prompts: list[str], params: SamplingParams) -> list[GenerationResult]:
+        import torch
+
+        self.tok.padding_side = "left"
+        results = []
+        for start in range(0, len(prompts), self.cfg.batch_size):
+            chunk = prompts[start:start + self.cfg.batch_size]
+            try:
+                enc = self.tok(chunk, return_tensors="pt", padding=True).to(self.device)
+                if params.seed is not None:
+                    torch.manual_seed(params.seed + start)
+                sample = params.temperature > 0
+                with torch.no_grad():
+                    out = self.model.generate(
+                        **enc, max_new_tokens=params.max_tokens, do_sample=sample,
+                        temperature=params.temperature if sample else None,
+                        top_p=params.top_p if sample else None, top_k=None,
+                        num_return_sequences=params.n, pad_token_id=self.tok.pad_token_id)
+            except (RuntimeError, ValueError) as e:
+                results.extend(GenerationResult(error=f"{type(e).__name__}: {e}") for _ in chunk)
+                continue
+            new = out[:, enc["input_ids"].shape[1]:]
+            for i in range(len(chunk)):
+                comps = []
+                for row in new[i * params.n:(i + 1) * params.n]:
+                    ids = row.tolist()
+                    hit_eos = self.tok.eos_token_id in ids or self.tok.pad_token_id in ids
+                    n_tok = sum(1 for t in ids if t not in (self.tok.pad_token_id, self.tok.eos_token_id))
+                    text, hit_stop = truncate_at_stop(self.tok.decode(ids, skip_special_tokens=True), params.stop)
+                    done = hit_eos or hit_stop or n_tok < params.max_tokens
+                    comps.append(Completion(text, "stop" if done else "length", n_tok))
+                results.append(GenerationResult(completions=comps))
+        return results
+
+    def loglikelihood(self, requests: list[tuple[str, str]]) -> list[float]:
+        import torch
+
+        scores = []
+        for context, continuation in requests:
+            ctx = self.tok(context, return_tensors="pt")["input_ids"]
+            full = self.tok(context + continuation, return_tensors="pt")["input_ids"].to(self.device)
+            with torch.no_grad():
+                logprobs = torch.log_softmax(self.model(full).logits[0, :-1].float(), dim=-1)
+            targets = full[0, 1:]
+            token_lp = logprobs.gather(1, targets[:, None])[:, 0]
+            scores.append(float(token_lp[ctx.shape[1] - 1:].sum()))
+        return scores

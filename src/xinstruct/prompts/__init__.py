@@ -1,0 +1,29 @@
+"""Prompt templates, kept as data (one .txt file each) so they can be read and changed without touching code."""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+# Where a generated English instruction ends: the next section header or a blank line.
+INSTRUCTION_STOPS = ("\n\n", "\n###", "###")
+
+
+@cache
+def template(name: str) -> str:
+    return resources.files(__package__).joinpath(f"{name}.txt").read_text(encoding="utf-8")
+
+
+def generation_prompt(text: str) -> str:
+    """The paper's Stage I prompt: foreign text in, English instruction out."""
+    return template("generate_instruction").format(text=text.strip())
+
+
+def few_shot_generation_prompt(text: str, examples: list[tuple[str, str]]) -> str:
+    """The same prompt preceded by solved (text, instruction) examples: how an untuned base model is asked."""
+    shots = [generation_prompt(t) + " " + instr.strip() for t, instr in examples]
+    return "\n\n\n".join(shots + [generation_prompt(text)])
+
+
+def translation_prompt(text: str, language: str) -> str:
+    return template("translate").format(text=text.strip(), language=language)
