@@ -22,10 +22,10 @@ class Verdict:
 
 class LanguageIdentifier:
     def __init__(self):
-        from py3langid.langid import MODEL_FILE
+        from py3langid.langid import MODEL_DIR, MODEL_FILE
         from py3langid.langid import LanguageIdentifier as _LID
 
-        self._lid = _LID.from_pickled_model(MODEL_FILE, norm_probs=True)
+        self._lid = _LID.from_modelpath(MODEL_DIR / MODEL_FILE, norm_probs=True)  # probabilities, not log-scores
 
     def detect(self, text: str) -> tuple[str, float]:
         code, prob = self._lid.classify(unicodedata.normalize("NFC", text))

@@ -1,8 +1,10 @@
 """The corpus stage: raw text → cleaned documents per language, every drop written down with its reason.
 
-Output (under <run>/corpus/): clean/<lang>/<rank>.jsonl, rejects/<rank>_<step>.jsonl, summary.json.
-Runs on a datatrove executor: tasks finished before a kill are skipped on the rerun, an unfinished task is
-redone and overwrites its own files, so nothing is duplicated.
+Two datatrove pipelines: (1) filter, one task per input file: read → NFC → length → quality → language ID;
+(2) dedup, one task per language, so near-duplicates are found across all files of a language.
+Output (under <run>/corpus/): filtered/, clean/<lang>/<rank>.jsonl, rejects/*.jsonl, summary.json.
+Tasks finished before a kill are skipped on the rerun; an unfinished task is redone and overwrites its own
+files, so nothing is duplicated.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from datatrove.pipeline.writers.jsonl import JsonlWriter
 from xinstruct.config import CorpusConfig, ExecutorConfig
 from xinstruct.corpus.dedup import MinHashDedupFilter
 from xinstruct.corpus.filters import LanguageFilter, LengthFilter, Normalize, QualityFilter
-from xinstruct.corpus.readers import CorpusReader, expand_inputs
+from xinstruct.corpus.readers import CorpusReader, LanguageShardReader, expand_inputs
 from xinstruct.pipeline.executors import make_executor
 from xinstruct.pipeline.journal import read_jsonl
 
@@ -36,7 +38,7 @@ def _clean_adapter(self, doc) -> dict:
     return {"id": doc.id, "text": doc.text, **doc.metadata}
 
 
-def build_pipeline(cfg: CorpusConfig, folder: Path) -> list:
+def filter_pipeline(cfg: CorpusConfig, folder: Path) -> list:
     return [
         CorpusReader(cfg.inputs, str(folder / "rejects"), cfg.max_line_bytes),
         Normalize(),
@@ -44,6 +46,14 @@ def build_pipeline(cfg: CorpusConfig, folder: Path) -> list:
         QualityFilter(cfg.min_script_share, cfg.max_dup_line_share, cfg.min_compression_ratio,
                       cfg.max_symbol_share, exclusion_writer=_rejects(folder, "quality")),
         LanguageFilter(cfg.min_langid_prob, exclusion_writer=_rejects(folder, "langid")),
+        JsonlWriter(str(folder / "filtered"), output_filename="${lang}/${rank}.jsonl", compression=None,
+                    adapter=_clean_adapter),
+    ]
+
+
+def dedup_pipeline(cfg: CorpusConfig, folder: Path, languages: list[str]) -> list:
+    return [
+        LanguageShardReader(str(folder / "filtered"), languages),
         MinHashDedupFilter(cfg.dedup_threshold, cfg.dedup_num_perm, cfg.dedup_ngram,
                            exclusion_writer=_rejects(folder, "dedup")),
         JsonlWriter(str(folder / "clean"), output_filename="${lang}/${rank}.jsonl", compression=None,
@@ -51,12 +61,16 @@ def build_pipeline(cfg: CorpusConfig, folder: Path) -> list:
     ]
 
 
-def run_corpus(cfg: CorpusConfig, folder: Path, executor: ExecutorConfig | None = None) -> dict:
+def run_corpus(cfg: CorpusConfig, folder: Path, languages: list[str],
+               executor: ExecutorConfig | None = None) -> dict:
     if not cfg.inputs:
         raise ValueError("corpus.inputs is empty: name at least one file, folder or hf: dataset")
     executor = executor or ExecutorConfig()
     tasks = executor.tasks or max(1, len(expand_inputs(cfg.inputs)))
-    make_executor(build_pipeline(cfg, folder), folder / "logs", executor, tasks).run()
+    first = make_executor(filter_pipeline(cfg, folder), folder / "logs" / "filter", executor, tasks)
+    first.run()
+    make_executor(dedup_pipeline(cfg, folder, languages), folder / "logs" / "dedup", executor, len(languages),
+                  depends=first).run()
     summary = summarize(folder)
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     return summary

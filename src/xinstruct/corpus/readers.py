@@ -16,6 +16,7 @@ from datatrove.data import Document
 from datatrove.pipeline.base import PipelineStep
 
 from xinstruct.config import InputSpec
+from xinstruct.languages import LANGUAGES
 from xinstruct.pipeline.journal import dumps
 
 
@@ -89,8 +90,9 @@ class CorpusReader(PipelineStep):
             self._reject(out, source, where, "missing_text", json.dumps(record, ensure_ascii=False)[:10000])
             return None
         lang = spec.lang or record.get(spec.lang_key)
-        if not lang:
-            self._reject(out, source, where, "missing_lang", json.dumps(record, ensure_ascii=False)[:10000])
+        if not lang or lang not in LANGUAGES:
+            self._reject(out, source, where, "unknown_lang" if lang else "missing_lang",
+                         json.dumps(record, ensure_ascii=False)[:10000])
             return None
         doc_id = str(record.get(spec.id_key) or f"{Path(source).name}:{where}")
         return Document(text=text, id=doc_id, metadata={"lang": lang, "source": source})
@@ -163,3 +165,23 @@ class CorpusReader(PipelineStep):
                 for doc in self._read_unit(spec, source, out):
                     self.stat_update("documents")
                     yield doc
+
+
+class LanguageShardReader(PipelineStep):
+    """Task `rank` reads every filtered file of `languages[rank]`: one task sees a whole language."""
+
+    name = "📖 language shard"
+    type = "📖 - READER"
+
+    def __init__(self, folder: str, languages: list[str]):
+        super().__init__()
+        self.folder, self.languages = folder, languages
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        for path in sorted(Path(self.folder, self.languages[rank]).glob("*.jsonl")):
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    record = json.loads(line)
+                    text, doc_id = record.pop("text"), record.pop("id")
+                    self.stat_update("documents")
+                    yield Document(text=text, id=doc_id, metadata=record)

@@ -7,6 +7,8 @@ Trainer and save_pretrained refuse while it still carries its GGUF quantizer; `l
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 from pathlib import Path
 
 from xinstruct.config import ModelConfig
@@ -18,25 +20,45 @@ def resolve_model_path(model: str | None) -> str:
     return str(bundled_gguf()) if model is None else model
 
 
+def cache_dir() -> Path:
+    return Path(os.environ.get("XINSTRUCT_CACHE", Path.home() / ".cache" / "xinstruct"))
+
+
+def _load_gguf(path: str):
+    """Dequantize a GGUF into a plain fp32 HF model; cached as safetensors, since converting the GGUF
+    tokenizer and tensors takes most of a minute on 2 cores while the cached copy loads in seconds."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    stat = Path(path).stat()
+    cached = cache_dir() / "hf-from-gguf" / f"{Path(path).stem}-{stat.st_size}"
+    if (cached / "config.json").exists():
+        return AutoModelForCausalLM.from_pretrained(cached, dtype="float32"), AutoTokenizer.from_pretrained(cached)
+    folder, name = str(Path(path).parent), Path(path).name
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    lm = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+    lm.hf_quantizer = None  # Trainer and save_pretrained refuse a model that still carries its GGUF quantizer
+    lm.is_quantized = False
+    if hasattr(lm.config, "quantization_config"):
+        del lm.config.quantization_config
+    tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
+    lm.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    shutil.rmtree(cached, ignore_errors=True)
+    os.replace(tmp, cached)
+    return lm, tok
+
+
 def load_causal_lm(model: str | None, device: str | None = None, dtype: str = "auto", lora: str | None = None):
     """(model, tokenizer) for an HF dir/id or a .gguf file; None means the bundled Gemma."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_model_path(model)
-    kwargs: dict = {}
     if path.endswith(".gguf"):
-        kwargs["gguf_file"] = Path(path).name
-        path = str(Path(path).parent)
+        lm, tok = _load_gguf(path)
     else:
-        kwargs["dtype"] = dtype
-    tok = AutoTokenizer.from_pretrained(path, **kwargs)
-    lm = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    if "gguf_file" in kwargs:  # a dequantized GGUF: make it a plain fp32 checkpoint
-        lm.hf_quantizer = None
-        lm.is_quantized = False
-        if hasattr(lm.config, "quantization_config"):
-            del lm.config.quantization_config
+        tok = AutoTokenizer.from_pretrained(path)
+        lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     if lora:

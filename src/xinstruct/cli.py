@@ -1,0 +1,175 @@
+"""The `xinstruct` command: parse arguments, load the config, call a stage. Nothing else lives here."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from xinstruct.config import ConfigError, RunConfig, load_config
+
+app = typer.Typer(help="Build instruction data for low-resource languages the X-Instruction way "
+                       "(native text as responses, model-written English instructions).\n\n"
+                       "Stages: corpus → seed → train (generator) → generate (candidates).",
+                  no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_show_locals=False)
+console = Console()
+
+ConfigArg = Annotated[Path, typer.Argument(help="YAML run config (see configs/example.yaml)", exists=True)]
+ForceOpt = Annotated[bool, typer.Option("--force", help="redo a stage even if its summary exists")]
+
+
+def _load(config: Path | None) -> RunConfig:
+    try:
+        return load_config(config)
+    except ConfigError as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
+
+
+def _run(config: Path, stages: tuple[str, ...], force: bool = False) -> None:
+    from xinstruct.pipeline.run import run_stages
+
+    run_stages(_load(config), stages, console, force=force)
+
+
+@app.command()
+def corpus(config: ConfigArg, force: ForceOpt = False):
+    """Stage I.a: read, NFC-normalise, filter (length, repetition, script, language ID) and near-dedup raw text."""
+    _run(config, ("corpus",), force)
+
+
+@app.command()
+def seed(config: ConfigArg, force: ForceOpt = False):
+    """Stage I.b: load seed pairs, or build them by translation or from a parallel corpus."""
+    _run(config, ("seed",), force)
+
+
+@app.command("train-generator")
+def train_generator(config: ConfigArg, force: ForceOpt = False):
+    """Stage I.c: fine-tune the generator (text → English instruction) with TRL + LoRA; export a GGUF adapter."""
+    _run(config, ("train",), force)
+
+
+@app.command()
+def generate(config: ConfigArg):
+    """Stage I.d: write candidate English instructions for the cleaned corpus (resumes where it stopped)."""
+    _run(config, ("generate",))
+
+
+@app.command()
+def run(config: ConfigArg, force: ForceOpt = False):
+    """All of Stage I in order: corpus → seed → train-generator → generate."""
+    _run(config, ("corpus", "seed", "train", "generate"), force)
+
+
+@app.command()
+def demo(
+    output_dir: Annotated[str, typer.Option(help="where the run writes")] = "runs/demo",
+    languages: Annotated[str, typer.Option(help="comma-separated; bundled demo data: sw,th,hi")] = "sw,th,hi",
+    epochs: Annotated[float, typer.Option(help="generator training epochs")] = 1.0,
+):
+    """The whole of Stage I on bundled data and the bundled Gemma-3-270m: no network, no keys."""
+    from xinstruct.pipeline.demo import demo_config
+    from xinstruct.pipeline.run import STAGES, outputs, run_stages
+
+    cfg = demo_config(output_dir, tuple(languages.split(",")), epochs)
+    started = time.perf_counter()
+    results = run_stages(cfg, STAGES, console)
+    table = Table(title="demo: documents → candidates")
+    for col in ("language", "read", "kept", "dropped", "seed pairs", "candidates", "rejected candidates"):
+        table.add_column(col)
+    for lang in cfg.languages:
+        c = results["corpus"].get(lang, {})
+        g = results["generate"].get(lang, {})
+        s = results["seed"].get(lang, {})
+        table.add_row(lang, str(c.get("read", 0)), str(c.get("kept", 0)), str(sum(c.get("dropped", {}).values())),
+                      str(sum(s.values())), str(g.get("candidates", 0)), str(sum(g.get("rejected", {}).values())))
+    console.print(table)
+    console.print(f"finished in {time.perf_counter() - started:.0f}s. Outputs:")
+    for name, path in outputs(cfg).items():
+        console.print(f"  {name:18} {path}")
+
+
+@app.command("eval-generator")
+def eval_generator(
+    languages: Annotated[str, typer.Option(help="comma-separated")] = "sw,th,hi",
+    passages: Annotated[Path, typer.Option(help="folder of parallel FLORES {lang}.jsonl")] =
+        Path("../shared/data/text/flores_sib200"),
+    generator: Annotated[Optional[Path], typer.Option(help="tuned GGUF LoRA adapter; trained here if absent")] = None,
+    output_dir: Annotated[Path, typer.Option()] = Path("runs/eval-generator"),
+    epochs: Annotated[float, typer.Option(help="epochs when training here")] = 1.0,
+    shots: Annotated[int, typer.Option(help="few-shot examples for the untuned base")] = 3,
+):
+    """Generator quality on held-out FLORES seed pairs: chrF and embedding cosine, untuned few-shot vs tuned."""
+    from xinstruct.config import ModelConfig, TrainConfig
+    from xinstruct.generate.quality import pick_shots, score, write_instructions
+    from xinstruct.models.llamacpp import LlamaCppBackend
+    from xinstruct.seed.parallel import load_instructions, parallel_pairs
+
+    if not passages.is_dir():
+        console.print(f"[red]no parallel passages at {passages}[/red] (point --passages at flores_sib200)")
+        raise typer.Exit(2)
+    langs = languages.split(",")
+    instructions = load_instructions("bundled:flores")
+    train = {lang: parallel_pairs(instructions, passages, lang, "train") for lang in langs}
+    heldout = {lang: parallel_pairs(instructions, passages, lang, "heldout") for lang in langs}
+    if generator is None:
+        from xinstruct.train.sft import set_cpu_threads, train_generator
+        generator = output_dir / "generator" / "generator-lora.gguf"
+        if not generator.exists():
+            set_cpu_threads()
+            pairs = [p for lang in langs for p in train[lang]]
+            console.print(f"training the generator on {len(pairs)} FLORES train pairs ({epochs:g} epochs)")
+            train_generator(pairs, TrainConfig(epochs=epochs, max_length=384), output_dir / "generator")
+    rows = {}
+    for system, cfg, use_shots in (("base few-shot", ModelConfig(), True),
+                                   ("tuned", ModelConfig(lora=str(generator)), False)):
+        with LlamaCppBackend(cfg) as backend:
+            for lang in langs:
+                texts = [p["response"] for p in heldout[lang]]
+                hyps = write_instructions(backend, texts, pick_shots(train[lang], shots) if use_shots else None)
+                rows[(system, lang)] = score(hyps, [p["instruction"] for p in heldout[lang]])
+                rows[(system, lang)]["samples"] = list(zip(hyps[:3], [p["instruction"] for p in heldout[lang][:3]]))
+    table = Table(title=f"generator quality on held-out FLORES pairs ({generator})")
+    for col in ("system", "lang", "n", "chrF", "cosine", "empty"):
+        table.add_column(col)
+    for (system, lang), r in rows.items():
+        table.add_row(system, lang, str(r["n"]), f"{r['chrf']:.2f}", f"{r['cosine']:.4f}", str(r["empty"]))
+    console.print(table)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    report = {f"{s}/{lang}": r for (s, lang), r in rows.items()}
+    (output_dir / "quality.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    for lang in langs:
+        b, t = rows[("base few-shot", lang)], rows[("tuned", lang)]
+        console.print(f"{lang}: chrF {b['chrf']:.2f} → {t['chrf']:.2f}, cosine {b['cosine']:.4f} → {t['cosine']:.4f}")
+
+
+@app.command()
+def languages():
+    """The language table: code, name used in "Answer in {Language}.", script."""
+    from xinstruct.languages import LANGUAGES, PAPER_LANGUAGES
+
+    table = Table()
+    for col in ("code", "name", "script", "accepted as", "confusable with", "paper"):
+        table.add_column(col)
+    for lang in LANGUAGES.values():
+        table.add_row(lang.code, lang.name, lang.script, ",".join(lang.same_as), ",".join(lang.confusable_with),
+                      "yes" if lang.code in PAPER_LANGUAGES else "")
+    console.print(table)
+
+
+@app.command("check-config")
+def check_config(config: ConfigArg):
+    """Validate a config file and print it with every default filled in."""
+    console.print_json(_load(config).model_dump_json())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app()

@@ -1,0 +1,150 @@
+"""Real backends: the bundled Gemma on llama.cpp, a loopback llama.cpp server for the openai backend,
+and transformers on CPU."""
+
+import http.server
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from xinstruct.config import ModelConfig
+from xinstruct.models.base import SamplingParams
+from xinstruct.models.bundled import bundled_gguf
+from xinstruct.prompts import INSTRUCTION_STOPS, generation_prompt
+
+GREEDY = SamplingParams(temperature=0.0, max_tokens=24, stop=INSTRUCTION_STOPS)
+PROMPTS = [generation_prompt(t) for t in (
+    "Mvua kubwa imenyesha jijini Dar es Salaam usiku wa kuamkia leo na kusababisha mafuriko.",
+    "วันนี้อากาศร้อนมาก ควรดื่มน้ำให้เพียงพอและหลีกเลี่ยงการออกแดดในช่วงบ่าย",
+    "आज बाजार में सब्जियों के दाम बढ़ गए हैं क्योंकि बारिश से फसल खराब हुई है।",
+    "The capital of France is",
+    "Once upon a time",
+)]
+
+
+def test_llamacpp_batched_equals_single(llama):
+    """Continuous batching must not change what a sequence decodes to (greedy)."""
+    together = [r.completions[0].text for r in llama.generate(PROMPTS, GREEDY)]
+    alone = [llama.generate([p], GREEDY)[0].completions[0].text for p in PROMPTS[:2]]
+    assert together[:2] == alone
+    assert all(isinstance(t, str) for t in together)
+
+
+def test_llamacpp_sampling_n_and_seed(llama):
+    params = SamplingParams(temperature=0.7, top_p=0.9, max_tokens=16, n=3, seed=7)
+    a = llama.generate(PROMPTS[:2], params)
+    b = llama.generate(PROMPTS[:2], params)
+    assert [len(r.completions) for r in a] == [3, 3]
+    assert [c.text for r in a for c in r.completions] == [c.text for r in b for c in r.completions]
+    assert all(c.n_tokens <= 16 for r in a for c in r.completions)
+
+
+def test_llamacpp_loglikelihood(llama):
+    right, wrong = llama.loglikelihood([("The capital of France is", " Paris"),
+                                        ("The capital of France is", " banana")])
+    assert right > wrong and right < 0
+
+
+def test_llamacpp_rejects_prompt_longer_than_context(llama):
+    result = llama.generate(["word " * 5000], GREEDY)[0]
+    assert result.error and "n_ctx" in result.error
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def llama_server():
+    pytest.importorskip("llama_cpp.server")
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_gguf()),
+                             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
+                             "--model_alias", "gemma"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    import httpx
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("llama.cpp server did not start")
+    yield f"http://127.0.0.1:{port}/v1"
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_openai_backend_against_loopback_llama_server(llama_server, monkeypatch):
+    from xinstruct.models.openai import OpenAIBackend
+
+    monkeypatch.setenv("XI_TEST_KEY", "sk-secret-value")
+    with OpenAIBackend(ModelConfig(backend="openai", base_url=llama_server, api_key_env="XI_TEST_KEY",
+                                   max_concurrency=2)) as backend:
+        assert "sk-secret" not in repr(backend)
+        assert backend.model_name() == "gemma"
+        results = backend.generate(PROMPTS[:2], SamplingParams(temperature=0.0, max_tokens=12, n=2))
+        assert all(r.error is None and len(r.completions) == 2 for r in results)
+        assert all(c.n_tokens > 0 for r in results for c in r.completions)
+
+
+class _Flaky(http.server.BaseHTTPRequestHandler):
+    """Answers 429, then 503, then a completion: the client must retry through both."""
+    calls = 0
+
+    def do_POST(self):
+        type(self).calls += 1
+        self.rfile.read(int(self.headers["content-length"]))
+        if self.calls <= 2:
+            self.send_response(429 if self.calls == 1 else 503)
+            self.send_header("retry-after", "0")
+            self.end_headers()
+            return
+        body = json.dumps({"choices": [{"text": " Describe the rains.", "finish_reason": "stop"}],
+                           "usage": {"completion_tokens": 4}}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_openai_backend_retries_then_gives_up_cleanly():
+    from xinstruct.models.openai import OpenAIBackend
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/v1"
+    with OpenAIBackend(ModelConfig(backend="openai", base_url=url, model="m", max_retries=3)) as backend:
+        [result] = backend.generate(["x"], SamplingParams(max_tokens=8))
+        assert result.error is None and result.completions[0].text == " Describe the rains."
+        assert _Flaky.calls == 3
+    server.shutdown()
+    dead = f"http://127.0.0.1:{_free_port()}/v1"  # nothing listens: errors come back, nothing is raised
+    with OpenAIBackend(ModelConfig(backend="openai", base_url=dead, model="m", max_retries=1)) as backend:
+        [result] = backend.generate(["x"], SamplingParams(max_tokens=8))
+        assert result.error and "ConnectError" in result.error
+
+
+@pytest.mark.slow
+def test_transformers_backend_on_cpu(llama):
+    from xinstruct.models.transformers import TransformersBackend
+
+    backend = TransformersBackend(ModelConfig(backend="transformers", device="cpu", batch_size=2))
+    [r] = backend.generate(["The capital of France is"], SamplingParams(temperature=0.0, max_tokens=5))
+    assert "Paris" in r.completions[0].text
+    right, wrong = backend.loglikelihood([("The capital of France is", " Paris"),
+                                          ("The capital of France is", " banana")])
+    assert right > wrong
+    # the dequantized model and llama.cpp's Q4 agree on the same log-likelihood to within quantization noise
+    assert abs(right - llama.loglikelihood([("The capital of France is", " Paris")])[0]) < 1.0

@@ -1,0 +1,87 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fake_backend import FakeBackend
+
+from xinstruct.config import GenerateConfig
+from xinstruct.corpus.langid import LanguageIdentifier
+from xinstruct.generate.candidates import generate_candidates
+from xinstruct.generate.checks import check_instruction
+from xinstruct.models.base import Completion
+from xinstruct.pipeline.journal import read_jsonl
+from xinstruct.seed import bundled_path
+
+TEXT = "Wakulima wa kahawa mkoani Kilimanjaro wanasema mvua za mwaka huu zimeongeza mavuno kwa kiasi kikubwa."
+
+
+def check(text, finish="stop", **kw):
+    return check_instruction(Completion(text, finish), TEXT, LanguageIdentifier(), **kw)[1]
+
+
+def test_instruction_checks():
+    assert check("Describe how the rains affected coffee farmers in Kilimanjaro this year.") is None
+    assert check("   ") == "empty"
+    assert check("Write a story", finish="length") == "too_long"
+    assert check("Hi") == "too_short"
+    assert check(TEXT).startswith(("echoes_text", "not_english"))
+    assert check("Eleza jinsi mvua zilivyosaidia wakulima wa kahawa msimu huu.") == "not_english:sw"
+    assert check("coffee coffee coffee coffee coffee is good") == "repetitive"
+    seen = set()
+    assert check("Describe the coffee harvest in Kilimanjaro.", seen=seen) is None
+    assert check("describe the coffee  harvest in Kilimanjaro.", seen=seen) == "duplicate"
+
+
+def docs(n=40):
+    return [{**d, "source": "demo"} for d in read_jsonl(bundled_path("demo/sw/corpus.jsonl"))][:n]
+
+
+def test_backend_errors_are_recorded_and_retried(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_FAIL_EVERY", "5")
+    cfg = GenerateConfig(batch_docs=8)
+    first = generate_candidates(docs(), "sw", FakeBackend(), cfg, tmp_path)
+    assert first["generate:backend_error"] == 8 and first["candidates"] == 32
+    monkeypatch.setenv("FAKE_FAIL_EVERY", "0")
+    second = generate_candidates(docs(), "sw", FakeBackend(), cfg, tmp_path)
+    assert second["skipped_done"] == 32 and second["candidates"] == 8
+    ids = [r["doc_id"] for r in read_jsonl(tmp_path / "sw.candidates.jsonl")]
+    assert sorted(ids) == sorted(d["id"] for d in docs())
+
+
+RUNNER = """
+import sys
+sys.path.insert(0, {tests!r})
+from fake_backend import FakeBackend
+from xinstruct.config import GenerateConfig
+from xinstruct.generate.candidates import generate_candidates
+from xinstruct.pipeline.journal import read_jsonl
+from xinstruct.seed import bundled_path
+docs = [dict(d, source="demo") for d in read_jsonl(bundled_path("demo/sw/corpus.jsonl"))]
+generate_candidates(docs, "sw", FakeBackend(), GenerateConfig(batch_docs=4, n_per_doc=2), {out!r})
+"""
+
+
+def test_sigkill_mid_generation_resumes_without_loss_or_duplicates(tmp_path):
+    script = tmp_path / "run.py"
+    out = tmp_path / "out"
+    script.write_text(RUNNER.format(tests=str(Path(__file__).parent), out=str(out)))
+    env = {**os.environ, "FAKE_DELAY": "0.3"}
+    proc = subprocess.Popen([sys.executable, str(script)], env=env)
+    commit = out / "sw.commit.json"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (commit.exists() and json.loads(commit.read_text())["batches"] >= 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    batches = json.loads(commit.read_text())["batches"]
+    assert 3 <= batches < 10, "killed too late to test resume"
+    subprocess.run([sys.executable, str(script)], env={**env, "FAKE_DELAY": "0"}, check=True)
+    got = sorted((r["doc_id"], r["candidate_index"]) for r in read_jsonl(out / "sw.candidates.jsonl"))
+    rejected = sorted((r["doc_id"], r["candidate_index"]) for r in read_jsonl(out / "sw.rejects.jsonl"))
+    assert len(got) == len(set(got)), "duplicated candidates"
+    everything = sorted(got + rejected)
+    assert everything == sorted((d["id"], k) for d in docs() for k in range(2)), "lost documents"

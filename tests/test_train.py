@@ -1,0 +1,45 @@
+"""Generator training end to end: TRL + LoRA on the bundled Gemma, GGUF adapter export, served by llama.cpp."""
+
+import pytest
+
+from xinstruct.config import ModelConfig, TrainConfig
+from xinstruct.models.base import SamplingParams
+from xinstruct.pipeline.journal import read_jsonl
+from xinstruct.prompts import generation_prompt
+from xinstruct.seed import bundled_path
+from xinstruct.train.gguf_export import gguf_tensor_name
+from xinstruct.train.sft import generator_examples
+
+
+def test_examples_follow_the_paper_prompt():
+    [ex] = generator_examples([{"instruction": "Describe the rains.", "response": "Mvua imenyesha."}])
+    assert ex["prompt"].startswith("Below is a text that describes a candidate output. Write an English "
+                                   "instruction that can take the given text as an appropriate answer.")
+    assert ex["prompt"].endswith("### Text:\nMvua imenyesha.\n\n### English Instruction:")
+    assert ex["completion"] == " Describe the rains."
+
+
+def test_gguf_names():
+    assert gguf_tensor_name("base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight") == \
+        ("blk.3.attn_q.weight", "a")
+    assert gguf_tensor_name("base_model.model.model.layers.0.mlp.down_proj.lora_B.weight") == \
+        ("blk.0.ffn_down.weight", "b")
+
+
+@pytest.mark.slow
+def test_train_export_and_serve_with_llamacpp(tmp_path, llama):
+    from xinstruct.models.llamacpp import LlamaCppBackend
+    from xinstruct.train.sft import train_generator
+
+    pairs = list(read_jsonl(bundled_path("demo/sw/seed.jsonl")))[:8]
+    summary = train_generator(pairs, TrainConfig(max_steps=2, batch_size=4, max_length=256, learning_rate=1e-3),
+                              tmp_path, progress=False)
+    assert summary["steps"] == 2 and (tmp_path / "adapter" / "adapter_model.safetensors").exists()
+    target = [(generation_prompt(pairs[0]["response"]), " " + pairs[0]["instruction"])]
+    with LlamaCppBackend(ModelConfig(lora=summary["gguf_lora"], n_ctx=2048, n_parallel=2)) as tuned:
+        assert "+lora:" in tuned.model_id
+        tuned_ll = tuned.loglikelihood(target)[0]
+        [r] = tuned.generate([target[0][0]], SamplingParams(temperature=0.0, max_tokens=24))
+        assert r.error is None
+    base_ll = llama.loglikelihood(target)[0]
+    assert tuned_ll > base_ll, "the adapter was not applied (or training did nothing)"
