@@ -151,8 +151,11 @@ def test_transformers_backend_on_cpu(llama):
     from xinstruct.models.transformers import TransformersBackend
 
     backend = TransformersBackend(ModelConfig(backend="transformers", device="cpu", batch_size=2))
-    [r] = backend.generate(["The capital of France is"], SamplingParams(temperature=0.0, max_tokens=5))
-    assert "Paris" in r.completions[0].text
+    results = backend.generate(["The capital of France is", PROMPTS[0]], SamplingParams(temperature=0.0,
+                                                                                          max_tokens=5, n=2))
+    assert [len(r.completions) for r in results] == [2, 2]
+    first = results[0].completions[0]
+    assert first.text.strip() and first.n_tokens == 5 and first.finish_reason == "length"
     right, wrong = backend.loglikelihood([("The capital of France is", " Paris"),
                                           ("The capital of France is", " banana")])
     assert right > wrong

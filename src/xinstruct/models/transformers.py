@@ -92,7 +92,9 @@ class TransformersBackend(Backend):
         for start in range(0, len(prompts), self.cfg.batch_size):
             chunk = prompts[start:start + self.cfg.batch_size]
             try:
-                enc = self.tok(chunk, return_tensors="pt", padding=True).to(self.device)
+                # each prompt n times: greedy decoding refuses num_return_sequences > 1
+                enc = self.tok([p for p in chunk for _ in range(params.n)], return_tensors="pt",
+                               padding=True).to(self.device)
                 if params.seed is not None:
                     torch.manual_seed(params.seed + start)
                 sample = params.temperature > 0
@@ -101,7 +103,7 @@ class TransformersBackend(Backend):
                         **enc, max_new_tokens=params.max_tokens, do_sample=sample,
                         temperature=params.temperature if sample else None,
                         top_p=params.top_p if sample else None, top_k=None,
-                        num_return_sequences=params.n, pad_token_id=self.tok.pad_token_id)
+                        pad_token_id=self.tok.pad_token_id)
             except (RuntimeError, ValueError) as e:
                 results.extend(GenerationResult(error=f"{type(e).__name__}: {e}") for _ in chunk)
                 continue
