@@ -18,7 +18,7 @@ from xinstruct.corpus.langid import LanguageIdentifier
 from xinstruct.generate.checks import check_instruction
 from xinstruct.models.base import Backend, SamplingParams
 from xinstruct.pipeline.journal import Journal, read_jsonl
-from xinstruct.prompts import INSTRUCTION_STOPS, generation_prompt
+from xinstruct.prompts import generation_prompt
 
 
 def doc_key(doc: dict) -> str:
@@ -27,7 +27,7 @@ def doc_key(doc: dict) -> str:
 
 def sampling_params(cfg: GenerateConfig) -> SamplingParams:
     return SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
-                          n=cfg.n_per_doc, stop=INSTRUCTION_STOPS, seed=cfg.seed)
+                          n=cfg.n_per_doc, stop=tuple(cfg.stop), seed=cfg.seed)
 
 
 def finished_keys(journal: Journal) -> set[str]:
