@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import sys
 import tempfile
@@ -132,7 +131,7 @@ def bench_generation(n_docs: int, max_tokens: int) -> None:
         docs += [{"id": r["id"], "text": r["text"], "lang": lang, "source": "flores"} for r in rows[:n_docs // 3]]
     prompts = [generation_prompt(d["text"]) for d in docs]
     best = (0.0, 0)
-    for n_seq in (8, 16, 32):
+    for n_seq in (16, 32):
         tokens, secs = raw_llamacpp(prompts, n_seq, max_tokens)
         print(f"  raw llama.cpp, {n_seq:2d} sequences/batch: {tokens} tokens in {secs:.1f}s = "
               f"{tokens / secs:.1f} tok/s", flush=True)

@@ -1,2 +1,3 @@
 from xinstruct.cli import app
+
 app()

@@ -6,13 +6,15 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from xinstruct.config import ConfigError, RunConfig, load_config
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # we fork datatrove workers after tokenizers load
 
 app = typer.Typer(help="Build instruction data for low-resource languages the X-Instruction way "
                        "(native text as responses, model-written English instructions).\n\n"
@@ -101,7 +103,7 @@ def eval_generator(
     languages: Annotated[str, typer.Option(help="comma-separated")] = "sw,th,hi",
     passages: Annotated[Path, typer.Option(help="folder of parallel FLORES {lang}.jsonl")] =
         Path("../shared/data/text/flores_sib200"),
-    generator: Annotated[Optional[Path], typer.Option(help="tuned GGUF LoRA adapter; trained here if absent")] = None,
+    generator: Annotated[Path | None, typer.Option(help="tuned GGUF LoRA adapter; trained here if absent")] = None,
     output_dir: Annotated[Path, typer.Option()] = Path("runs/eval-generator"),
     epochs: Annotated[float, typer.Option(help="epochs when training here")] = 1.0,
     shots: Annotated[int, typer.Option(help="few-shot examples for the untuned base")] = 3,
@@ -171,5 +173,4 @@ def check_config(config: ConfigArg):
 
 
 if __name__ == "__main__":  # pragma: no cover
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     app()

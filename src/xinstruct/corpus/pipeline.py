@@ -84,7 +84,7 @@ def summarize(folder: Path) -> dict:
     """Counts per language: kept, and dropped per reason, read back from the files themselves."""
     kept: Counter = Counter()
     for path in (folder / "clean").glob("*/*.jsonl"):
-        kept[path.parent.name] += sum(1 for _ in open(path, encoding="utf-8"))
+        kept[path.parent.name] += sum(1 for _ in read_jsonl(path))
     dropped: dict[str, Counter] = {}
     for path in (folder / "rejects").glob("*.jsonl"):
         for r in read_jsonl(path):

@@ -45,7 +45,8 @@ def stage_seed(cfg: RunConfig, console: Console) -> dict:
     from xinstruct.seed import load_pairs
 
     folder = cfg.out / "seed"
-    pairs, rejects = list(load_pairs(cfg.seed.inputs, rejects := [])), rejects
+    rejects: list[dict] = []
+    pairs = list(load_pairs(cfg.seed.inputs, rejects))
     if cfg.seed.parallel:
         from xinstruct.seed.parallel import load_instructions, parallel_pairs
         instructions = load_instructions(cfg.seed.parallel.instructions)
@@ -53,7 +54,6 @@ def stage_seed(cfg: RunConfig, console: Console) -> dict:
             pairs += parallel_pairs(instructions, cfg.seed.parallel.passages_dir, lang)
     if cfg.seed.translate:
         from xinstruct.models.base import load_backend
-        from xinstruct.seed import to_pair
         from xinstruct.seed.translate import translate_pairs
         tcfg = cfg.seed.translate
         english = _english_source(tcfg.source, tcfg.limit)
