@@ -77,3 +77,21 @@ def test_malformed_input_is_counted_and_set_aside(tmp_path):
     # a rerun skips finished tasks and duplicates nothing
     again = run_corpus(cfg, tmp_path / "out", ["sw"])
     assert again["sw"]["kept"] == 10
+
+
+def test_parquet_and_text_folder_inputs(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    docs = demo_docs("hi")[:3]
+    pq.write_table(pa.Table.from_pylist([{"id": d["id"], "text": d["text"]} for d in docs]), tmp_path / "d.parquet")
+    folder = tmp_path / "txt"
+    folder.mkdir()
+    for d in demo_docs("th")[:2]:
+        (folder / f"{d['id']}.txt").write_text(d["text"], encoding="utf-8")
+    (folder / "broken.txt").write_bytes(b"\xff\xfe\xfa")
+    cfg = CorpusConfig(inputs=[InputSpec(path=str(tmp_path / "d.parquet"), lang="hi"),
+                               InputSpec(path=str(folder), lang="th", format="text")])
+    summary = run_corpus(cfg, tmp_path / "out", ["hi", "th"])
+    assert summary["hi"]["kept"] == 3 and summary["th"]["kept"] == 2
+    assert summary["?"]["dropped"] == {"read:invalid_utf8": 1}

@@ -32,3 +32,18 @@ def test_parallel_pairs_from_shared_flores(shared_data):
     pairs = parallel_pairs(instructions, shared_data / "text" / "flores_sib200", "th", "heldout")
     assert len(pairs) == 37 and all(p["lang"] == "th" and p["split"] == "heldout" for p in pairs)
     assert all(p["instruction"] == instructions[p["id"].split(":")[0]]["instruction"] for p in pairs)
+
+
+def test_translate_pairs_accounts_for_every_input(llama):
+    """The bundled 270M base model is a poor translator: whatever it returns, every English pair ends up either
+    as a kept translation that passed language ID, or set aside with a reason."""
+    from xinstruct.corpus.langid import LanguageIdentifier
+    from xinstruct.seed.translate import translate_pairs
+
+    english = [{"id": f"en-{i}", "lang": "en", "instruction": ins, "response": out, "source": "t", "split": "train"}
+               for i, (ins, out) in enumerate([("Give a tip for sleeping well.", "Go to bed at the same time."),
+                                               ("Name a fruit.", "A mango is a sweet tropical fruit.")])]
+    pairs, rejects = translate_pairs(english, "sw", llama, max_tokens=24)
+    assert len(pairs) + len(rejects) == 2
+    assert all(r["reason"].startswith("translate:") for r in rejects)
+    assert all(LanguageIdentifier().check(p["response"], "sw").ok for p in pairs)
