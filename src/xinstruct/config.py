@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from xinstruct.languages import Language, register_language
+from xinstruct.prompts import INSTRUCTION_STOPS
 
 
 class Section(BaseModel):
@@ -106,7 +107,7 @@ class GenerateConfig(Section):
     temperature: float = 0.7
     top_p: float = 0.9
     max_tokens: int = 96
-    stop: list[str] = Field(["\n\n", "\n###", "###"], description="an instruction ends at the first of these")
+    stop: list[str] = Field(list(INSTRUCTION_STOPS), description="an instruction ends at the first of these")
     seed: int = 0
     batch_docs: int = Field(32, description="documents per committed batch (resume granularity)")
     max_instruction_chars: int = 400

@@ -17,7 +17,7 @@ from datatrove.pipeline.base import PipelineStep
 
 from xinstruct.config import InputSpec
 from xinstruct.languages import LANGUAGES
-from xinstruct.pipeline.journal import dumps
+from xinstruct.pipeline.journal import dumps, read_jsonl
 
 
 def expand_inputs(specs: list[InputSpec]) -> list[tuple[InputSpec, str]]:
@@ -179,9 +179,7 @@ class LanguageShardReader(PipelineStep):
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         for path in sorted(Path(self.folder, self.languages[rank]).glob("*.jsonl")):
-            with open(path, encoding="utf-8") as f:
-                for line in f:
-                    record = json.loads(line)
-                    text, doc_id = record.pop("text"), record.pop("id")
-                    self.stat_update("documents")
-                    yield Document(text=text, id=doc_id, metadata=record)
+            for record in read_jsonl(path):
+                text, doc_id = record.pop("text"), record.pop("id")
+                self.stat_update("documents")
+                yield Document(text=text, id=doc_id, metadata=record)
