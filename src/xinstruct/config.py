@@ -98,6 +98,8 @@ class TrainConfig(Section):
     grad_accum: int = 1
     max_length: int = 384
     max_steps: int = -1
+    warmup_steps: int = 0
+    bf16: bool | None = Field(None, description="bf16 autocast; None = on where the GPU/CPU supports it")
     seed: int = 0
     export_gguf: bool = True
 
