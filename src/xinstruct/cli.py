@@ -18,7 +18,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # we fork datatrove wo
 
 app = typer.Typer(help="Build instruction data for low-resource languages the X-Instruction way "
                        "(native text as responses, model-written English instructions).\n\n"
-                       "Stages: corpus → seed → train (generator) → generate (candidates).",
+                       "Stages: corpus → seed → train (generator) → generate (candidates) → refine.",
                   no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_show_locals=False)
 console = Console()
 
@@ -65,9 +65,18 @@ def generate(config: ConfigArg):
 
 
 @app.command()
+def refine(config: ConfigArg):
+    """Stage II: k rounds of grading candidates (best / flawed / worst), keeping the best and retraining
+    (resumes mid-round; finished rounds are skipped)."""
+    _run(config, ("refine",))
+
+
+@app.command()
 def run(config: ConfigArg, force: ForceOpt = False):
-    """All of Stage I in order: corpus → seed → train-generator → generate."""
-    _run(config, ("corpus", "seed", "train", "generate"), force)
+    """Stages I and II in order: corpus → seed → train-generator → generate → refine."""
+    from xinstruct.pipeline.run import STAGES
+
+    _run(config, STAGES, force)
 
 
 @app.command()
@@ -76,22 +85,24 @@ def demo(
     languages: Annotated[str, typer.Option(help="comma-separated; bundled demo data: sw,th,hi")] = "sw,th,hi",
     epochs: Annotated[float, typer.Option(help="generator training epochs")] = 1.0,
 ):
-    """The whole of Stage I on bundled data and the bundled Gemma-3-270m: no network, no keys."""
+    """Stages I and II on bundled data and the bundled Gemma-3-270m (2 refinement rounds): no network, no keys."""
     from xinstruct.pipeline.demo import demo_config
     from xinstruct.pipeline.run import STAGES, outputs, run_stages
 
     cfg = demo_config(output_dir, tuple(languages.split(",")), epochs)
     started = time.perf_counter()
     results = run_stages(cfg, STAGES, console)
-    table = Table(title="demo: documents → candidates")
-    for col in ("language", "read", "kept", "dropped", "seed pairs", "candidates", "rejected candidates"):
+    table = Table(title="demo: documents → candidates → refined pairs")
+    for col in ("language", "read", "kept", "dropped", "seed pairs", "candidates", "rejected candidates",
+                "refined (kept)"):
         table.add_column(col)
     for lang in cfg.languages:
         c = results["corpus"].get(lang, {})
         g = results["generate"].get(lang, {})
         s = results["seed"].get(lang, {})
         table.add_row(lang, str(c.get("read", 0)), str(c.get("kept", 0)), str(sum(c.get("dropped", {}).values())),
-                      str(sum(s.values())), str(g.get("candidates", 0)), str(sum(g.get("rejected", {}).values())))
+                      str(sum(s.values())), str(g.get("candidates", 0)), str(sum(g.get("rejected", {}).values())),
+                      str(results["refine"]["final"].get(lang, 0)))
     console.print(table)
     console.print(f"finished in {time.perf_counter() - started:.0f}s. Outputs:")
     for name, path in outputs(cfg).items():
@@ -150,6 +161,67 @@ def eval_generator(
     for lang in langs:
         b, t = rows[("base few-shot", lang)], rows[("tuned", lang)]
         console.print(f"{lang}: chrF {b['chrf']:.2f} → {t['chrf']:.2f}, cosine {b['cosine']:.4f} → {t['cosine']:.4f}")
+
+
+@app.command("eval-evaluator")
+def eval_evaluator(
+    languages: Annotated[str, typer.Option(help="comma-separated; default: three scripts")] = "sw,th,hi",
+    passages: Annotated[Path, typer.Option(help="folder of parallel FLORES {lang}.jsonl")] =
+        Path("../shared/data/text/flores_sib200"),
+    evaluator: Annotated[Path | None, typer.Option(help="trained evaluator GGUF LoRA; trained here if absent")]
+        = None,
+    output_dir: Annotated[Path, typer.Option()] = Path("runs/eval-evaluator"),
+    epochs: Annotated[float, typer.Option(help="epochs when training here")] = 1.0,
+):
+    """Evaluator quality on held-out FLORES seed pairs: ROC-AUC of P(best), true vs mismatched, and the
+    3×3 confusion matrix on the synthetic held-out rating set, per language."""
+    from xinstruct.config import EvaluatorConfig, ModelConfig
+    from xinstruct.models.llamacpp import LlamaCppBackend
+    from xinstruct.refine.evaluator import ScoringEvaluator
+    from xinstruct.refine.quality import evaluator_quality
+    from xinstruct.refine.ratings import GRADES, rating_set
+    from xinstruct.refine.training import train_evaluator
+    from xinstruct.seed.parallel import load_instructions, parallel_pairs
+
+    if not passages.is_dir():
+        console.print(f"[red]no parallel passages at {passages}[/red] (point --passages at flores_sib200)")
+        raise typer.Exit(2)
+    langs = languages.split(",")
+    instructions = load_instructions("bundled:flores")
+    pairs = [p for lang in langs for p in parallel_pairs(instructions, passages, lang)]
+    rows = rating_set(pairs)
+    heldout = [r for r in rows if r["split"] == "heldout"]
+    if evaluator is None:
+        evaluator = output_dir / "evaluator" / "evaluator-lora.gguf"
+        if not evaluator.exists():
+            ecfg = EvaluatorConfig()
+            train_cfg = ecfg.train.model_copy(update={"epochs": epochs})
+            train = [r for r in rows if r["split"] == "train"]
+            console.print(f"training the evaluator on {len(train)} graded FLORES train pairs ({epochs:g} epochs)")
+            train_evaluator(train, train_cfg, output_dir / "evaluator")
+    started = time.perf_counter()
+    with LlamaCppBackend(ModelConfig(lora=str(evaluator))) as backend:
+        grades = ScoringEvaluator(backend).grade(heldout)
+    seconds = time.perf_counter() - started
+    report = evaluator_quality(heldout, grades)
+    table = Table(title=f"evaluator quality on held-out FLORES rating pairs ({evaluator})")
+    for col in ("lang", "n", "errors", "ROC-AUC best: true vs mismatched", "accuracy (3 grades)"):
+        table.add_column(col)
+    for lang, r in report.items():
+        table.add_row(lang, str(r["n"]), str(r["errors"]), f"{r['auc_true_vs_mismatched']:.4f}",
+                      f"{r['accuracy']:.4f}")
+    console.print(table)
+    for lang, r in report.items():
+        matrix = Table(title=f"{lang}: built as (rows) → graded as (columns)")
+        matrix.add_column("")
+        for g in GRADES:
+            matrix.add_column(g)
+        for gold in GRADES:
+            matrix.add_row(gold, *(str(r["confusion"][gold][g]) for g in GRADES))
+        console.print(matrix)
+    console.print(f"graded {len(heldout)} pairs in {seconds:.1f}s ({len(heldout) / seconds:.1f} pairs/s)")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "quality.json").write_text(json.dumps(report, indent=2))
 
 
 @app.command()

@@ -117,6 +117,44 @@ class GenerateConfig(Section):
     max_echo_overlap: float = Field(0.5, description="share of instruction char 8-grams found in the text")
 
 
+class EvaluatorConfig(Section):
+    """Who grades candidate pairs: a model trained on the synthetic rating set, or a prompted judge."""
+
+    kind: Literal["trained", "judge"] = Field("trained", description="trained | judge")
+    model: ModelConfig = Field(ModelConfig(), description="grading backend; a trained evaluator's LoRA is "
+                                                          "added to it automatically")
+    train: TrainConfig = Field(TrainConfig(epochs=1.0, batch_size=8, max_length=512, learning_rate=3e-4),
+                               description="fine-tuning of the trained evaluator")
+    degradations: list[Literal["truncated", "compound", "spliced"]] = ["truncated", "compound", "spliced"]
+    scoring: Literal["auto", "logprobs", "parse"] = Field(
+        "auto", description="judge: score the grade word by log-likelihood, or parse 'Score: <grade>'")
+    max_tokens: int = Field(96, description="judge: length of its reason")
+
+
+class LanguageQuota(Section):
+    min_best_prob: float | None = None
+    min_keep: int | None = None
+    min_keep_share: float | None = None
+
+
+class RefineConfig(Section):
+    iterations: int = Field(2, description="label → keep → retrain rounds (the paper's k)")
+    evaluator: EvaluatorConfig = EvaluatorConfig()
+    retrain: Literal["evaluator", "generator", "both", "none"] = Field(
+        "evaluator", description="what is retrained between iterations on seed + confidently labelled pairs")
+    self_label_min_confidence: float = Field(
+        0.8, description="a label joins the evaluator's next training set only at this probability or above")
+    self_label_max_per_grade: int = Field(200, description="per language and grade, to keep retraining short")
+    min_best_prob: float = Field(0.0, description="keep a 'best' pair only at this probability or above")
+    keep_flawed_above: float | None = Field(None, description="also keep 'flawed' pairs with P(best) at or "
+                                                              "above this")
+    min_keep: int = Field(0, description="per language: top up with the highest P(best) pairs to this count")
+    min_keep_share: float = Field(0.0, description="per language: ... or to this share of its candidates")
+    languages: dict[str, LanguageQuota] = Field({}, description="per-language overrides of the keep rule")
+    batch_size: int = Field(64, description="pairs per committed batch (resume granularity)")
+    retries: int = Field(1, description="immediate retries of pairs whose grading failed")
+
+
 class ExecutorConfig(Section):
     kind: Literal["local", "slurm", "ray"] = "local"
     workers: int = 1
@@ -133,6 +171,7 @@ class RunConfig(Section):
     seed: SeedConfig = SeedConfig()
     train: TrainConfig = TrainConfig()
     generate: GenerateConfig = GenerateConfig()
+    refine: RefineConfig = RefineConfig()
     executor: ExecutorConfig = ExecutorConfig()
 
     def model_post_init(self, _ctx) -> None:

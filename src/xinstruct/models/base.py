@@ -35,6 +35,14 @@ class GenerationResult:
     error: str | None = None
 
 
+@dataclass
+class OptionScores:
+    """log p(option | prompt) for each option of one prompt, or the error that prevented scoring."""
+
+    logprobs: list[float] | None = None
+    error: str | None = None
+
+
 class BackendError(RuntimeError):
     """A model call failed for good (after retries)."""
 
@@ -58,6 +66,20 @@ class Backend:
 
     def loglikelihood(self, requests: list[tuple[str, str]]) -> list[float]:
         raise NotImplementedError(f"{self.name} does not score log-likelihoods")
+
+    def option_logprobs(self, prompts: list[str], options: tuple[str, ...]) -> list[OptionScores]:
+        """log p(option | prompt) for a fixed set of options (e.g. grade labels) after each prompt.
+
+        This default asks loglikelihood() once per option; llama.cpp overrides it with one batched
+        forward pass per prompt when every option is a single token.
+        """
+        out = []
+        for prompt in prompts:
+            try:
+                out.append(OptionScores(self.loglikelihood([(prompt, o) for o in options])))
+            except (BackendError, ValueError) as e:
+                out.append(OptionScores(error=f"{type(e).__name__}: {e}"))
+        return out
 
     def close(self) -> None:
         pass

@@ -1,5 +1,6 @@
-"""Run order for Stage I: corpus → seed → train generator → candidates. Each stage reads the previous stage's
-files and leaves a summary; a stage whose summary exists is skipped, and the model stages resume mid-way.
+"""Run order: corpus → seed → train generator → candidates (Stage I) → refine (Stage II). Each stage reads the
+previous stage's files and leaves a summary; a stage whose summary exists is skipped, and the model stages
+(generate, refine) resume mid-way by themselves.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from xinstruct.config import ModelConfig, RunConfig
 from xinstruct.pipeline.journal import read_jsonl, write_jsonl
 
-STAGES = ("corpus", "seed", "train", "generate")
+STAGES = ("corpus", "seed", "train", "generate", "refine")
+RESUMABLE = ("generate", "refine")  # these pick up mid-way; they are never skipped whole
 
 
 def quiet_datatrove() -> None:
@@ -127,7 +129,14 @@ def stage_generate(cfg: RunConfig, console: Console) -> dict:
     return summarize_candidates(folder)
 
 
-RUNNERS = {"corpus": stage_corpus, "seed": stage_seed, "train": stage_train, "generate": stage_generate}
+def stage_refine(cfg: RunConfig, console: Console) -> dict:
+    from xinstruct.refine.loop import run_refinement
+
+    return run_refinement(cfg, console)
+
+
+RUNNERS = {"corpus": stage_corpus, "seed": stage_seed, "train": stage_train, "generate": stage_generate,
+           "refine": stage_refine}
 
 
 def run_stages(cfg: RunConfig, stages: tuple[str, ...] = STAGES, console: Console | None = None,
@@ -139,7 +148,7 @@ def run_stages(cfg: RunConfig, stages: tuple[str, ...] = STAGES, console: Consol
     results = {}
     for stage in stages:
         marker = cfg.out / "summaries" / f"{stage}.json"
-        if marker.exists() and not force and stage != "generate":  # generate resumes by itself
+        if marker.exists() and not force and stage not in RESUMABLE:
             console.print(f"[dim]{stage}: done earlier, skipped ({marker})[/dim]")
             results[stage] = json.loads(marker.read_text())
             continue
@@ -154,4 +163,5 @@ def outputs(cfg: RunConfig) -> dict[str, Path]:
     out = cfg.out
     return {"cleaned corpus": out / "corpus" / "clean", "corpus rejects": out / "corpus" / "rejects",
             "seed pairs": out / "seed" / "pairs.jsonl", "generator adapter": out / "generator",
-            "candidates": out / "candidates", "stage summaries": out / "summaries"}
+            "candidates": out / "candidates", "refinement rounds": out / "refine",
+            "refined pairs": out / "refine" / "final", "stage summaries": out / "summaries"}

@@ -27,3 +27,15 @@ def few_shot_generation_prompt(text: str, examples: list[tuple[str, str]]) -> st
 
 def translation_prompt(text: str, language: str) -> str:
     return template("translate").format(text=text.strip(), language=language)
+
+
+def grade_prompt(instruction: str, response: str, language: str) -> str:
+    """The trained evaluator's prompt; the model answers with one grade word (best / flawed / worst)."""
+    return template("grade_pair").format(instruction=instruction.strip(), response=response.strip(),
+                                         language=language)
+
+
+def judge_prompt(instruction: str, response: str, language: str) -> str:
+    """The prompted judge's rubric (Humpback-style): a one-line reason, then "Score: <grade>"."""
+    return template("judge_pair").format(instruction=instruction.strip(), response=response.strip(),
+                                         language=language)

@@ -1,0 +1,220 @@
+"""Stage II, X-Instruction refinement: k rounds of label → keep → retrain.
+
+Round t (1-based) lives in <run>/refine/iter-<t>/:
+  evaluator/         the trained evaluator of this round (round 1: rating set; later: + confident labels)
+  generator/, candidates/   only when `retrain` includes the generator (round ≥ 2): retrained on seed + kept
+  labels/            <lang>.labels.jsonl / <lang>.errors.jsonl, journaled (resumable mid-round)
+  kept/<lang>.jsonl  what this round keeps
+  summary.json       grade distribution per language, moves vs the previous round; written last, so a round
+                     with a summary is finished and skipped on resume
+The last round's kept pairs are copied to <run>/refine/final/<lang>.jsonl for Stage III.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from xinstruct.config import ModelConfig, RunConfig
+from xinstruct.pipeline.journal import read_jsonl, write_jsonl
+from xinstruct.refine.label import compare, keep_rule, label_candidates, select
+from xinstruct.refine.ratings import GRADES, rating_set
+
+
+def iteration_dir(cfg: RunConfig, t: int) -> Path:
+    return cfg.out / "refine" / f"iter-{t}"
+
+
+def seed_pairs(cfg: RunConfig, split: str | None = None) -> list[dict]:
+    pairs = list(read_jsonl(cfg.out / "seed" / "pairs.jsonl"))
+    return [p for p in pairs if split is None or p["split"] == split]
+
+
+def candidate_folder(cfg: RunConfig, t: int) -> Path:
+    """The candidates round t labels: regenerated ones where the generator was retrained, else Stage I's."""
+    for k in range(t, 1, -1):
+        folder = iteration_dir(cfg, k) / "candidates"
+        if (folder / "done.json").exists():
+            return folder
+    return cfg.out / "candidates"
+
+
+def read_candidates(folder: Path, lang: str) -> list[dict]:
+    path = folder / f"{lang}.candidates.jsonl"
+    return list(read_jsonl(path)) if path.exists() else []
+
+
+def read_labels(folder: Path, lang: str) -> dict[str, dict]:
+    path = folder / f"{lang}.labels.jsonl"
+    return {r["id"]: r for r in read_jsonl(path)} if path.exists() else {}
+
+
+def self_labelled_rows(cfg: RunConfig, t: int) -> list[dict]:
+    """Round t-1's confident labels as graded training rows, the most confident first, capped per grade."""
+    prev = iteration_dir(cfg, t - 1)
+    rows = []
+    for lang in cfg.languages:
+        cands = {c["id"]: c for c in read_candidates(candidate_folder(cfg, t - 1), lang)}
+        labels = [lb for lb in read_labels(prev / "labels", lang).values()
+                  if lb.get("probs") and lb["probs"][lb["grade"]] >= cfg.refine.self_label_min_confidence
+                  and lb["id"] in cands]
+        for grade in GRADES:
+            mine = sorted((lb for lb in labels if lb["grade"] == grade), key=lambda lb: -lb["probs"][grade])
+            for lb in mine[:cfg.refine.self_label_max_per_grade]:
+                c = cands[lb["id"]]
+                rows.append({"lang": lang, "grade": grade, "kind": "self_label", "instruction": c["instruction"],
+                             "output": c["output"], "split": "train"})
+    return rows
+
+
+def evaluator_backend_config(cfg: RunConfig, trained_dir: Path | None) -> ModelConfig:
+    model = cfg.refine.evaluator.model
+    if trained_dir is None:
+        return model
+    lora = trained_dir / "adapter" if model.backend == "transformers" else trained_dir / "evaluator-lora.gguf"
+    return model.model_copy(update={"lora": str(lora)})
+
+
+def train_round_evaluator(cfg: RunConfig, t: int, console: Console) -> Path | None:
+    """Round t's trained evaluator (reused if already trained); None for a prompted judge."""
+    from xinstruct.refine.training import train_evaluator
+
+    ecfg = cfg.refine.evaluator
+    if ecfg.kind != "trained":
+        return None
+    out = iteration_dir(cfg, t) / "evaluator"
+    if t > 1 and cfg.refine.retrain not in ("evaluator", "both"):
+        return train_round_evaluator(cfg, t - 1, console)
+    if (out / "train_summary.json").exists():
+        return out
+    rows = [r for r in rating_set(seed_pairs(cfg), tuple(ecfg.degradations), ecfg.train.seed)
+            if r["split"] == "train"]
+    extra = self_labelled_rows(cfg, t) if t > 1 else []
+    console.print(f"refine {t}: training the evaluator on {len(rows)} rating-set pairs"
+                  + (f" + {len(extra)} confident labels of round {t - 1}" if t > 1 else ""))
+    train_evaluator(rows + extra, ecfg.train, out)
+    return out
+
+
+def regenerate(cfg: RunConfig, t: int, console: Console) -> None:
+    """Retrain the generator on seed + round t-1's kept pairs, and write new candidates for round t."""
+    from xinstruct.generate.candidates import generate_candidates
+    from xinstruct.models.base import load_backend
+    from xinstruct.pipeline.run import clean_documents
+    from xinstruct.train.sft import set_cpu_threads, train_generator
+
+    folder = iteration_dir(cfg, t)
+    if (folder / "candidates" / "done.json").exists():
+        return
+    gen_dir = folder / "generator"
+    if not (gen_dir / "train_summary.json").exists():
+        kept = [{"instruction": r["instruction"], "response": r["output"]}
+                for lang in cfg.languages for r in read_jsonl(iteration_dir(cfg, t - 1) / "kept" / f"{lang}.jsonl")]
+        pairs = seed_pairs(cfg, None if cfg.seed.split == "all" else "train") + kept
+        console.print(f"refine {t}: retraining the generator on {len(pairs)} pairs (seed + kept)")
+        set_cpu_threads()
+        train_generator(pairs, cfg.train, gen_dir)
+    gen_cfg = cfg.generator.model_copy(update={"lora": str(gen_dir / "generator-lora.gguf")})
+    with load_backend(gen_cfg) as backend:
+        for lang in cfg.languages:
+            with console.status(f"refine {t}: regenerating {lang} candidates"):
+                generate_candidates(clean_documents(cfg, lang), lang, backend, cfg.generate, folder / "candidates")
+    (folder / "candidates" / "done.json").write_text("{}")
+
+
+def run_iteration(cfg: RunConfig, t: int, console: Console) -> dict:
+    from xinstruct.models.base import load_backend
+    from xinstruct.pipeline.run import progress_bar
+    from xinstruct.refine.evaluator import make_evaluator
+    from xinstruct.refine.quality import evaluator_quality
+
+    started = time.perf_counter()
+    folder = iteration_dir(cfg, t)
+    ecfg = cfg.refine.evaluator
+    if t > 1 and cfg.refine.retrain in ("generator", "both"):
+        regenerate(cfg, t, console)
+    trained = train_round_evaluator(cfg, t, console)
+    cand_folder = candidate_folder(cfg, t)
+    summary: dict = {"iteration": t, "candidates_from": str(cand_folder), "languages": {}}
+    with load_backend(evaluator_backend_config(cfg, trained)) as backend, progress_bar(console) as progress:
+        evaluator = make_evaluator(ecfg.kind, backend, ecfg.scoring, ecfg.max_tokens)
+        summary["evaluator"] = evaluator.id
+        heldout = [r for r in rating_set(seed_pairs(cfg), tuple(ecfg.degradations), ecfg.train.seed)
+                   if r["split"] == "heldout"]
+        if heldout:  # how well this round's evaluator grades held-out seed pairs it never saw
+            summary["heldout_rating_set"] = evaluator_quality(heldout, evaluator.grade(heldout))
+        for lang in cfg.languages:
+            candidates = read_candidates(cand_folder, lang)
+            task = progress.add_task(f"refine {t}: grade {lang}", total=len(candidates))
+            run = label_candidates(candidates, lang, evaluator, folder / "labels", t, cfg.refine.batch_size,
+                                   cfg.refine.retries, on_progress=lambda n, k=task: progress.advance(k, n))
+            progress.update(task, completed=len(candidates))
+            labels = read_labels(folder / "labels", lang)
+            kept = select(candidates, labels, keep_rule(cfg.refine, lang), cfg.refine.keep_flawed_above)
+            write_jsonl(folder / "kept" / f"{lang}.jsonl", kept)
+            summary["languages"][lang] = language_summary(candidates, labels, kept, folder, lang, run)
+            if t > 1:
+                summary["languages"][lang]["vs_previous"] = compare(
+                    read_labels(iteration_dir(cfg, t - 1) / "labels", lang), labels)
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def language_summary(candidates: list[dict], labels: dict, kept: list[dict], folder: Path, lang: str,
+                     run: dict) -> dict:
+    from collections import Counter
+
+    errors_path = folder / "labels" / f"{lang}.errors.jsonl"
+    unresolved = Counter(e["reason"] for e in (read_jsonl(errors_path) if errors_path.exists() else [])
+                         if e["id"] not in labels)
+    grades = Counter(lb["grade"] for lb in labels.values())
+    return {"candidates": len(candidates), "labelled": len(labels), "errors": dict(unresolved),
+            "grades": {g: grades.get(g, 0) for g in GRADES}, "kept": len(kept),
+            "kept_by": dict(Counter(k["kept_by"] for k in kept)), "this_run": run}
+
+
+def run_refinement(cfg: RunConfig, console: Console) -> dict:
+    """All rounds, skipping finished ones; returns the per-round summaries and the final kept counts."""
+    rounds = []
+    for t in range(1, cfg.refine.iterations + 1):
+        done = iteration_dir(cfg, t) / "summary.json"
+        if done.exists():
+            console.print(f"[dim]refine {t}: done earlier, skipped ({done})[/dim]")
+            rounds.append(json.loads(done.read_text()))
+        else:
+            rounds.append(run_iteration(cfg, t, console))
+        print_round(rounds[-1], console)
+    final = cfg.out / "refine" / "final"
+    last = iteration_dir(cfg, cfg.refine.iterations) / "kept"
+    final.mkdir(parents=True, exist_ok=True)
+    for lang in cfg.languages:
+        shutil.copyfile(last / f"{lang}.jsonl", final / f"{lang}.jsonl")
+    return {"iterations": [{"iteration": r["iteration"], "evaluator": r["evaluator"],
+                            **{lang: {k: s[k] for k in ("grades", "kept", "errors")} | (
+                                {"vs_previous": s["vs_previous"]} if "vs_previous" in s else {})
+                               for lang, s in r["languages"].items()}} for r in rounds],
+            "final": {lang: sum(1 for _ in read_jsonl(final / f"{lang}.jsonl")) for lang in cfg.languages}}
+
+
+def print_round(summary: dict, console: Console) -> None:
+    from rich.table import Table
+
+    t = summary["iteration"]
+    table = Table(title=f"refinement round {t}: grades per language ({summary['evaluator']})")
+    for col in ("lang", "candidates", *GRADES, "errors", "kept", "vs previous round"):
+        table.add_column(col)
+    for lang, s in summary["languages"].items():
+        v = s.get("vs_previous", {})
+        moved = (f"agree {v['agreement']:.0%}, up {v['moved_up']}, down {v['moved_down']}"
+                 if v.get("compared") else "")
+        table.add_row(lang, str(s["candidates"]), *(str(s["grades"][g]) for g in GRADES),
+                      str(sum(s["errors"].values())), str(s["kept"]), moved)
+    console.print(table)
+    for lang, q in summary.get("heldout_rating_set", {}).items():
+        console.print(f"  held-out seed rating set {lang}: AUC(best: true vs mismatched) "
+                      f"{q['auc_true_vs_mismatched']:.3f}, 3-grade accuracy {q['accuracy']:.3f} (n={q['n']})")
