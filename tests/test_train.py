@@ -43,3 +43,27 @@ def test_train_export_and_serve_with_llamacpp(tmp_path, llama):
         assert r.error is None
     base_ll = llama.loglikelihood(target)[0]
     assert tuned_ll > base_ll, "the adapter was not applied (or training did nothing)"
+
+
+@pytest.mark.slow
+def test_completion_only_loss_equals_the_models_own_loss():
+    """The CPU-fast loss (LM head on completion positions only) is the model's own masked token-mean loss."""
+    import contextlib
+    import types
+
+    import torch
+
+    from xinstruct.models.transformers import load_causal_lm
+    from xinstruct.train.sft import CompletionLossTrainer
+
+    model, tok = load_causal_lm(None, "cpu", "float32")
+    enc = tok(["Habari ya asubuhi, rafiki yangu.", "Mvua imenyesha sana leo mjini."], return_tensors="pt",
+              padding=True)
+    labels = enc["input_ids"].clone()
+    labels[:, :4] = -100  # the "prompt"
+    labels[enc["attention_mask"] == 0] = -100
+    fake_trainer = types.SimpleNamespace(accelerator=types.SimpleNamespace(autocast=contextlib.nullcontext))
+    with torch.no_grad():
+        ours = CompletionLossTrainer.compute_loss(fake_trainer, model, {**enc, "labels": labels})
+        theirs = model(**enc, labels=labels).loss
+    assert float(ours) == pytest.approx(float(theirs), rel=1e-4)

@@ -20,7 +20,8 @@ def demo_config(output_dir: str = "runs/demo", languages: tuple[str, ...] = DEMO
         seed=SeedConfig(inputs=seeds, split="all"),
         train=TrainConfig(epochs=epochs, batch_size=4, max_length=320),
         generate=GenerateConfig(n_per_doc=2, max_tokens=64, batch_docs=16),
-        # two rounds, as the paper; round 2 retrains the evaluator on up to 20 confident labels per grade and
-        # language, and every language keeps at least 10 pairs however harsh the grades
-        refine=RefineConfig(iterations=2, self_label_max_per_grade=20, min_keep=10, batch_size=32),
+        # two rounds, as the paper; round 2 retrains the evaluator on up to 20 labels per grade and language
+        # graded at P >= 0.5 (the small model is rarely surer), and every language keeps at least 10 pairs
+        refine=RefineConfig(iterations=2, self_label_min_confidence=0.5, self_label_max_per_grade=20,
+                            min_keep=10, batch_size=32),
     )

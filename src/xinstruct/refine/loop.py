@@ -94,6 +94,10 @@ def train_round_evaluator(cfg: RunConfig, t: int, console: Console) -> Path | No
     rows = [r for r in rating_set(seed_pairs(cfg), tuple(ecfg.degradations), ecfg.train.seed)
             if r["split"] == "train"]
     extra = self_labelled_rows(cfg, t) if t > 1 else []
+    if t > 1 and not extra:  # retraining on the same rows would rebuild the same evaluator
+        console.print(f"refine {t}: no label of round {t - 1} reached P ≥ {cfg.refine.self_label_min_confidence}; "
+                      f"the evaluator of round {t - 1} grades again")
+        return train_round_evaluator(cfg, t - 1, console)
     console.print(f"refine {t}: training the evaluator on {len(rows)} rating-set pairs"
                   + (f" + {len(extra)} confident labels of round {t - 1}" if t > 1 else ""))
     train_evaluator(rows + extra, ecfg.train, out)
