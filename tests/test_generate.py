@@ -1,12 +1,10 @@
-import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from fake_backend import FakeBackend
+from killing import run_and_kill
 
 from xinstruct.config import GenerateConfig
 from xinstruct.corpus.langid import LanguageIdentifier
@@ -56,6 +54,7 @@ RUNNER = """
 import sys
 sys.path.insert(0, {tests!r})
 from fake_backend import FakeBackend
+from killing import run_and_kill
 from xinstruct.config import GenerateConfig
 from xinstruct.generate.candidates import generate_candidates
 from xinstruct.pipeline.journal import read_jsonl
@@ -70,14 +69,7 @@ def test_sigkill_mid_generation_resumes_without_loss_or_duplicates(tmp_path):
     out = tmp_path / "out"
     script.write_text(RUNNER.format(tests=str(Path(__file__).parent), out=str(out)))
     env = {**os.environ, "FAKE_DELAY": "0.3"}
-    proc = subprocess.Popen([sys.executable, str(script)], env=env)
-    commit = out / "sw.commit.json"
-    deadline = time.time() + 60
-    while time.time() < deadline and not (commit.exists() and json.loads(commit.read_text())["batches"] >= 3):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    batches = json.loads(commit.read_text())["batches"]
+    batches = run_and_kill(script, out / "sw.commit.json", env)
     assert 3 <= batches < 10, "killed too late to test resume"
     subprocess.run([sys.executable, str(script)], env={**env, "FAKE_DELAY": "0"}, check=True)
     got = sorted((r["doc_id"], r["candidate_index"]) for r in read_jsonl(out / "sw.candidates.jsonl"))

@@ -2,14 +2,13 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from fake_backend import FakeJudge
+from killing import run_and_kill
 
 from xinstruct.config import LanguageQuota, ModelConfig, RefineConfig, RunConfig
 from xinstruct.pipeline.journal import read_jsonl, write_jsonl
@@ -120,6 +119,7 @@ def test_garbage_and_backend_errors_are_counted_not_labelled(tmp_path, monkeypat
 RUNNER = """
 import sys; sys.path.insert(0, {tests!r})
 from fake_backend import FakeJudge
+from killing import run_and_kill
 from test_refine import candidates
 from xinstruct.refine.evaluator import JudgeEvaluator
 from xinstruct.refine.label import label_candidates
@@ -131,14 +131,7 @@ def test_sigkill_mid_labelling_resumes_without_relabelling(tmp_path):
     script, out, log = tmp_path / "run.py", tmp_path / "labels", tmp_path / "graded.log"
     script.write_text(RUNNER.format(tests=str(Path(__file__).parent), out=str(out)))
     env = {**os.environ, "FAKE_DELAY": "0.3", "FAKE_LOG": str(log)}
-    proc = subprocess.Popen([sys.executable, str(script)], env=env)
-    commit = out / "sw.commit.json"
-    deadline = time.time() + 60
-    while time.time() < deadline and not (commit.exists() and json.loads(commit.read_text())["batches"] >= 3):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    committed = json.loads(commit.read_text())["batches"]
+    committed = run_and_kill(script, out / "sw.commit.json", env)
     assert 3 <= committed < 10, "killed too late to test resume"
     first = len(log.read_text().splitlines())
     subprocess.run([sys.executable, str(script)], env={**env, "FAKE_DELAY": "0"}, check=True)

@@ -24,6 +24,8 @@ console = Console()
 
 ConfigArg = Annotated[Path, typer.Argument(help="YAML run config (see configs/example.yaml)", exists=True)]
 ForceOpt = Annotated[bool, typer.Option("--force", help="redo a stage even if its summary exists")]
+PassagesOpt = Annotated[Path, typer.Option(help="folder of parallel FLORES {lang}.jsonl")]
+FLORES_DIR = Path("../shared/data/text/flores_sib200")
 
 
 def _load(config: Path | None) -> RunConfig:
@@ -32,6 +34,12 @@ def _load(config: Path | None) -> RunConfig:
     except ConfigError as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from None
+
+
+def _require_passages(passages: Path) -> None:
+    if not passages.is_dir():
+        console.print(f"[red]no parallel passages at {passages}[/red] (point --passages at flores_sib200)")
+        raise typer.Exit(2)
 
 
 def _run(config: Path, stages: tuple[str, ...], force: bool = False) -> None:
@@ -112,8 +120,7 @@ def demo(
 @app.command("eval-generator")
 def eval_generator(
     languages: Annotated[str, typer.Option(help="comma-separated")] = "sw,th,hi",
-    passages: Annotated[Path, typer.Option(help="folder of parallel FLORES {lang}.jsonl")] =
-        Path("../shared/data/text/flores_sib200"),
+    passages: PassagesOpt = FLORES_DIR,
     generator: Annotated[Path | None, typer.Option(help="tuned GGUF LoRA adapter; trained here if absent")] = None,
     output_dir: Annotated[Path, typer.Option()] = Path("runs/eval-generator"),
     epochs: Annotated[float, typer.Option(help="epochs when training here")] = 1.0,
@@ -125,9 +132,7 @@ def eval_generator(
     from xinstruct.models.llamacpp import LlamaCppBackend
     from xinstruct.seed.parallel import load_instructions, parallel_pairs
 
-    if not passages.is_dir():
-        console.print(f"[red]no parallel passages at {passages}[/red] (point --passages at flores_sib200)")
-        raise typer.Exit(2)
+    _require_passages(passages)
     langs = languages.split(",")
     instructions = load_instructions("bundled:flores")
     train = {lang: parallel_pairs(instructions, passages, lang, "train") for lang in langs}
@@ -166,8 +171,7 @@ def eval_generator(
 @app.command("eval-evaluator")
 def eval_evaluator(
     languages: Annotated[str, typer.Option(help="comma-separated; default: three scripts")] = "sw,th,hi",
-    passages: Annotated[Path, typer.Option(help="folder of parallel FLORES {lang}.jsonl")] =
-        Path("../shared/data/text/flores_sib200"),
+    passages: PassagesOpt = FLORES_DIR,
     evaluator: Annotated[Path | None, typer.Option(help="trained evaluator GGUF LoRA; trained here if absent")]
         = None,
     output_dir: Annotated[Path, typer.Option()] = Path("runs/eval-evaluator"),
@@ -183,9 +187,7 @@ def eval_evaluator(
     from xinstruct.refine.training import train_evaluator
     from xinstruct.seed.parallel import load_instructions, parallel_pairs
 
-    if not passages.is_dir():
-        console.print(f"[red]no parallel passages at {passages}[/red] (point --passages at flores_sib200)")
-        raise typer.Exit(2)
+    _require_passages(passages)
     langs = languages.split(",")
     instructions = load_instructions("bundled:flores")
     pairs = [p for lang in langs for p in parallel_pairs(instructions, passages, lang)]

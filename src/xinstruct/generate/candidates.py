@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -17,7 +17,7 @@ from xinstruct.config import GenerateConfig
 from xinstruct.corpus.langid import LanguageIdentifier
 from xinstruct.generate.checks import check_instruction
 from xinstruct.models.base import Backend, SamplingParams
-from xinstruct.pipeline.journal import Journal, read_jsonl
+from xinstruct.pipeline.journal import Journal, batches, read_jsonl
 from xinstruct.prompts import generation_prompt
 
 
@@ -34,17 +34,6 @@ def finished_keys(journal: Journal) -> set[str]:
     done = {r["doc_key"] for r in journal.records("candidates")}
     done |= {r["doc_key"] for r in journal.records("rejects") if r["reason"] != "generate:backend_error"}
     return done
-
-
-def _batches(docs: Iterable[dict], size: int) -> Iterator[list[dict]]:
-    batch = []
-    for doc in docs:
-        batch.append(doc)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def generate_candidates(docs: Iterable[dict], lang: str, backend: Backend, cfg: GenerateConfig,
@@ -65,7 +54,7 @@ def generate_candidates(docs: Iterable[dict], lang: str, backend: Backend, cfg: 
                 else:
                     yield d
 
-        for batch in _batches(todo(), cfg.batch_docs):
+        for batch in batches(todo(), cfg.batch_docs):
             results = backend.generate([generation_prompt(d["text"]) for d in batch], params)
             kept, rejected = [], []
             for doc, result in zip(batch, results):

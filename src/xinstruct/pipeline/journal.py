@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 
@@ -24,6 +24,18 @@ def read_jsonl(path: str | Path) -> Iterator[dict]:
         for line in f:
             if line.strip():
                 yield json.loads(line)
+
+
+def batches(records: Iterable[dict], size: int) -> Iterator[list[dict]]:
+    """Consecutive lists of `size` records (the last may be shorter): the unit a Journal commits."""
+    batch = []
+    for record in records:
+        batch.append(record)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def write_jsonl(path: str | Path, records) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from xinstruct.languages import get_language
 from xinstruct.models.base import Backend, SamplingParams
@@ -120,7 +120,7 @@ class JudgeEvaluator:
             scored = self.backend.option_logprobs([p for _, p, _ in to_score], GRADE_TOKENS)
             for (i, _, reason), s in zip(to_score, scored):
                 grades[i] = (Grade(error=f"backend_error: {s.error}", reason=reason) if s.error
-                             else Grade(**{**grade_from_logprobs(s.logprobs).__dict__, "reason": reason}))
+                             else replace(grade_from_logprobs(s.logprobs), reason=reason))
         return grades
 
 

@@ -13,8 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 
 from xinstruct.config import LanguageQuota, RefineConfig
-from xinstruct.generate.candidates import _batches
-from xinstruct.pipeline.journal import Journal
+from xinstruct.pipeline.journal import Journal, batches
 from xinstruct.refine.ratings import GRADES
 
 RETRYABLE = "backend_error"
@@ -39,7 +38,7 @@ def label_candidates(items: Iterable[dict], lang: str, evaluator, folder, iterat
                 else:
                     yield it
 
-        for batch in _batches(todo(), batch_size):
+        for batch in batches(todo(), batch_size):
             grades = evaluator.grade(batch)
             for _ in range(retries):
                 failed = [i for i, g in enumerate(grades) if g.error]

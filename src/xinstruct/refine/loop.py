@@ -34,6 +34,12 @@ def seed_pairs(cfg: RunConfig, split: str | None = None) -> list[dict]:
     return [p for p in pairs if split is None or p["split"] == split]
 
 
+def rating_rows(cfg: RunConfig, split: str) -> list[dict]:
+    """The synthetic rating set of this run's seed pairs, one split of it (train: to learn; heldout: to check)."""
+    ecfg = cfg.refine.evaluator
+    return [r for r in rating_set(seed_pairs(cfg), tuple(ecfg.degradations), ecfg.train.seed) if r["split"] == split]
+
+
 def candidate_folder(cfg: RunConfig, t: int) -> Path:
     """The candidates round t labels: regenerated ones where the generator was retrained, else Stage I's."""
     for k in range(t, 1, -1):
@@ -91,8 +97,7 @@ def train_round_evaluator(cfg: RunConfig, t: int, console: Console) -> Path | No
         return train_round_evaluator(cfg, t - 1, console)
     if (out / "train_summary.json").exists():
         return out
-    rows = [r for r in rating_set(seed_pairs(cfg), tuple(ecfg.degradations), ecfg.train.seed)
-            if r["split"] == "train"]
+    rows = rating_rows(cfg, "train")
     extra = self_labelled_rows(cfg, t) if t > 1 else []
     if t > 1 and not extra:  # retraining on the same rows would rebuild the same evaluator
         console.print(f"refine {t}: no label of round {t - 1} reached P ≥ {cfg.refine.self_label_min_confidence}; "
@@ -147,8 +152,7 @@ def run_iteration(cfg: RunConfig, t: int, console: Console) -> dict:
     with load_backend(evaluator_backend_config(cfg, trained)) as backend, progress_bar(console) as progress:
         evaluator = make_evaluator(ecfg.kind, backend, ecfg.scoring, ecfg.max_tokens)
         summary["evaluator"] = evaluator.id
-        heldout = [r for r in rating_set(seed_pairs(cfg), tuple(ecfg.degradations), ecfg.train.seed)
-                   if r["split"] == "heldout"]
+        heldout = rating_rows(cfg, "heldout")
         if heldout:  # how well this round's evaluator grades held-out seed pairs it never saw
             summary["heldout_rating_set"] = evaluator_quality(heldout, evaluator.grade(heldout))
         for lang in cfg.languages:
