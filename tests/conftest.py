@@ -23,3 +23,12 @@ def llama():
     backend = LlamaCppBackend(ModelConfig(n_ctx=4096, n_parallel=4))
     yield backend
     backend.close()
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The bundled MiniLM sentence embedder (sentence-transformers), shared by the Stage III tests."""
+    from xinstruct.config import EmbedderConfig
+    from xinstruct.diversify.embed import load_embedder
+
+    return load_embedder(EmbedderConfig())

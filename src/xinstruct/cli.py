@@ -18,11 +18,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # we fork datatrove wo
 
 app = typer.Typer(help="Build instruction data for low-resource languages the X-Instruction way "
                        "(native text as responses, model-written English instructions).\n\n"
-                       "Stages: corpus → seed → train (generator) → generate (candidates) → refine.",
+                       "Stages: corpus → seed → train (generator) → generate (candidates) → refine → "
+                       "diversify → export (dataset, card, report).",
                   no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_show_locals=False)
 console = Console()
 
-ConfigArg = Annotated[Path, typer.Argument(help="YAML run config (see configs/example.yaml)", exists=True)]
+ConfigArg = Annotated[Path, typer.Argument(help="YAML run config (see configs/example.yaml), or a run folder "
+                                                "(its config.json)", exists=True)]
 ForceOpt = Annotated[bool, typer.Option("--force", help="redo a stage even if its summary exists")]
 PassagesOpt = Annotated[Path, typer.Option(help="folder of parallel FLORES {lang}.jsonl")]
 FLORES_DIR = Path("../shared/data/text/flores_sib200")
@@ -30,6 +32,8 @@ FLORES_DIR = Path("../shared/data/text/flores_sib200")
 
 def _load(config: Path | None) -> RunConfig:
     try:
+        if config is not None and config.is_dir():  # a run folder: its saved config, output in that folder
+            return load_config(config / "config.json", {"output_dir": str(config)})
         return load_config(config)
     except ConfigError as e:
         console.print(f"[red]{e}[/red]")
@@ -80,8 +84,56 @@ def refine(config: ConfigArg):
 
 
 @app.command()
+def diversify(config: ConfigArg, force: ForceOpt = False):
+    """Stage III: embed the refined English instructions, k-means per language, draw up to the target across
+    clusters (round-robin, nearest to the centroid and better grades first), after n-gram decontamination."""
+    _run(config, ("diversify",), force)
+
+
+@app.command()
+def export(config: ConfigArg, force: ForceOpt = False):
+    """Write the dataset (JSONL, Parquet, HF datasets folder; a split per language and `all`), its card
+    (statistics table, verb-noun chart) and the run's HTML report."""
+    _run(config, ("export",), force)
+
+
+@app.command()
+def diversity(
+    config: ConfigArg,
+    draws: Annotated[int, typer.Option(help="random subsets averaged")] = 20,
+    seed: Annotated[int, typer.Option()] = 0,
+):
+    """Diversity of each language's selected set vs random subsets of the same size from the same pool:
+    cluster-coverage entropy as a share of its maximum, and mean pairwise cosine distance."""
+    from xinstruct.diversify.stage import measure_diversity
+
+    cfg = _load(config)
+    table = Table(title=f"diversity: selected vs random same-size subsets ({draws} draws) — {cfg.out}")
+    for col in ("lang", "pool", "selected", "clusters", "entropy share", "random (sd)", "cosine distance",
+                "random (sd)", "verdict"):
+        table.add_column(col)
+    for lang in cfg.languages:
+        if not (cfg.out / "diversify" / f"{lang}.pool.jsonl").exists():
+            console.print(f"[red]{lang}: no diversify output under {cfg.out}[/red] (run `xinstruct diversify`)")
+            raise typer.Exit(2)
+        d = measure_diversity(cfg.out, lang, draws, seed)
+        if not d.get("selected"):
+            table.add_row(lang, str(d["pool"]), "0", "", "", "", "", "", "empty")
+            continue
+        ok = (d["entropy_fraction"] >= 0.95 and d["entropy_fraction"] > d["random_entropy_fraction"]
+              and d["mean_cosine_distance"] > d["random_mean_cosine_distance"])
+        verdict = ("selection = whole pool" if d["selected"] == d["pool"] else "ok" if ok else "below target")
+        table.add_row(lang, str(d["pool"]), str(d["selected"]), str(d["clusters"]), f"{d['entropy_fraction']:.3f}",
+                      f"{d['random_entropy_fraction']:.3f} ({d['random_entropy_fraction_sd']:.3f})",
+                      f"{d['mean_cosine_distance']:.4f}",
+                      f"{d['random_mean_cosine_distance']:.4f} ({d['random_mean_cosine_distance_sd']:.4f})", verdict)
+    console.print(table)
+    console.print("target: entropy share ≥ 0.95 and above random; cosine distance above random")
+
+
+@app.command()
 def run(config: ConfigArg, force: ForceOpt = False):
-    """Stages I and II in order: corpus → seed → train-generator → generate → refine."""
+    """Every stage in order: corpus → seed → train-generator → generate → refine → diversify → export."""
     from xinstruct.pipeline.run import STAGES
 
     _run(config, STAGES, force)
@@ -92,17 +144,24 @@ def demo(
     output_dir: Annotated[str, typer.Option(help="where the run writes")] = "runs/demo",
     languages: Annotated[str, typer.Option(help="comma-separated; bundled demo data: sw,th,hi")] = "sw,th,hi",
     epochs: Annotated[float, typer.Option(help="generator training epochs")] = 1.0,
+    decontaminate_against: Annotated[list[Path] | None, typer.Option(
+        help="evaluation question JSONL (repeatable); default: Vicuna-80 and MT-Bench from ../shared/data/eval "
+             "where present")] = None,
 ):
-    """Stages I and II on bundled data and the bundled Gemma-3-270m (2 refinement rounds): no network, no keys."""
-    from xinstruct.pipeline.demo import demo_config
+    """Every stage on bundled data and the bundled Gemma-3-270m (2 refinement rounds, 20 pairs per language):
+    no network, no keys. Ends with the dataset, its card and the run report."""
+    from xinstruct.pipeline.demo import EVAL_QUESTIONS, demo_config
     from xinstruct.pipeline.run import STAGES, outputs, run_stages
 
-    cfg = demo_config(output_dir, tuple(languages.split(",")), epochs)
+    questions = [str(p) for p in (decontaminate_against or [p for p in EVAL_QUESTIONS if p.exists()])]
+    cfg = demo_config(output_dir, tuple(languages.split(",")), epochs, questions)
+    if not questions:
+        console.print("[yellow]no evaluation questions found: the demo data is not decontaminated[/yellow]")
     started = time.perf_counter()
     results = run_stages(cfg, STAGES, console)
-    table = Table(title="demo: documents → candidates → refined pairs")
+    table = Table(title="demo: documents → candidates → refined pairs → selected")
     for col in ("language", "read", "kept", "dropped", "seed pairs", "candidates", "rejected candidates",
-                "refined (kept)"):
+                "refined (kept)", "selected"):
         table.add_column(col)
     for lang in cfg.languages:
         c = results["corpus"].get(lang, {})
@@ -110,7 +169,8 @@ def demo(
         s = results["seed"].get(lang, {})
         table.add_row(lang, str(c.get("read", 0)), str(c.get("kept", 0)), str(sum(c.get("dropped", {}).values())),
                       str(sum(s.values())), str(g.get("candidates", 0)), str(sum(g.get("rejected", {}).values())),
-                      str(results["refine"]["final"].get(lang, 0)))
+                      str(results["refine"]["final"].get(lang, 0)),
+                      str(results["diversify"]["languages"][lang]["selected"]))
     console.print(table)
     console.print(f"finished in {time.perf_counter() - started:.0f}s. Outputs:")
     for name, path in outputs(cfg).items():

@@ -82,7 +82,8 @@ class Decontaminator:
         tokens = words(instruction)
         if not tokens:
             return None
-        for gram in ngrams(tokens, self.n):
+        for i in range(len(tokens) - self.n + 1):  # in reading order, so the first overlap is reported
+            gram = tuple(tokens[i:i + self.n])
             if gram in self.index:
                 return Match(self.index[gram], " ".join(gram))
         joined = f" {' '.join(tokens)} "

@@ -44,7 +44,7 @@ def diversity_report(embeddings: np.ndarray, labels: np.ndarray, k: int, selecte
 
     sel_entropy, sel_distance = figures(selected)
     random = np.array([figures(rng.choice(len(labels), size=n, replace=False)) for _ in range(draws)])
-    return {"pool": int(len(labels)), "selected": int(n), "clusters": int(k),
+    return {"pool": len(labels), "selected": int(n), "clusters": int(k),
             "entropy_fraction": sel_entropy, "random_entropy_fraction": float(random[:, 0].mean()),
             "random_entropy_fraction_sd": float(random[:, 0].std()),
             "mean_cosine_distance": sel_distance, "random_mean_cosine_distance": float(random[:, 1].mean()),

@@ -96,7 +96,7 @@ def refined_path(out: Path, lang: str) -> Path:
     return out / "refine" / "final" / f"{lang}.jsonl"
 
 
-def run_diversify(out: Path, languages: list[str], cfg: DiversifyConfig, console=None,
+def run_diversify(out: Path, languages: list[str], cfg: DiversifyConfig,
                   on_language: Callable | None = None) -> dict:
     """Every language in turn; returns the stage summary (also what `xinstruct diversity` recomputes)."""
     missing = [lang for lang in languages if not refined_path(out, lang).exists()]

@@ -1,6 +1,7 @@
-"""Run order: corpus → seed → train generator → candidates (Stage I) → refine (Stage II). Each stage reads the
-previous stage's files and leaves a summary; a stage whose summary exists is skipped, and the model stages
-(generate, refine) resume mid-way by themselves.
+"""Run order: corpus → seed → train generator → candidates (Stage I) → refine (Stage II) → diversify (Stage III)
+→ export (dataset, card, report). Each stage reads the previous stage's files and leaves a summary; a stage whose
+summary exists is skipped, and the model stages (generate, refine) resume mid-way by themselves (diversify keeps
+its finished embedding shards).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from xinstruct.config import ModelConfig, RunConfig
 from xinstruct.pipeline.journal import read_jsonl, write_jsonl
 
-STAGES = ("corpus", "seed", "train", "generate", "refine")
+STAGES = ("corpus", "seed", "train", "generate", "refine", "diversify", "export")
 RESUMABLE = ("generate", "refine")  # these pick up mid-way; they are never skipped whole
 
 
@@ -135,8 +136,32 @@ def stage_refine(cfg: RunConfig, console: Console) -> dict:
     return run_refinement(cfg, console)
 
 
+def stage_diversify(cfg: RunConfig, console: Console) -> dict:
+    from xinstruct.diversify.stage import run_diversify
+
+    with progress_bar(console) as progress:
+        def on_language(lang: str, n: int):
+            task = progress.add_task(f"embed {lang}", total=n)
+            return lambda k: progress.advance(task, k)
+
+        summary = run_diversify(cfg.out, cfg.languages, cfg.diversify, on_language)
+    for lang, s in summary["languages"].items():
+        d = s.get("diversity", {})
+        console.print(f"  {lang}: {s['refined']} refined → pool {s['pool']} (set aside {s['dropped'] or 'none'}) "
+                      f"→ {s['selected']} selected from {s['clusters']} clusters; entropy share "
+                      f"{d.get('entropy_fraction', 0):.3f} (random {d.get('random_entropy_fraction', 0):.3f})")
+    return summary
+
+
+def stage_export(cfg: RunConfig, console: Console) -> dict:
+    from xinstruct.export.stage import run_export
+
+    with console.status("export: dataset (JSONL, Parquet, HF), card, report"):
+        return run_export(cfg)
+
+
 RUNNERS = {"corpus": stage_corpus, "seed": stage_seed, "train": stage_train, "generate": stage_generate,
-           "refine": stage_refine}
+           "refine": stage_refine, "diversify": stage_diversify, "export": stage_export}
 
 
 def run_stages(cfg: RunConfig, stages: tuple[str, ...] = STAGES, console: Console | None = None,
@@ -164,4 +189,6 @@ def outputs(cfg: RunConfig) -> dict[str, Path]:
     return {"cleaned corpus": out / "corpus" / "clean", "corpus rejects": out / "corpus" / "rejects",
             "seed pairs": out / "seed" / "pairs.jsonl", "generator adapter": out / "generator",
             "candidates": out / "candidates", "refinement rounds": out / "refine",
-            "refined pairs": out / "refine" / "final", "stage summaries": out / "summaries"}
+            "refined pairs": out / "refine" / "final", "diversified pairs": out / "diversify",
+            "dataset": out / "dataset", "dataset card": out / "dataset" / "README.md",
+            "run report": out / "report" / "index.html", "stage summaries": out / "summaries"}

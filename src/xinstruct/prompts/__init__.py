@@ -39,3 +39,8 @@ def judge_prompt(instruction: str, response: str, language: str) -> str:
     """The prompted judge's rubric (Humpback-style): a one-line reason, then "Score: <grade>"."""
     return template("judge_pair").format(instruction=instruction.strip(), response=response.strip(),
                                          language=language)
+
+
+def assistant_system_prompt(language: str) -> str:
+    """The AI-assistant variant's system message: English request, answer in `language`."""
+    return template("assistant_system").strip().format(language=language)

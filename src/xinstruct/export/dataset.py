@@ -1,0 +1,69 @@
+"""The dataset in the paper's format: English instruction + " Answer in {Language}.", output in the target language,
+with provenance. One split per language plus `all`, written as JSONL, Parquet and an HF `datasets` directory,
+all from the same Arrow table so the three agree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+
+from xinstruct.languages import answer_suffix, get_language
+from xinstruct.pipeline.journal import write_jsonl
+from xinstruct.prompts import assistant_system_prompt
+
+MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
+SCHEMA = pa.schema([
+    ("id", pa.string()), ("lang", pa.string()), ("language", pa.string()),
+    ("instruction", pa.string()),  # English instruction + " Answer in {Language}."
+    ("output", pa.string()),  # the native text
+    ("english_instruction", pa.string()),  # as the generator wrote it
+    ("grade", pa.string()), ("p_best", pa.float64()), ("iteration", pa.int64()),
+    ("cluster", pa.int64()), ("draw_rank", pa.int64()),
+    ("generator", pa.string()), ("evaluator", pa.string()),
+    ("source_doc_id", pa.string()), ("source", pa.string()),
+])
+ASSISTANT_FIELD = pa.field("messages", pa.list_(MESSAGE))  # the AI-assistant (chat) variant
+
+
+def export_row(pair: dict, assistant: bool) -> dict:
+    """One selected pair (from diversify/<lang>.selected.jsonl) as a dataset row."""
+    lang = pair["lang"]
+    instruction = f"{pair['instruction'].strip()} {answer_suffix(lang)}"
+    row = {"id": pair["id"], "lang": lang, "language": get_language(lang).name, "instruction": instruction,
+           "output": pair["output"], "english_instruction": pair["instruction"], "grade": pair.get("grade"),
+           "p_best": (pair.get("probs") or {}).get("best"), "iteration": pair.get("iteration"),
+           "cluster": pair.get("cluster"), "draw_rank": pair.get("selected_rank"),
+           "generator": pair.get("generator"), "evaluator": pair.get("evaluator"),
+           "source_doc_id": pair.get("doc_id"), "source": pair.get("source")}
+    if assistant:
+        row["messages"] = [{"role": "system", "content": assistant_system_prompt(row["language"])}, {"role": "user", "content": instruction},
+                           {"role": "assistant", "content": pair["output"]}]
+    return row
+
+
+def schema(assistant: bool) -> pa.Schema:
+    return SCHEMA.append(ASSISTANT_FIELD) if assistant else SCHEMA
+
+
+def write_dataset(rows: dict[str, list[dict]], folder: Path, formats: list[str], assistant: bool) -> dict[str, Path]:
+    """Write every language's rows and the `all` split; returns {format: path}."""
+    import pyarrow.parquet as pq
+
+    tables = {lang: pa.Table.from_pylist(r, schema=schema(assistant)) for lang, r in rows.items()}
+    tables["all"] = pa.concat_tables(tables.values()) if rows else pa.Table.from_pylist([], schema=schema(assistant))
+    written = {}
+    if "jsonl" in formats:
+        for split, table in tables.items():
+            write_jsonl(folder / "jsonl" / f"{split}.jsonl", table.to_pylist())
+        written["jsonl"] = folder / "jsonl"
+    if "parquet" in formats:
+        (folder / "parquet").mkdir(parents=True, exist_ok=True)
+        for split, table in tables.items():
+            pq.write_table(table, folder / "parquet" / f"{split}.parquet")
+        written["parquet"] = folder / "parquet"
+    if "hf" in formats:
+        from datasets import Dataset, DatasetDict
+        DatasetDict({split: Dataset(table) for split, table in tables.items()}).save_to_disk(str(folder / "hf"))
+        written["hf"] = folder / "hf"
+    return written

@@ -1,0 +1,45 @@
+"""Export: the selected pairs of every language as a dataset (JSONL, Parquet, HF directory) with its card, and
+the run report. Reads <run>/diversify/<lang>.selected.jsonl; writes <run>/dataset/ and <run>/report/."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from xinstruct.config import RunConfig
+from xinstruct.export.card import write_card
+from xinstruct.export.dataset import export_row, write_dataset
+from xinstruct.export.report import write_report
+from xinstruct.pipeline.journal import read_jsonl
+
+
+def provenance(cfg: RunConfig, rows: dict[str, list[dict]]) -> dict:
+    """How the data was made, for the card: models, rounds, draw settings, decontamination."""
+    diversified = json.loads((cfg.out / "diversify" / "summary.json").read_text())
+    every = [r for rs in rows.values() for r in rs]
+    return {"name": f"X-Instruction data ({', '.join(rows)})",
+            "generators": dict(Counter(r["generator"] for r in every)),
+            "evaluators": dict(Counter(r["evaluator"] for r in every)),
+            "refinement_rounds": cfg.refine.iterations,
+            "embedder": diversified.get("embedder"),
+            "target_per_language": {lang: cfg.diversify.target(lang) for lang in rows},
+            "clusters": {lang: s.get("clusters") for lang, s in diversified["languages"].items()},
+            "decontaminated_against": diversified.get("decontaminated_against"),
+            "dropped_before_drawing": {lang: s.get("dropped") for lang, s in diversified["languages"].items()}}
+
+
+def run_export(cfg: RunConfig) -> dict:
+    selected = {lang: cfg.out / "diversify" / f"{lang}.selected.jsonl" for lang in cfg.languages}
+    missing = [lang for lang, p in selected.items() if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"no selected pairs for {', '.join(missing)} under {cfg.out / 'diversify'}: "
+                                "run `xinstruct diversify` first")
+    ecfg = cfg.export
+    rows = {lang: [export_row(p, ecfg.assistant_variant) for p in read_jsonl(path)] for lang, path in selected.items()}
+    folder = cfg.out / "dataset"
+    written = {fmt: str(p) for fmt, p in write_dataset(rows, folder, ecfg.formats, ecfg.assistant_variant).items()}
+    if ecfg.card:
+        written["card"] = str(write_card(folder, rows, provenance(cfg, rows), ecfg.formats))
+    if ecfg.report:
+        written["report"] = str(write_report(cfg.out, cfg.languages, rows, cfg.out / "report", ecfg.report_samples))
+    return {"rows": {lang: len(r) for lang, r in rows.items()}, "written": written}

@@ -1,0 +1,137 @@
+"""Stage III: round-robin draw, decontamination, pool building, diversity figures, resumable embeddings, and the
+whole stage on the real MiniLM embedder."""
+
+import numpy as np
+import pytest
+from synthetic_run import make_run, refined_pairs
+
+from xinstruct.config import DiversifyConfig, EmbedderConfig
+from xinstruct.diversify.cluster import default_k, kmeans
+from xinstruct.diversify.decontaminate import Decontaminator, question_texts
+from xinstruct.diversify.diversity import coverage_entropy, diversity_report, max_entropy, mean_cosine_distance
+from xinstruct.diversify.embed import embed_to_disk
+from xinstruct.diversify.select import round_robin
+from xinstruct.diversify.stage import build_pool, measure_diversity, run_diversify
+
+
+def test_round_robin_takes_every_cluster_before_a_second_from_any():
+    labels = np.array([0] * 10 + [1] * 2 + [2])
+    distances = np.arange(13, dtype=float)[::-1]  # later rows are nearer their centroid
+    grades = np.zeros(13, int)
+    picked = round_robin(labels, distances, grades, target=5)
+    assert sorted(labels[picked[:3]]) == [0, 1, 2]  # the first round: one from each cluster
+    assert picked[0] == 12  # the nearest row of all goes first
+    assert picked[:3] == [12, 11, 9]  # each cluster's nearest: cluster 2, 1, 0 (by distance)
+    assert list(labels[picked]).count(0) == 2 and len(picked) == 5
+    assert sorted(round_robin(labels, distances, grades, target=100)) == list(range(13))  # target > pool: all
+
+
+def test_round_robin_prefers_better_grades_within_a_cluster():
+    labels = np.zeros(4, int)
+    distances = np.array([0.1, 0.2, 0.3, 0.4])
+    grades = np.array([1, 1, 0, 1])  # row 2 is 'best', the others 'flawed'
+    assert round_robin(labels, distances, grades, target=2) == [2, 0]
+
+
+def test_default_k_ties_clusters_to_the_target():
+    assert default_k(32000, 100000) == 1000
+    assert default_k(20, 40) == 2
+    assert default_k(32000, 50) == 50
+
+
+def test_decontamination_finds_copies_overlaps_and_short_containment():
+    questions = [("vicuna:1", "How can I improve my time management skills while working from home every day?"),
+                 ("mt:2", "Compose an engaging travel blog post about a recent trip to Hawaii."),
+                 ("short:3", "Tell me a joke.")]
+    d = Decontaminator(questions, n=8)
+    copy = d.match("How can I improve my time management skills while working from home every day?")
+    assert copy and copy.question_id == "vicuna:1"
+    overlap = d.match("Please compose an engaging travel blog post about a recent trip to Kenya's coast.")
+    assert overlap and overlap.question_id == "mt:2" and overlap.overlap.startswith("compose an engaging")
+    assert d.match("Tell me a joke, please, about cats and dogs living together.").question_id == "short:3"
+    assert d.match("Improve my time management?").question_id == "vicuna:1"  # short instruction inside a question
+    assert d.match("Write a recipe for pilau with beef and spices for a wedding.") is None
+    assert d.match("") is None
+    assert question_texts({"turns": ["first", "second"]}) == ["first", "second"]
+    assert question_texts({"instruction": "x"}) == ["x"]
+
+
+def test_build_pool_sets_aside_with_reasons_and_keeps_the_better_duplicate():
+    records = [{"id": "a", "instruction": "Write a poem about rain.", "grade": "flawed", "probs": {"best": 0.9}},
+               {"id": "b", "instruction": "write a poem about RAIN", "grade": "best", "probs": {"best": 0.4}},
+               {"id": "c", "instruction": "Tell me a joke.", "grade": "best", "probs": {"best": 0.5}},
+               {"id": "d", "instruction": "List three rivers.", "grade": "worst", "probs": {"best": 0.1}}]
+    pool, dropped = build_pool(records, ["best", "flawed"], Decontaminator([("q", "Tell me a joke.")]), dedup=True)
+    assert [r["id"] for r in pool] == ["b"]
+    reasons = {r["id"]: r["drop_reason"] for r in dropped}
+    assert reasons == {"a": "duplicate_instruction", "c": "contaminated", "d": "grade:worst"}
+    assert next(r for r in dropped if r["id"] == "a")["duplicate_of"] == "b"
+
+
+def test_diversity_figures_match_brute_force():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    cos = x @ x.T
+    brute = 1 - (cos.sum() - np.trace(cos)) / (40 * 39)
+    assert mean_cosine_distance(x) == pytest.approx(brute, abs=1e-5)
+    assert coverage_entropy(np.array([0, 1, 2, 3])) == pytest.approx(np.log(4))
+    assert max_entropy(3, 10) == pytest.approx(np.log(3))
+    labels = np.array([0] * 30 + [1] * 5 + [2] * 5)
+    even = np.array([0, 1, 2, 30, 31, 32, 35, 36, 37])  # three from each cluster
+    report = diversity_report(x, labels, 3, even)
+    assert report["entropy_fraction"] == pytest.approx(1.0)
+    assert report["random_entropy_fraction"] < 1.0
+
+
+def test_kmeans_recovers_separated_groups():
+    rng = np.random.default_rng(1)
+    centres = np.eye(8, dtype=np.float32)[:3] * 10
+    x = np.concatenate([c + rng.normal(scale=0.3, size=(50, 8)) for c in centres]).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    _, labels, distances = kmeans(x, 3, seed=0)
+    assert len({tuple(labels[i * 50:(i + 1) * 50]) for i in range(3)}) == 3
+    assert all(len(set(labels[i * 50:(i + 1) * 50])) == 1 for i in range(3))
+    assert distances.shape == (150,) and (distances >= 0).all()
+
+
+@pytest.mark.slow
+def test_embeddings_resume_from_shards(tmp_path, embedder):
+    texts = [p["instruction"] for p in refined_pairs("sw", 30)]
+    cfg = EmbedderConfig(shard_size=8)
+    first, computed = embed_to_disk(texts, tmp_path, cfg, lambda _c: embedder)
+    assert computed == 30 and first.shape == (30, 384)
+    assert np.allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-3)
+    (tmp_path / "emb-00002.npy").unlink()  # as if killed while writing the third shard
+
+    def no_model(_c):
+        raise AssertionError("the model must not load when every shard is there")
+
+    again, computed = embed_to_disk(texts, tmp_path, cfg, lambda _c: embedder)
+    assert computed == 8 and np.allclose(again, first, atol=1e-4)
+    _, computed = embed_to_disk(texts, tmp_path, cfg, no_model)
+    assert computed == 0
+    changed = texts[:5] + ["Something else entirely."] + texts[6:]
+    _, computed = embed_to_disk(changed, tmp_path, cfg, lambda _c: embedder)
+    assert computed == 8  # only the shard whose texts changed
+
+
+@pytest.mark.slow
+def test_stage_draws_a_diverse_set_and_beats_random(tmp_path, embedder, monkeypatch):
+    import xinstruct.diversify.embed as embed_module
+
+    monkeypatch.setattr(embed_module, "load_embedder", lambda _c: embedder)
+    out = make_run(tmp_path, {"sw": 200, "th": 120})
+    cfg = DiversifyConfig(target_per_language=40, n_clusters=8)
+    summary = run_diversify(out, ["sw", "th"], cfg)
+    for lang, pool_size in (("sw", 200), ("th", 120)):
+        s = summary["languages"][lang]
+        assert s["selected"] == 40 and s["pool"] <= pool_size
+        d = s["diversity"]
+        assert d["entropy_fraction"] >= 0.95
+        assert d["entropy_fraction"] > d["random_entropy_fraction"]
+        assert d["mean_cosine_distance"] > d["random_mean_cosine_distance"]
+        assert measure_diversity(out, lang) == pytest.approx(d)  # recomputed from the files alone
+        assert sum(s["selected_per_cluster"]) == 40 and sum(s["cluster_sizes"]) == s["pool"]
+    with pytest.raises(FileNotFoundError, match="xinstruct refine"):
+        run_diversify(out, ["hi"], cfg)

