@@ -10,7 +10,8 @@ def default_k(target: int, pool: int) -> int:
     return max(1, min(pool, max(2, target // 32)))
 
 
-def kmeans(x: np.ndarray, k: int, iterations: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def kmeans(x: np.ndarray, k: int, iterations: int = 20, seed: int = 0,
+           plusplus: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(centroids, cluster of each row, squared L2 distance of each row to its centroid).
 
     Rows are unit vectors and centroids are re-normalised each iteration (spherical k-means), so the distance
@@ -28,11 +29,14 @@ def kmeans(x: np.ndarray, k: int, iterations: int = 20, seed: int = 0) -> tuple[
         return centroid, np.zeros(n, np.int64), ((x - centroid) ** 2).sum(1)
     km = faiss.Kmeans(dim, k, niter=iterations, seed=seed, spherical=True, verbose=False,
                       min_points_per_centroid=1, max_points_per_centroid=256)
-    from sklearn.cluster import kmeans_plusplus
+    if plusplus:
+        from sklearn.cluster import kmeans_plusplus
 
-    rng = np.random.default_rng(seed)
-    sample = x[rng.choice(n, size=min(n, 64 * k), replace=False)] if n > 64 * k else x
-    seeds, _ = kmeans_plusplus(sample, k, random_state=seed)
-    km.train(x, init_centroids=np.ascontiguousarray(seeds, dtype=np.float32))
+        rng = np.random.default_rng(seed)
+        sample = x[rng.choice(n, size=64 * k, replace=False)] if n > 64 * k else x
+        seeds, _ = kmeans_plusplus(sample, k, random_state=seed)
+        km.train(x, init_centroids=np.ascontiguousarray(seeds, dtype=np.float32))
+    else:  # faiss's own seeding: k random rows
+        km.train(x)
     distances, labels = km.index.search(x, 1)
     return km.centroids, labels[:, 0].astype(np.int64), distances[:, 0]
