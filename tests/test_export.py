@@ -29,6 +29,7 @@ def exported(tmp_path_factory):
         out = make_run(tmp_path_factory.mktemp("run"), {"sw": 90, "th": 60})
         cfg = RunConfig(output_dir=str(out), languages=LANGS,
                         diversify={"target_per_language": 30, "n_clusters": 6})
+        (out / "config.json").write_text(cfg.model_dump_json())
         run_diversify(out, LANGS, cfg.diversify)
         summary = run_export(cfg)
     finally:
@@ -91,6 +92,7 @@ def test_verb_object_from_the_parse():
     assert verb_object(nlp("Write a short poem about the sea.")) == ("write", "poem")
     assert verb_object(nlp("Explain how rice is grown.")) == ("explain", None)
     assert verb_object(nlp("What is the capital of Kenya?")) is None
+    assert verb_object(nlp("Tell me what you did yesterday.")) == ("tell", None)
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -122,3 +124,18 @@ def test_report_renders_in_headless_chromium(exported, tmp_path):
     assert not re.search(r'src="(?!data:)', html)
     for png in ("funnel.png", "lengths.png", "clusters.png", "embedding_map.png"):
         assert (out / "report" / png).exists()
+
+
+@pytest.mark.slow
+def test_diversity_command_reads_a_run_folder(exported):
+    from typer.testing import CliRunner
+
+    from xinstruct.cli import app
+
+    out, _ = exported
+    result = CliRunner().invoke(app, ["diversity", str(out), "--draws", "5"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if line.startswith("│ sw") or line.startswith("│ th")]
+    assert len(rows) == 2 and all(" 30 " in r for r in rows)
+    missing = CliRunner().invoke(app, ["diversity", str(out / "dataset")], env={"COLUMNS": "400"})
+    assert missing.exit_code == 2 and "not a run folder" in missing.output

@@ -33,6 +33,8 @@ FLORES_DIR = Path("../shared/data/text/flores_sib200")
 def _load(config: Path | None) -> RunConfig:
     try:
         if config is not None and config.is_dir():  # a run folder: its saved config, output in that folder
+            if not (config / "config.json").exists():
+                raise ConfigError(f"{config} is a folder without config.json: not a run folder")
             return load_config(config / "config.json", {"output_dir": str(config)})
         return load_config(config)
     except ConfigError as e:

@@ -38,11 +38,12 @@ def load_spacy():
 
 
 def verb_object(doc) -> tuple[str, str | None] | None:
-    """(root verb lemma, its direct object's lemma or None), or None when the root is not a verb."""
+    """(root verb lemma, its direct object's lemma or None), or None when the root is not a verb. Only noun
+    objects count ("write a poem", not "do what")."""
     root = next((t for t in doc if t.dep_ == "ROOT"), None)
     if root is None or root.pos_ != "VERB":
         return None
-    obj = next((c for c in root.children if c.dep_ in ("dobj", "obj")), None)
+    obj = next((c for c in root.children if c.dep_ in ("dobj", "obj") and c.pos_ in ("NOUN", "PROPN")), None)
     return root.lemma_.lower(), (obj.lemma_.lower() if obj is not None else None)
 
 

@@ -180,7 +180,8 @@ def run_stages(cfg: RunConfig, stages: tuple[str, ...] = STAGES, console: Consol
         results[stage] = RUNNERS[stage](cfg, console)
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(json.dumps(results[stage], indent=2, ensure_ascii=False))
-        console.print(f"[green]{stage}[/green]: {json.dumps(results[stage], ensure_ascii=False)}")
+        text = json.dumps(results[stage], ensure_ascii=False)
+        console.print(f"[green]{stage}[/green]: {text if len(text) < 600 else f'done, summary in {marker}'}")
     return results
 
 
