@@ -135,7 +135,7 @@ def test_diversity_command_reads_a_run_folder(exported):
     out, _ = exported
     result = CliRunner().invoke(app, ["diversity", str(out), "--draws", "5"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    rows = [line for line in result.output.splitlines() if line.startswith("│ sw") or line.startswith("│ th")]
+    rows = [line for line in result.output.splitlines() if line.startswith(("│ sw", "│ th"))]
     assert len(rows) == 2 and all(" 30 " in r for r in rows)
     missing = CliRunner().invoke(app, ["diversity", str(out / "dataset")], env={"COLUMNS": "400"})
     assert missing.exit_code == 2 and "not a run folder" in missing.output
