@@ -19,8 +19,9 @@ def words(text: str) -> list[str]:
     return WORD.findall(text.lower())
 
 
-def ngrams(tokens: list[str], n: int) -> set[tuple[str, ...]]:
-    return {tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)}
+def ngrams(tokens: list[str], n: int) -> list[tuple[str, ...]]:
+    """Word n-grams in reading order, so the first overlap found is the first in the text."""
+    return [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
 
 
 def question_texts(record: dict) -> list[str]:
@@ -82,8 +83,7 @@ class Decontaminator:
         tokens = words(instruction)
         if not tokens:
             return None
-        for i in range(len(tokens) - self.n + 1):  # in reading order, so the first overlap is reported
-            gram = tuple(tokens[i:i + self.n])
+        for gram in ngrams(tokens, self.n):
             if gram in self.index:
                 return Match(self.index[gram], " ".join(gram))
         joined = f" {' '.join(tokens)} "

@@ -71,8 +71,8 @@ def embed_to_disk(texts: Sequence[str], folder: str | Path, cfg: EmbedderConfig,
                   on_progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, int]:
     """Embeddings of `texts`, from finished shards in `folder` where their texts match, else computed and saved.
 
-    Returns (embeddings as one read-only float32 array, number of texts embedded in this call). The model is
-    loaded only if a shard is missing."""
+    Returns (embeddings as one float32 array, number of texts embedded in this call). The model is loaded only
+    if a shard is missing or stale."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model = None
@@ -85,18 +85,21 @@ def embed_to_disk(texts: Sequence[str], folder: str | Path, cfg: EmbedderConfig,
         if meta.exists() and path.exists() and json.loads(meta.read_text()).get("digest") == digest:
             parts.append(np.load(path, mmap_mode="r"))
         else:
-            model = model or (model_loader or load_embedder)(cfg)
+            if model is None:
+                model = (model_loader or load_embedder)(cfg)
             vectors = embed(model, chunk, cfg)
+            # the shard first, then its record: a record never vouches for a shard that is not wholly there
             tmp = path.with_suffix(".tmp.npy")
             np.save(tmp, vectors)
             os.replace(tmp, path)
-            meta.write_text(json.dumps({"rows": len(chunk), "digest": digest}))
+            tmp = meta.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"rows": len(chunk), "digest": digest}))
+            os.replace(tmp, meta)
             parts.append(vectors)
             computed += len(chunk)
         if on_progress:
             on_progress(len(chunk))
-    dim = parts[0].shape[1] if parts else 0
-    return (np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)), computed
+    return (np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)), computed
 
 
 def load_embeddings(folder: str | Path) -> np.ndarray:

@@ -22,7 +22,7 @@ from xinstruct.config import DiversifyConfig
 from xinstruct.diversify.cluster import default_k, kmeans
 from xinstruct.diversify.decontaminate import Decontaminator, load_questions, words
 from xinstruct.diversify.diversity import diversity_report
-from xinstruct.diversify.embed import embed_to_disk, embedder_id
+from xinstruct.diversify.embed import embed_to_disk, embedder_id, load_embeddings
 from xinstruct.diversify.select import round_robin
 from xinstruct.pipeline.journal import read_jsonl, write_jsonl
 
@@ -124,13 +124,13 @@ def write_summary(folder: Path, summary: dict) -> None:
 
 
 def measure_diversity(out: Path, lang: str, draws: int = 20, seed: int = 0) -> dict:
-    """Recompute a language's diversity figures from the files the stage left (pool, clusters, embeddings)."""
-    from xinstruct.diversify.embed import load_embeddings
-
+    """Recompute a language's diversity figures from the files the stage left (pool, clusters, embeddings).
+    k is the stage's own (summary.json), not the highest cluster seen: a cluster may have ended up empty."""
     pool = list(read_jsonl(out / "diversify" / f"{lang}.pool.jsonl"))
     if not pool:
         return {"pool": 0, "selected": 0}
+    k = json.loads((out / "diversify" / "summary.json").read_text())["languages"][lang]["clusters"]
     vectors = load_embeddings(out / "diversify" / "embeddings" / lang)[:len(pool)]
     labels = np.array([r["cluster"] for r in pool])
     selected = np.array([i for i, r in enumerate(pool) if r["selected_rank"] is not None], dtype=np.int64)
-    return diversity_report(vectors, labels, int(labels.max()) + 1, selected, draws, seed)
+    return diversity_report(vectors, labels, k, selected, draws, seed)

@@ -28,17 +28,22 @@ def last_round(out: Path) -> dict:
     return _json(rounds[-1]) if rounds else {}
 
 
-def funnel(out: Path, lang: str) -> dict[str, int]:
-    """Counts at each step for one language, read from the stage summaries (0 where a stage did not run)."""
-    corpus = _json(out / "summaries" / "corpus.json").get(lang, {})
-    generated = _json(out / "summaries" / "generate.json").get(lang, {})
-    graded = last_round(out).get("languages", {}).get(lang, {})
-    diversified = _json(out / "diversify" / "summary.json").get("languages", {}).get(lang, {})
-    grades = graded.get("grades", {})
-    return dict(zip(FUNNEL, (corpus.get("read", 0), corpus.get("kept", 0), generated.get("candidates", 0),
-                             grades.get("best", 0), grades.get("flawed", 0), grades.get("worst", 0),
-                             diversified.get("refined", graded.get("kept", 0)), diversified.get("pool", 0),
-                             diversified.get("selected", 0))))
+def funnels(out: Path, langs: list[str]) -> dict[str, dict[str, int]]:
+    """Counts at each step per language, read from the stage summaries (0 where a stage did not run)."""
+    corpus = _json(out / "summaries" / "corpus.json")
+    generated = _json(out / "summaries" / "generate.json")
+    graded_all = last_round(out).get("languages", {})
+    diversified_all = _json(out / "diversify" / "summary.json").get("languages", {})
+    counts = {}
+    for lang in langs:
+        c, g = corpus.get(lang, {}), generated.get(lang, {})
+        graded, diversified = graded_all.get(lang, {}), diversified_all.get(lang, {})
+        grades = graded.get("grades", {})
+        counts[lang] = dict(zip(FUNNEL, (c.get("read", 0), c.get("kept", 0), g.get("candidates", 0),
+                                         grades.get("best", 0), grades.get("flawed", 0), grades.get("worst", 0),
+                                         diversified.get("refined", graded.get("kept", 0)),
+                                         diversified.get("pool", 0), diversified.get("selected", 0))))
+    return counts
 
 
 def _plt():
@@ -149,17 +154,17 @@ def write_report(out: Path, langs: list[str], rows: dict[str, list[dict]], folde
                  seed: int = 0) -> Path:
     """<folder>/index.html and its PNGs, for the run in `out`; `rows` are the exported rows per language."""
     folder.mkdir(parents=True, exist_ok=True)
-    funnels = {lang: funnel(out, lang) for lang in langs}
+    counts = funnels(out, langs)
     div_summary = _json(out / "diversify" / "summary.json")
     diversified = {lang: div_summary.get("languages", {}).get(lang, {}) for lang in langs}
-    images = {"funnel": plot_funnels(funnels, folder / "funnel.png"),
+    images = {"funnel": plot_funnels(counts, folder / "funnel.png"),
               "lengths": plot_lengths(rows, folder / "lengths.png"),
               "clusters": plot_clusters(diversified, folder / "clusters.png"),
               "map": plot_map(out, langs, folder / "embedding_map.png")}
     rng = random.Random(seed)
     parts = [f"<h1>xinstruct run report</h1><p class=muted>{html.escape(str(out.resolve()))}</p>"]
     parts += ["<h2>Funnel</h2>", _img(images["funnel"], "funnel per language"),
-              _table(["step", *langs], [[step, *(funnels[lang][step] for lang in langs)] for step in FUNNEL])]
+              _table(["step", *langs], [[step, *(counts[lang][step] for lang in langs)] for step in FUNNEL])]
     dropped = sorted({reason for s in diversified.values() for reason in s.get("dropped", {})})
     if dropped:
         parts.append("<p>Set aside before drawing:</p>" + _table(
