@@ -179,6 +179,223 @@ def demo(
         console.print(f"  {name:18} {path}")
 
 
+@app.command()
+def tune(
+    config: ConfigArg,
+    data: Annotated[str | None, typer.Option(help="dataset: run/dataset folder, JSONL/JSON file or hf:<name>; "
+                                                   "default: this run's dataset")] = None,
+    output_dir: Annotated[Path | None, typer.Option(help="default: <run>/tune")] = None,
+    languages: Annotated[str | None, typer.Option(help="comma-separated; default: every language in the data")]
+        = None,
+    per_language: Annotated[bool | None, typer.Option("--per-language/--multilingual",
+                                                      help="one model per language, or one for all")] = None,
+    template: Annotated[str | None, typer.Option(help="alpaca (the paper's prompt) | assistant")] = None,
+    base: Annotated[str | None, typer.Option(help="HF model dir or id, or a GGUF; default: the bundled Gemma")]
+        = None,
+    epochs: Annotated[float | None, typer.Option()] = None,
+    max_steps: Annotated[int | None, typer.Option(help="stop after this many steps (overrides epochs)")] = None,
+):
+    """Fine-tune a model on the dataset (TRL SFT, LoRA by default) with the paper's prompt "...### Instruction:
+    {instruction} Answer in {Language}. ### Response:". Exports a llama.cpp GGUF adapter and an Ollama Modelfile;
+    resumes from its last checkpoint, and reuses a finished model trained on the same data and settings."""
+    from xinstruct.tune.stage import run_tune
+
+    cfg = _load(config)
+    tcfg = cfg.tune
+    updates = {k: v for k, v in {"languages": languages.split(",") if languages else None,
+                                 "per_language": per_language, "template": template}.items() if v is not None}
+    train = {k: v for k, v in {"epochs": epochs, "max_steps": max_steps}.items() if v is not None}
+    if base is not None:
+        train["base"] = tcfg.train.base.model_copy(update={"model": base})
+    tcfg = tcfg.model_copy(update={**updates, "train": tcfg.train.model_copy(update=train)})
+    source = data or tcfg.data or str(cfg.out)
+    try:
+        results = run_tune(tcfg, source, output_dir or cfg.out / "tune", log=console.print)
+    except (FileNotFoundError, ValueError) as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
+    for name, d in results.items():
+        console.print(f"{name}: {d['train']['adapter_dir']}" + (f", GGUF {d['gguf_lora']}" if d.get("gguf_lora")
+                                                                 else "") + (f", {d['modelfile']}" if
+                                                                             d.get("modelfile") else ""))
+
+
+def _system(tuned: Path | None, backend: str, model: str | None, lora: str | None, template: str):
+    from xinstruct.config import ModelConfig, SystemConfig
+
+    return SystemConfig(name="cli", model=ModelConfig(backend=backend, model=model, lora=lora),
+                        tuned=str(tuned) if tuned else None, template=template)
+
+
+def _tasks(bar):
+    """A progress callback for the stages: (task name, total) → advance(n)."""
+    def add(name: str, total: int):
+        task = bar.add_task(name, total=total)
+        return lambda n: bar.advance(task, n)
+    return add
+
+
+TunedOpt = Annotated[Path | None, typer.Option(help="a `xinstruct tune` output folder (its base and adapter)")]
+BackendOpt = Annotated[str, typer.Option(help="llamacpp | openai | transformers")]
+ModelOpt = Annotated[str | None, typer.Option(help="GGUF / HF model / served name; default: the bundled Gemma")]
+LoraOpt = Annotated[str | None, typer.Option(help="LoRA adapter (GGUF for llamacpp, PEFT folder for transformers)")]
+TemplateOpt = Annotated[str, typer.Option(help="alpaca (the paper's) | assistant | none; a tuned model uses its own")]
+LangOpt = Annotated[str, typer.Option("--lang", help="answer language (code): adds \"Answer in {Language}.\"")]
+NativeOpt = Annotated[bool, typer.Option("--native", help="the prompt is already in the answer language: no suffix")]
+
+
+def _answerer(tuned, backend, model, lora, template, lang, max_tokens, temperature):
+    from xinstruct.answer.systems import answer_params, resolve_system
+    from xinstruct.models.base import load_backend
+
+    try:
+        resolved = resolve_system(_system(tuned, backend, model, lora, template), lang)
+    except (FileNotFoundError, ValueError) as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
+    params = answer_params(temperature, 0.9, max_tokens, None)
+    return resolved, load_backend(resolved.model), params
+
+
+@app.command()
+def answer(
+    prompt: Annotated[str, typer.Argument(help="the question or instruction")],
+    lang: LangOpt = "sw",
+    native: NativeOpt = False,
+    tuned: TunedOpt = None, backend: BackendOpt = "llamacpp", model: ModelOpt = None, lora: LoraOpt = None,
+    template: TemplateOpt = "alpaca",
+    max_tokens: Annotated[int, typer.Option()] = 256,
+    temperature: Annotated[float, typer.Option()] = 0.7,
+    show_prompt: Annotated[bool, typer.Option(help="print the full prompt sent to the model")] = False,
+):
+    """Answer one prompt in the chosen language with the paper's template, on any backend."""
+    resolved, model_backend, params = _answerer(tuned, backend, model, lora, template, lang, max_tokens, temperature)
+    text = resolved.prompt(prompt, lang, suffix=not native)
+    if show_prompt:
+        console.print(f"[dim]{text}[/dim]")
+    with model_backend:
+        [result] = model_backend.generate([text], params)
+    if result.error:
+        console.print(f"[red]{result.error}[/red]")
+        raise typer.Exit(1)
+    print(result.completions[0].text.strip())
+
+
+@app.command()
+def chat(
+    lang: LangOpt = "sw",
+    native: NativeOpt = False,
+    tuned: TunedOpt = None, backend: BackendOpt = "llamacpp", model: ModelOpt = None, lora: LoraOpt = None,
+    template: TemplateOpt = "alpaca",
+    max_tokens: Annotated[int, typer.Option()] = 256,
+    temperature: Annotated[float, typer.Option()] = 0.7,
+):
+    """Ask questions one after another (each answered on its own, in the chosen language); empty line or
+    Ctrl-D ends."""
+    resolved, model_backend, params = _answerer(tuned, backend, model, lora, template, lang, max_tokens, temperature)
+    console.print(f"[dim]{model_backend.model_id}, template {resolved.template}, answers in {lang}[/dim]")
+    with model_backend:
+        while True:
+            try:
+                question = console.input("[bold]> [/bold]").strip()
+            except (EOFError, KeyboardInterrupt):
+                break
+            if not question:
+                break
+            [result] = model_backend.generate([resolved.prompt(question, lang, suffix=not native)], params)
+            console.print(result.error and f"[red]{result.error}[/red]" or result.completions[0].text.strip())
+
+
+def _print_evaluation(summary: dict) -> None:
+    from xinstruct.evaluate.report import FIDELITY_HEADER, JUDGE_HEADER, fidelity_rows, judgement_rows
+
+    for group, title in (("english", "language fidelity: English questions + \"Answer in {Language}.\""),
+                         ("native", "zero-shot: questions written in the target language")):
+        rows = fidelity_rows(summary, group)
+        if rows:
+            table = Table(title=title)
+            for col in FIDELITY_HEADER:
+                table.add_column(col)
+            for row in rows:
+                table.add_row(*map(str, row))
+            console.print(table)
+    if summary["judgements"]:
+        table = Table(title=f"pairwise judge ({summary['judge_model']}), both orders; win/loss only when they agree")
+        for col in JUDGE_HEADER:
+            table.add_column(col)
+        for row in judgement_rows(summary):
+            table.add_row(*map(str, row))
+        console.print(table)
+    console.print(f"report: {summary['report']}")
+
+
+QuestionsOpt = Annotated[list[str] | None, typer.Option(
+    "--questions", help="Vicuna/MT-Bench JSONL or hf:<dataset> (repeatable)")]
+LimitOpt = Annotated[int | None, typer.Option(help="N questions of each set, spread evenly over it")]
+
+
+def _evaluate_overrides(cfg: RunConfig, questions, limit, languages) -> tuple[RunConfig, list[str]]:
+    updates = {k: v for k, v in {"questions": questions, "limit": limit}.items() if v is not None}
+    cfg = cfg.model_copy(update={"evaluate": cfg.evaluate.model_copy(update=updates)})
+    return cfg, (languages.split(",") if languages else cfg.evaluate.languages or cfg.languages)
+
+
+@app.command()
+def evaluate(
+    config: ConfigArg,
+    questions: QuestionsOpt = None,
+    limit: LimitOpt = None,
+    languages: Annotated[str | None, typer.Option(help="comma-separated; default: evaluate.languages")] = None,
+    output_dir: Annotated[Path | None, typer.Option(help="default: <run>/evaluate")] = None,
+):
+    """Answers from every system in `evaluate.systems`, language fidelity and length, the zero-shot check, and
+    the pairwise judge (both orders) of the focus system against each other; cached, so reruns cost nothing."""
+    from xinstruct.evaluate.stage import run_evaluate
+    from xinstruct.pipeline.run import progress_bar
+
+    cfg, langs = _evaluate_overrides(_load(config), questions, limit, languages)
+    with progress_bar(console) as bar:
+        try:
+            summary = run_evaluate(cfg.evaluate, langs, output_dir or cfg.out / "evaluate", _tasks(bar),
+                                   console.print)
+        except (FileNotFoundError, ValueError) as e:
+            console.print(f"[red]{e}[/red]")
+            raise typer.Exit(2) from None
+    _print_evaluation(summary)
+
+
+@app.command()
+def compare(
+    config: ConfigArg,
+    questions: QuestionsOpt = None,
+    limit: LimitOpt = None,
+    languages: Annotated[str | None, typer.Option(help="comma-separated; default: the run's languages")] = None,
+):
+    """The paper's comparison on a finished run: tune the base on the seed pairs and on the xinstruct dataset,
+    then evaluate base, seed-tuned and xinstruct-tuned (fidelity, zero-shot, judge) and write the HTML report.
+    Default questions: Vicuna-80 from ../shared/data/eval where present."""
+    from xinstruct.evaluate.compare import evaluate_baselines, tune_baselines
+    from xinstruct.pipeline.demo import EVAL_QUESTIONS
+    from xinstruct.pipeline.run import progress_bar
+
+    cfg = _load(config)
+    if not questions and not cfg.evaluate.questions:
+        questions = [str(p) for p in EVAL_QUESTIONS[:1] if p.exists()]
+        if not questions:
+            console.print("[yellow]no English question set given or found: only the zero-shot check runs[/yellow]")
+    cfg, langs = _evaluate_overrides(cfg, questions, limit, languages)
+    started = time.perf_counter()
+    try:
+        tune_baselines(cfg, langs, console.print)
+        with progress_bar(console) as bar:
+            summary = evaluate_baselines(cfg, langs, _tasks(bar), console.print)
+    except (FileNotFoundError, ValueError) as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
+    _print_evaluation(summary)
+    console.print(f"finished in {time.perf_counter() - started:.0f}s")
+
+
 @app.command("eval-generator")
 def eval_generator(
     languages: Annotated[str, typer.Option(help="comma-separated")] = "sw,th,hi",

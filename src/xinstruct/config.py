@@ -102,6 +102,7 @@ class TrainConfig(Section):
     bf16: bool | None = Field(None, description="bf16 autocast; None = on where the GPU/CPU supports it")
     seed: int = 0
     export_gguf: bool = True
+    save_steps: int = Field(0, description="write a resumable checkpoint every N steps (0 = none)")
 
 
 class GenerateConfig(Section):
@@ -196,6 +197,54 @@ class ExportConfig(Section):
     report_samples: int = Field(5, description="random final samples shown per language in the report")
 
 
+class TuneConfig(Section):
+    """`xinstruct tune`: supervised fine-tuning on an exported dataset with the paper's prompt."""
+
+    data: str | None = Field(None, description="dataset: a run or dataset folder, JSONL/JSON file or hf:<name>; "
+                                               "None = this run's dataset/jsonl/all.jsonl")
+    languages: list[str] | None = Field(None, description="languages to tune on; None = every language in the data")
+    per_language: bool = Field(False, description="one model per language instead of one multilingual model")
+    template: Literal["alpaca", "assistant"] = Field("alpaca", description="alpaca = the paper's prompt; "
+                                                                           "assistant = the AI-assistant variant")
+    limit: int | None = Field(None, description="at most this many pairs per language")
+    train: TrainConfig = TrainConfig(epochs=3.0, learning_rate=2e-4, max_length=512, save_steps=20)
+
+
+class SystemConfig(Section):
+    """One system under evaluation: a model on a backend, asked with a prompt template."""
+
+    name: str
+    model: ModelConfig = ModelConfig()
+    tuned: str | None = Field(None, description="a `xinstruct tune` output folder: its base model and adapter "
+                                                "(llamacpp: the GGUF adapter; transformers: the PEFT folder)")
+    template: Literal["alpaca", "assistant", "none"] = Field(
+        "alpaca", description="alpaca | assistant | none (the bare question); a tuned system uses its own")
+
+
+class AnswerConfig(Section):
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_tokens: int = 256
+    seed: int = 0
+
+
+class EvaluateConfig(Section):
+    """`xinstruct evaluate`: answers from several systems per language, objective checks, pairwise judge."""
+
+    questions: list[str] = Field([], description="English question sets: Vicuna/MT-Bench JSONL (first turn) or "
+                                                 "hf:<dataset>[:<split>]")
+    limit: int | None = Field(None, description="N questions of each set, spread evenly over it (quick runs)")
+    languages: list[str] | None = Field(None, description="None = the run's languages")
+    native_questions: bool = Field(True, description="also ask the bundled questions written in each target "
+                                                     "language (zero-shot check; not judged)")
+    systems: list[SystemConfig] = []
+    focus: str | None = Field(None, description="the system judged against each other one; None = the last")
+    answer: AnswerConfig = AnswerConfig()
+    judge: ModelConfig = Field(ModelConfig(), description="the judge; bundled = plumbing only, use a strong model")
+    judge_max_tokens: int = Field(48, description="scores first, then a sentence of reason")
+    batch_size: int = Field(64, description="model calls per committed batch (resume granularity)")
+
+
 class ExecutorConfig(Section):
     kind: Literal["local", "slurm", "ray"] = "local"
     workers: int = 1
@@ -215,6 +264,8 @@ class RunConfig(Section):
     refine: RefineConfig = RefineConfig()
     diversify: DiversifyConfig = DiversifyConfig()
     export: ExportConfig = ExportConfig()
+    tune: TuneConfig = TuneConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
     executor: ExecutorConfig = ExecutorConfig()
 
     def model_post_init(self, _ctx) -> None:

@@ -4,7 +4,6 @@ by cluster, diversity against random subsets, and random final samples. Built fr
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import random
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xinstruct.htmlpage import img, page, pyplot, save, table
 from xinstruct.languages import get_language
 from xinstruct.pipeline.journal import read_jsonl
 
@@ -46,21 +46,8 @@ def funnels(out: Path, langs: list[str]) -> dict[str, dict[str, int]]:
     return counts
 
 
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    _plt().close(fig)
-    return path
-
-
 def plot_funnels(funnels: dict[str, dict[str, int]], path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(funnels), figsize=(4.2 * len(funnels), 3.6), sharey=True, squeeze=False)
     colors = ["#888", "#888", "#4c72b0", "#55a868", "#dd8452", "#c44e52", "#8172b3", "#8172b3", "#222"]
     for ax, (lang, counts) in zip(axes[0], funnels.items()):
@@ -70,11 +57,11 @@ def plot_funnels(funnels: dict[str, dict[str, int]], path: Path) -> Path:
             ax.text(v, y, f" {v}", va="center", fontsize=8)
         ax.set_title(f"{get_language(lang).name} ({lang})")
         ax.set_xlim(0, max(values + [1]) * 1.2)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_lengths(rows: dict[str, list[dict]], path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(2, len(rows), figsize=(4.2 * len(rows), 5.4), squeeze=False)
     for col, (lang, rs) in enumerate(rows.items()):
         for row, (key, label) in enumerate((("english_instruction", "instruction"), ("output", "output"))):
@@ -82,11 +69,11 @@ def plot_lengths(rows: dict[str, list[dict]], path: Path) -> Path:
             ax.hist([len(r[key]) for r in rs] or [0], bins=20, color="#4c72b0" if row == 0 else "#55a868")
             ax.set_title(f"{lang}: {label} length (chars)", fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_clusters(diversified: dict[str, dict], path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(diversified), figsize=(4.2 * len(diversified), 3.2), squeeze=False)
     for ax, (lang, s) in zip(axes[0], diversified.items()):
         sizes = np.array(s.get("cluster_sizes", []))
@@ -98,7 +85,7 @@ def plot_clusters(diversified: dict[str, dict], path: Path) -> Path:
         ax.set_title(f"{lang}: {len(sizes)} clusters, by size", fontsize=9)
         ax.set_xticks([])
         ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_map(out: Path, langs: list[str], path: Path, max_points: int = 5000) -> Path:
@@ -107,7 +94,7 @@ def plot_map(out: Path, langs: list[str], path: Path, max_points: int = 5000) ->
 
     from xinstruct.diversify.embed import load_embeddings
 
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(langs), figsize=(4.2 * len(langs), 4.2), squeeze=False)
     for ax, lang in zip(axes[0], langs):
         pool_path = out / "diversify" / f"{lang}.pool.jsonl"
@@ -125,29 +112,7 @@ def plot_map(out: Path, langs: list[str], path: Path, max_points: int = 5000) ->
         chosen = np.array([pool[i]["selected_rank"] is not None for i in idx])
         ax.scatter(xy[:, 0], xy[:, 1], c=clusters % 20, cmap="tab20", s=14, alpha=0.8)
         ax.scatter(xy[chosen, 0], xy[chosen, 1], facecolors="none", edgecolors="black", s=40, linewidths=0.6)
-    return _save(fig, path)
-
-
-def _img(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
-
-
-def _table(header: list[str], rows: list[list]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-STYLE = """body{font-family:system-ui,sans-serif;max-width:1300px;margin:2em auto;padding:0 1em;color:#222}
-h1{margin-bottom:.2em} h2{margin-top:1.6em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:.6em 0;font-size:14px} td,th{border:1px solid #ddd;padding:4px 8px;
-vertical-align:top;text-align:left} th{background:#f4f4f4} img{max-width:100%} .muted{color:#777}
-td.sample{max-width:520px;white-space:pre-wrap}"""
-# Written into the page by the browser once every image has decoded: what the rendering test reads.
-CHECK = """<script>window.addEventListener('load',()=>{const i=[...document.images];
-document.body.dataset.images=i.length;document.body.dataset.imagesOk=i.filter(x=>x.complete&&x.naturalWidth>0).length;
-});</script>"""
+    return save(fig, path)
 
 
 def write_report(out: Path, langs: list[str], rows: dict[str, list[dict]], folder: Path, samples: int = 5,
@@ -163,33 +128,31 @@ def write_report(out: Path, langs: list[str], rows: dict[str, list[dict]], folde
               "map": plot_map(out, langs, folder / "embedding_map.png")}
     rng = random.Random(seed)
     parts = [f"<h1>xinstruct run report</h1><p class=muted>{html.escape(str(out.resolve()))}</p>"]
-    parts += ["<h2>Funnel</h2>", _img(images["funnel"], "funnel per language"),
-              _table(["step", *langs], [[step, *(counts[lang][step] for lang in langs)] for step in FUNNEL])]
+    parts += ["<h2>Funnel</h2>", img(images["funnel"], "funnel per language"),
+              table(["step", *langs], [[step, *(counts[lang][step] for lang in langs)] for step in FUNNEL])]
     dropped = sorted({reason for s in diversified.values() for reason in s.get("dropped", {})})
     if dropped:
-        parts.append("<p>Set aside before drawing:</p>" + _table(
+        parts.append("<p>Set aside before drawing:</p>" + table(
             ["reason", *langs], [[r, *(diversified[lang].get("dropped", {}).get(r, 0) for lang in langs)]
                                  for r in dropped]))
     parts += [("<h2>Diversity</h2><p>Selected set against random subsets of the same size from the same pool "
                "(mean of 20 draws): cluster-coverage entropy as a share of its maximum, and mean pairwise cosine "
                "distance of the instruction embeddings.</p>"),
-              _table(["lang", "pool", "selected", "clusters", "entropy share", "random", "cosine distance", "random"],
+              table(["lang", "pool", "selected", "clusters", "entropy share", "random", "cosine distance", "random"],
                      [[lang, d.get("pool", 0), d.get("selected", 0), d.get("clusters", 0),
                        f"{d.get('entropy_fraction', 0):.3f}", f"{d.get('random_entropy_fraction', 0):.3f}",
                        f"{d.get('mean_cosine_distance', 0):.4f}", f"{d.get('random_mean_cosine_distance', 0):.4f}"]
                       for lang in langs for d in [diversified[lang].get("diversity", {})]]),
-              "<h2>Clusters</h2>", _img(images["clusters"], "cluster sizes"),
-              _img(images["map"], "2-D map of instruction embeddings"),
-              "<h2>Lengths of the final data</h2>", _img(images["lengths"], "length histograms"),
+              "<h2>Clusters</h2>", img(images["clusters"], "cluster sizes"),
+              img(images["map"], "2-D map of instruction embeddings"),
+              "<h2>Lengths of the final data</h2>", img(images["lengths"], "length histograms"),
               "<h2>Random final samples</h2>"]
     for lang in langs:
         picked = rng.sample(rows[lang], min(samples, len(rows[lang])))
         parts.append(f"<h3>{html.escape(get_language(lang).name)} ({lang})</h3>")
-        parts.append(_table(["instruction", "output", "grade", "cluster"],
+        parts.append(table(["instruction", "output", "grade", "cluster"],
                             [[r["instruction"], r["output"], r["grade"], r["cluster"]] for r in picked])
                      .replace("<td>", "<td class=sample>") if picked else "<p class=muted>no pairs</p>")
-    page = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>xinstruct run report</title>"
-            f"<style>{STYLE}</style></head><body>{''.join(parts)}{CHECK}</body></html>")
     path = folder / "index.html"
-    path.write_text(page, encoding="utf-8")
+    path.write_text(page("xinstruct run report", parts), encoding="utf-8")
     return path

@@ -44,3 +44,32 @@ def judge_prompt(instruction: str, response: str, language: str) -> str:
 def assistant_system_prompt(language: str) -> str:
     """The AI-assistant variant's system message: English request, answer in `language`."""
     return template("assistant_system").strip().format(language=language)
+
+
+# Where an answer ends: the next prompt section, for models that run on past their response.
+ANSWER_STOPS = ("\n### ", "\nUSER:", "\n[Instruction]")
+# Between the prompt and the response in training rows (the model's first generated token at inference).
+RESPONSE_SEPARATOR = {"alpaca": "\n", "assistant": " ", "none": "\n"}
+
+
+def answer_prompt(instruction: str, template_name: str, language: str | None = None) -> str:
+    """The paper's prompts for tuning and answering. `instruction` is complete (any "Answer in X." suffix
+    included); `language` names the answer language for the assistant variant's system message."""
+    instruction = instruction.strip()
+    if template_name == "alpaca":
+        return template("alpaca").format(instruction=instruction)
+    if template_name == "assistant":
+        system = assistant_system_prompt(language) if language else "You are a helpful AI assistant."
+        return template("assistant").format(system=system, instruction=instruction)
+    if template_name == "none":
+        return instruction
+    raise ValueError(f"unknown prompt template {template_name!r}: use alpaca, assistant or none")
+
+
+JUDGE_PREFILL = "<score1>"  # the judge prompt ends inside the answer format, so even a small model starts there
+
+
+def pairwise_judge_prompt(question: str, answer1: str, answer2: str, language: str) -> str:
+    """The paper's pairwise protocol: English question, two answers in the target language, two 0-10 scores."""
+    return template("judge_answers").format(question=question.strip(), answer1=answer1.strip(),
+                                            answer2=answer2.strip(), language=language)

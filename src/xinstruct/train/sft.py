@@ -7,8 +7,10 @@ quantized file, so generation and grading stay on the fast CPU path.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 from trl import SFTTrainer
@@ -70,50 +72,93 @@ def use_bf16(cfg: TrainConfig) -> bool:
     return cpu_has_bf16()
 
 
+def training_fingerprint(examples: list[dict], cfg: TrainConfig) -> str:
+    """Same examples and settings → same fingerprint: a finished run is reused, checkpoints are resumed."""
+    h = hashlib.sha256(cfg.model_dump_json(exclude={"save_steps"}).encode())
+    for ex in examples:
+        h.update(json.dumps(ex, ensure_ascii=False, sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def _checkpoints(out_dir: Path, fingerprint: str) -> tuple[Path, str | None]:
+    """The checkpoint folder and the last checkpoint to resume from; checkpoints of other data are removed."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = out_dir / "checkpoints"
+    stamp = folder / "fingerprint"
+    if folder.exists() and (not stamp.exists() or stamp.read_text() != fingerprint):
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint)
+    return folder, get_last_checkpoint(str(folder))
+
+
 def train_lora(examples: list[dict], cfg: TrainConfig, out_dir: Path, name: str, progress: bool = True) -> dict:
     """Fine-tune on prompt/completion `examples`; save the adapter (or full model) under out_dir and, for
-    LoRA, export `<name>-lora.gguf` for llama.cpp. Returns a summary (also written to train_summary.json)."""
+    LoRA, export `<name>-lora.gguf` for llama.cpp. Returns a summary (also written to train_summary.json).
+
+    Resumable: with cfg.save_steps > 0 a killed run continues from its last checkpoint, and a run that
+    already finished on the same examples and settings returns its summary without training again.
+    """
     import torch
     from datasets import Dataset
     from peft import LoraConfig
+    from datasets.utils import disable_progress_bars
+    from transformers import PrinterCallback
     from trl import SFTConfig
+    from trl.trainer.callbacks import RichProgressCallback
 
     from xinstruct.models.transformers import load_causal_lm
 
     if not examples:
         raise ValueError(f"no examples to train the {name} on")
-    torch.manual_seed(cfg.seed)
     out_dir = Path(out_dir)
+    fingerprint = training_fingerprint(examples, cfg)
+    summary_path = out_dir / "train_summary.json"
+    if summary_path.exists():
+        done = json.loads(summary_path.read_text())
+        if done.get("fingerprint") == fingerprint and Path(done.get("adapter_dir", "")).exists():
+            return {**done, "reused": True}
+    checkpoints, resume_from = _checkpoints(out_dir, fingerprint)
+    disable_progress_bars()  # the per-map bars of dataset preparation
+    torch.manual_seed(cfg.seed)
     model, tok = load_causal_lm(cfg.base.model, cfg.base.device, "float32")
     model.train()
     ds = Dataset.from_list(examples).shuffle(seed=cfg.seed)
     cpu = not torch.cuda.is_available()
     args = SFTConfig(
-        output_dir=str(out_dir / "checkpoints"), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        output_dir=str(checkpoints), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=cfg.warmup_steps,
         max_length=cfg.max_length, completion_only_loss=True, packing=False, logging_steps=5,
-        gradient_checkpointing=not cpu, save_strategy="no", report_to="none", seed=cfg.seed,
-        disable_tqdm=not progress, use_cpu=cpu, bf16=use_bf16(cfg), fp16=False, dataloader_num_workers=0)
+        gradient_checkpointing=not cpu, report_to="none", seed=cfg.seed,
+        save_strategy="steps" if cfg.save_steps > 0 else "no", save_steps=max(cfg.save_steps, 1),
+        save_total_limit=2, disable_tqdm=True, use_cpu=cpu, bf16=use_bf16(cfg), fp16=False,
+        dataloader_num_workers=0)
     peft_config = None
     if cfg.lora:
         peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                  target_modules=cfg.target_modules, task_type="CAUSAL_LM")
     trainer = CompletionLossTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
-                                    peft_config=peft_config)
-    result = trainer.train()
+                                    peft_config=peft_config, callbacks=[RichProgressCallback()] if progress else None)
+    trainer.remove_callback(PrinterCallback)  # it would print every log dict; the Rich bar shows loss and ETA
+    result = trainer.train(resume_from_checkpoint=resume_from)
     adapter_dir = out_dir / ("adapter" if cfg.lora else "model")
     trainer.model.save_pretrained(str(adapter_dir))
     tok.save_pretrained(str(adapter_dir))
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     summary = {"examples": len(examples), "steps": result.global_step,
-               "train_loss": round(result.training_loss, 4),
+               "train_loss": round(result.training_loss, 4), "last_logged_loss": losses[-1] if losses else None,
                "seconds": round(result.metrics.get("train_runtime", 0.0), 1), "adapter_dir": str(adapter_dir),
-               "base": cfg.base.model or "bundled", "bf16": args.bf16}
+               "base": cfg.base.model or "bundled", "bf16": args.bf16, "fingerprint": fingerprint,
+               "resumed_from": resume_from}
     if cfg.lora and cfg.export_gguf:
         from xinstruct.train.gguf_export import export_lora_gguf
         arch = getattr(model.config, "model_type", "gemma3")
         summary["gguf_lora"] = str(export_lora_gguf(adapter_dir, out_dir / f"{name}-lora.gguf", arch))
-    (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    tmp = summary_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, summary_path)
     return summary
 
 

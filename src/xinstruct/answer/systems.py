@@ -1,0 +1,71 @@
+"""A system = a model on a backend + a prompt template. Resolves tuned-model folders to backend settings and
+gives each system a fingerprint, so cached answers are reused exactly when the model and prompt are the same."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from xinstruct.config import ModelConfig, SystemConfig
+from xinstruct.languages import answer_suffix, get_language
+from xinstruct.models.base import SamplingParams
+from xinstruct.prompts import ANSWER_STOPS, answer_prompt
+
+
+@dataclass(frozen=True)
+class ResolvedSystem:
+    name: str
+    model: ModelConfig
+    template: str
+
+    def prompt(self, question: str, lang: str, suffix: bool = True) -> str:
+        """English question + "Answer in {Language}." (suffix=False: a question already in the target language)."""
+        instruction = f"{question.strip()} {answer_suffix(lang)}" if suffix else question.strip()
+        return answer_prompt(instruction, self.template, get_language(lang).name)
+
+    def fingerprint(self) -> str:
+        return model_fingerprint(self.model) + ":" + self.template
+
+
+def resolve_system(system: SystemConfig, lang: str | None = None) -> ResolvedSystem:
+    """Settings for `system` answering in `lang`: a tuned folder supplies its base, adapter and template."""
+    if system.tuned is None:
+        return ResolvedSystem(system.name, system.model, system.template)
+    from xinstruct.tune.stage import base_gguf, find_tuned
+
+    tuned = find_tuned(system.tuned, lang)
+    model = system.model
+    if model.backend == "llamacpp":
+        if not tuned.get("gguf_lora"):
+            raise ValueError(f"{system.tuned}: no GGUF adapter (full fine-tune or unsupported architecture); "
+                             "use backend: transformers for this system")
+        base = model.model or (None if tuned["base"] is None else base_gguf(tuned["base"]))
+        if tuned["base"] is not None and base is None:
+            raise ValueError(f"{system.tuned}: tuned from {tuned['base']}, which is not a GGUF; set the system's "
+                             "model.model to a GGUF of that model, or use backend: transformers")
+        model = model.model_copy(update={"model": None if base is None else str(base), "lora": tuned["gguf_lora"]})
+    elif model.backend == "transformers":
+        model = model.model_copy(update={"model": tuned["base"], "lora": tuned["adapter_dir"]})
+    # any other backend serves the tuned model itself (e.g. vLLM with the adapter): only the template is taken
+    return ResolvedSystem(system.name, model, tuned["template"])
+
+
+def _stat(path: str | None) -> str:
+    """Size and mtime of a model file (or every file of a folder): a retrained adapter changes the fingerprint."""
+    if not path or not Path(path).exists():
+        return str(path)
+    p = Path(path)
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    return ";".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+
+
+def model_fingerprint(model: ModelConfig) -> str:
+    parts = [model.backend, str(model.model), _stat(model.model), str(model.lora), _stat(model.lora),
+             str(model.chat), model.base_url if model.backend == "openai" else "", model.dtype]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def answer_params(temperature: float, top_p: float, max_tokens: int, seed: int | None) -> SamplingParams:
+    return SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop=ANSWER_STOPS,
+                          seed=seed)

@@ -1,0 +1,73 @@
+"""Question sets: Vicuna/MT-Bench JSONL (`question_id`, `category`, `turns`), from a path or the HF hub, and the
+bundled questions written in each target language (for the zero-shot check)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Question:
+    set: str  # e.g. "vicuna_bench_question" or "native"
+    id: str
+    text: str  # the first turn: the harness answers single-turn questions
+    category: str = ""
+    lang: str = "en"
+
+
+def question_from_record(record: dict, set_name: str, index: int) -> Question | None:
+    turns = record.get("turns")
+    text = turns[0] if isinstance(turns, list) and turns else next(
+        (record[k] for k in ("question", "instruction", "prompt", "text") if isinstance(record.get(k), str)), None)
+    if not isinstance(text, str) or not text.strip():
+        return None
+    return Question(set_name, str(record.get("question_id", record.get("id", index))), text.strip(),
+                    str(record.get("category", "")), str(record.get("lang", "en")))
+
+
+def load_question_set(source: str, limit: int | None = None) -> list[Question]:
+    """Questions of a JSONL file or `hf:<dataset>[:<split>]`; a record without a question is an error."""
+    if source.startswith("hf:"):
+        from datasets import load_dataset
+        name, _, split = source[3:].partition(":")
+        records, set_name = list(load_dataset(name, split=split or "train")), name.split("/")[-1]
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"no question set at {source}")
+        records, set_name = [], path.stem
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{source}:{lineno}: not JSON ({e.msg})") from None
+    questions = []
+    for i, record in enumerate(records):
+        q = question_from_record(record, set_name, i)
+        if q is None:
+            raise ValueError(f"{source}: record {i + 1} has no question (expected `turns` or `question`)")
+        questions.append(q)
+    return spread(questions, limit)
+
+
+def spread(items: list, limit: int | None) -> list:
+    """`limit` items spaced evenly over the list: Vicuna and MT-Bench are ordered by category, so the first N
+    would all be of one or two categories."""
+    if not limit or limit >= len(items):
+        return items
+    return [items[i * len(items) // limit] for i in range(limit)]
+
+
+def native_questions(lang: str) -> list[Question]:
+    """The bundled hand-written questions in `lang` (8 per language for the paper's 10 languages)."""
+    path = resources.files(__package__).joinpath("data", "native_questions.jsonl")
+    out = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        record = json.loads(line)
+        if record["lang"] == lang:
+            out.append(question_from_record(record, "native", i))
+    return out
