@@ -242,6 +242,8 @@ class EvaluateConfig(Section):
     answer: AnswerConfig = AnswerConfig()
     judge: ModelConfig = Field(ModelConfig(), description="the judge; bundled = plumbing only, use a strong model")
     judge_max_tokens: int = Field(48, description="scores first, then a sentence of reason")
+    judge_grammar: bool = Field(True, description="constrain the judge's output to the score format (GBNF) where the "
+                                                  "backend supports it (llama.cpp); others are parsed as they come")
     batch_size: int = Field(64, description="model calls per committed batch (resume granularity)")
 
 

@@ -19,13 +19,20 @@ class Question:
 
 
 def question_from_record(record: dict, set_name: str, index: int) -> Question | None:
-    turns = record.get("turns")
-    text = turns[0] if isinstance(turns, list) and turns else next(
-        (record[k] for k in ("question", "instruction", "prompt", "text") if isinstance(record.get(k), str)), None)
+    """Vicuna/MT-Bench `turns`, or `question`/`instruction`/`prompt`/`text` (a list of turns or a string)."""
+    text = None
+    for key in ("turns", "question", "instruction", "prompt", "text"):
+        value = record.get(key)
+        if isinstance(value, list) and value and isinstance(value[0], str):
+            text = value[0]
+        elif isinstance(value, str):
+            text = value
+        if text is not None:
+            break
     if not isinstance(text, str) or not text.strip():
         return None
-    return Question(set_name, str(record.get("question_id", record.get("id", index))), text.strip(),
-                    str(record.get("category", "")), str(record.get("lang", "en")))
+    qid = next((record[k] for k in ("question_id", "prompt_id", "id") if record.get(k) is not None), index)
+    return Question(set_name, str(qid), text.strip(), str(record.get("category", "")), str(record.get("lang", "en")))
 
 
 def load_question_set(source: str, limit: int | None = None) -> list[Question]:

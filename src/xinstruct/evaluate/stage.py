@@ -23,7 +23,7 @@ from xinstruct.evaluate.questions import Question, load_question_set, native_que
 from xinstruct.languages import get_language
 from xinstruct.models.base import SamplingParams, load_backend
 from xinstruct.pipeline.journal import Journal, batches
-from xinstruct.prompts import pairwise_judge_prompt
+from xinstruct.prompts import JUDGE_GRAMMAR, pairwise_judge_prompt
 
 ORDERS = ("focus_first", "focus_second")
 Progress = Callable[[str, int], Callable[[int], None]]  # (task name, total) → advance(n)
@@ -93,7 +93,8 @@ def collect_judgements(cfg: EvaluateConfig, focus: str, others: list[str], langs
                        progress: Progress = _no_progress, log=print) -> list[dict]:
     """One record per (other system, language, question, order); unparseable judge output is cached as a
     failure (the judge runs at temperature 0, so asking again would give the same text)."""
-    params = SamplingParams(temperature=0.0, max_tokens=cfg.judge_max_tokens, stop=("\n\n",), seed=0)
+    params = SamplingParams(temperature=0.0, max_tokens=cfg.judge_max_tokens, stop=("\n\n",), seed=0,
+                            grammar=JUDGE_GRAMMAR if cfg.judge_grammar else None)
     judge_id = model_fingerprint(cfg.judge)
     records, jobs = [], []
     with Journal(folder, "judgements", ("judgements",)) as journal:

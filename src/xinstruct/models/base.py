@@ -18,6 +18,7 @@ class SamplingParams:
     n: int = 1  # completions per prompt
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    grammar: str | None = None  # GBNF the output must match: llama.cpp constrains decoding; others ignore it
 
 
 @dataclass

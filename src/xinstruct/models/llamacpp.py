@@ -108,6 +108,12 @@ class LlamaCppBackend(Backend):
     def _sampler(self, params: SamplingParams, seed: int):
         L = self.L
         chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+        if params.grammar:  # first, so that every later step only sees tokens the grammar allows
+            grammar = L.llama_sampler_init_grammar(self.vocab, params.grammar.encode(), b"root")
+            if not grammar:
+                L.llama_sampler_free(chain)
+                raise ValueError("llama.cpp rejected the GBNF grammar")
+            L.llama_sampler_chain_add(chain, grammar)
         if params.temperature <= 0:
             L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
         else:
