@@ -169,3 +169,21 @@ def test_evaluate_rejects_bad_systems(tmp_path):
     cfg = _fake_eval(tmp_path, focus="zzz")
     with pytest.raises(ValueError, match="focus 'zzz' is not one of"):
         run_evaluate(cfg, ["sw"], tmp_path / "eval", log=lambda *_: None)
+
+
+def test_evaluation_report_renders(tmp_path, monkeypatch):
+    import re
+    import subprocess
+
+    from test_export import CHROMIUM, FLAGS
+
+    if CHROMIUM is None:
+        pytest.skip("no Chromium (Debian: apt-get install chromium; .ci/run installs it)")
+    cfg = _fake_eval(tmp_path)
+    summary = run_evaluate(cfg, ["sw", "th"], tmp_path / "eval", log=lambda *_: None)
+    page = tmp_path / "eval" / "report" / "index.html"
+    dom = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=120, check=False).stdout
+    images = re.search(r'data-images="(\d+)" data-images-ok="(\d+)"', dom)
+    assert images and int(images[1]) == int(images[2]) == 2  # fidelity chart + win/tie/loss chart
+    assert "Pairwise judge" in dom and "b vs a" in dom and summary["report"] == str(page)

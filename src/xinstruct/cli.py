@@ -303,7 +303,10 @@ def chat(
             if not question:
                 break
             [result] = model_backend.generate([resolved.prompt(question, lang, suffix=not native)], params)
-            console.print(result.error and f"[red]{result.error}[/red]" or result.completions[0].text.strip())
+            if result.error:
+                console.print(f"[red]{result.error}[/red]")
+            else:
+                console.print(result.completions[0].text.strip(), markup=False)
 
 
 def _print_evaluation(summary: dict) -> None:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 from trl import SFTTrainer
@@ -102,8 +103,8 @@ def train_lora(examples: list[dict], cfg: TrainConfig, out_dir: Path, name: str,
     """
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
     from datasets.utils import disable_progress_bars
+    from peft import LoraConfig
     from transformers import PrinterCallback
     from trl import SFTConfig
     from trl.trainer.callbacks import RichProgressCallback
@@ -121,6 +122,7 @@ def train_lora(examples: list[dict], cfg: TrainConfig, out_dir: Path, name: str,
             return {**done, "reused": True}
     checkpoints, resume_from = _checkpoints(out_dir, fingerprint)
     disable_progress_bars()  # the per-map bars of dataset preparation
+    warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
     torch.manual_seed(cfg.seed)
     model, tok = load_causal_lm(cfg.base.model, cfg.base.device, "float32")
     model.train()
