@@ -186,4 +186,4 @@ def test_evaluation_report_renders(tmp_path, monkeypatch):
                          capture_output=True, text=True, timeout=120, check=False).stdout
     images = re.search(r'data-images="(\d+)" data-images-ok="(\d+)"', dom)
     assert images and int(images[1]) == int(images[2]) == 2  # fidelity chart + win/tie/loss chart
-    assert "Pairwise judge" in dom and "b vs a" in dom and summary["report"] == str(page)
+    assert "Pairwise judge" in dom and "vs a" in dom and summary["report"] == str(page)

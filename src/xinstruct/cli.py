@@ -323,7 +323,8 @@ def _print_evaluation(summary: dict) -> None:
                 table.add_row(*map(str, row))
             console.print(table)
     if summary["judgements"]:
-        table = Table(title=f"pairwise judge ({summary['judge_model']}), both orders; win/loss only when they agree")
+        table = Table(title=f"pairwise judge ({summary['judge_model']}): {summary['focus']} against each other "
+                            "system, both orders; a win or loss only when both agree")
         for col in JUDGE_HEADER:
             table.add_column(col)
         for row in judgement_rows(summary):

@@ -7,6 +7,7 @@ import html
 import random
 from pathlib import Path
 
+from xinstruct.evaluate.judge import wilson
 from xinstruct.htmlpage import img, page, pyplot, save, table
 from xinstruct.languages import get_language
 
@@ -15,13 +16,22 @@ def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.0f}%"
 
 
+def _ci(share: float | None, ci: list[float]) -> str:
+    return f"{_pct(share)} ({100 * ci[0]:.0f}–{100 * ci[1]:.0f})"
+
+
 def fidelity_rows(summary: dict, group: str) -> list[list]:
+    """One row per system and language, then the system's row over all languages."""
     rows = []
     for system in summary["systems"]:
-        for lang, c in summary["checks"].get(system, {}).get(group, {}).items():
-            rows.append([system, lang, c["n"], f"{_pct(c['share'])} [{_pct(c['ci'][0])}, {_pct(c['ci'][1])}]",
+        checks = summary["checks"].get(system, {}).get(group, {})
+        for lang, c in checks.items():
+            rows.append([system, lang, c["n"], _ci(c["share"], c["ci"]),
                          ", ".join(f"{k} {v}" for k, v in c["other_languages"].items()) or "–",
                          c["mean_chars"], c["empty"]])
+        if len(checks) > 1:
+            k, n = sum(c["in_language"] for c in checks.values()), sum(c["n"] for c in checks.values())
+            rows.append([system, "all", n, _ci(k / n if n else None, list(wilson(k, n))), "", "", ""])
     return rows
 
 
@@ -32,9 +42,8 @@ def judgement_rows(summary: dict) -> list[list]:
             t = per.get(key)
             if t is None:
                 continue
-            rows.append([f"{summary['focus']} vs {other}", key, t["win"], t["tie"], t["loss"], t["failed"],
-                         f"{_pct(t['win_rate'])} [{_pct(t['win_ci'][0])}, {_pct(t['win_ci'][1])}]",
-                         f"{_pct(t['loss_rate'])} [{_pct(t['loss_ci'][0])}, {_pct(t['loss_ci'][1])}]"])
+            rows.append([f"vs {other}", key, t["win"], t["tie"], t["loss"], t["failed"],
+                         _ci(t["win_rate"], t["win_ci"]), _ci(t["loss_rate"], t["loss_ci"])])
     return rows
 
 
@@ -75,8 +84,8 @@ def plot_judgements(summary: dict, path: Path) -> Path:
     return save(fig, path)
 
 
-FIDELITY_HEADER = ["system", "lang", "answers", "in language [95% CI]", "others detected", "mean chars", "empty"]
-JUDGE_HEADER = ["pair", "lang", "win", "tie", "loss", "failed", "win rate [95% CI]", "loss rate [95% CI]"]
+FIDELITY_HEADER = ["system", "lang", "n", "in language (95% CI)", "others", "mean chars", "empty"]
+JUDGE_HEADER = ["focus vs", "lang", "win", "tie", "loss", "failed", "win (95% CI)", "loss (95% CI)"]
 
 
 def write_eval_report(summary: dict, answers: dict[str, dict[tuple, dict]], folder: Path, samples: int = 3,
