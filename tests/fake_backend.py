@@ -59,15 +59,11 @@ class FakeJudge(FakeBackend):
         return [Completion(text, "stop", 12)]
 
 
-class FakePositionBiasedJudge(FakeBackend):
+class FakePositionBiasedJudge(FakeJudge):
     """A pairwise judge that always prefers whichever answer it sees first (scores 8 and 3), the bias the
     both-orders protocol exists to cancel; prompts whose hash is a multiple of FAKE_GARBAGE_EVERY get no scores."""
 
     name = "fake-pair-judge"
-
-    def __init__(self, cfg=None):
-        super().__init__(cfg)
-        self.garbage_every = int(os.environ.get("FAKE_GARBAGE_EVERY", "0"))
 
     def answer(self, h, params):
         if self.garbage_every and h % self.garbage_every == 0:

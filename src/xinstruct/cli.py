@@ -220,13 +220,6 @@ def tune(
                                                                              d.get("modelfile") else ""))
 
 
-def _system(tuned: Path | None, backend: str, model: str | None, lora: str | None, template: str):
-    from xinstruct.config import ModelConfig, SystemConfig
-
-    return SystemConfig(name="cli", model=ModelConfig(backend=backend, model=model, lora=lora),
-                        tuned=str(tuned) if tuned else None, template=template)
-
-
 def _tasks(bar):
     """A progress callback for the stages: (task name, total) → advance(n)."""
     def add(name: str, total: int):
@@ -242,14 +235,19 @@ LoraOpt = Annotated[str | None, typer.Option(help="LoRA adapter (GGUF for llamac
 TemplateOpt = Annotated[str, typer.Option(help="alpaca (the paper's) | assistant | none; a tuned model uses its own")]
 LangOpt = Annotated[str, typer.Option("--lang", help="answer language (code): adds \"Answer in {Language}.\"")]
 NativeOpt = Annotated[bool, typer.Option("--native", help="the prompt is already in the answer language: no suffix")]
+MaxTokensOpt = Annotated[int, typer.Option()]
+TemperatureOpt = Annotated[float, typer.Option()]
 
 
 def _answerer(tuned, backend, model, lora, template, lang, max_tokens, temperature):
     from xinstruct.answer.systems import answer_params, resolve_system
+    from xinstruct.config import ModelConfig, SystemConfig
     from xinstruct.models.base import load_backend
 
+    system = SystemConfig(name="cli", model=ModelConfig(backend=backend, model=model, lora=lora),
+                          tuned=str(tuned) if tuned else None, template=template)
     try:
-        resolved = resolve_system(_system(tuned, backend, model, lora, template), lang)
+        resolved = resolve_system(system, lang)
     except (FileNotFoundError, ValueError) as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from None
@@ -264,8 +262,8 @@ def answer(
     native: NativeOpt = False,
     tuned: TunedOpt = None, backend: BackendOpt = "llamacpp", model: ModelOpt = None, lora: LoraOpt = None,
     template: TemplateOpt = "alpaca",
-    max_tokens: Annotated[int, typer.Option()] = 256,
-    temperature: Annotated[float, typer.Option()] = 0.7,
+    max_tokens: MaxTokensOpt = 256,
+    temperature: TemperatureOpt = 0.7,
     show_prompt: Annotated[bool, typer.Option(help="print the full prompt sent to the model")] = False,
 ):
     """Answer one prompt in the chosen language with the paper's template, on any backend."""
@@ -287,8 +285,8 @@ def chat(
     native: NativeOpt = False,
     tuned: TunedOpt = None, backend: BackendOpt = "llamacpp", model: ModelOpt = None, lora: LoraOpt = None,
     template: TemplateOpt = "alpaca",
-    max_tokens: Annotated[int, typer.Option()] = 256,
-    temperature: Annotated[float, typer.Option()] = 0.7,
+    max_tokens: MaxTokensOpt = 256,
+    temperature: TemperatureOpt = 0.7,
 ):
     """Ask questions one after another (each answered on its own, in the chosen language); empty line or
     Ctrl-D ends."""

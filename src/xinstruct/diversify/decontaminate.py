@@ -6,13 +6,13 @@ n-gram with a question, or, where either text is shorter than n words, if one co
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from xinstruct.evaluate.questions import question_texts, read_question_records
+
 WORD = re.compile(r"\w+", re.UNICODE)
-QUESTION_KEYS = ("turns", "question", "instruction", "prompt", "text")
 
 
 def words(text: str) -> list[str]:
@@ -24,26 +24,9 @@ def ngrams(tokens: list[str], n: int) -> list[tuple[str, ...]]:
     return [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
 
 
-def question_texts(record: dict) -> list[str]:
-    """The question text(s) of one record: Vicuna/MT-Bench `turns` (every turn), else the first text field."""
-    for key in QUESTION_KEYS:
-        value = record.get(key)
-        if isinstance(value, list):
-            return [v for v in value if isinstance(v, str)]
-        if isinstance(value, str):
-            return [value]
-    return []
-
-
 def load_questions(source: str) -> list[tuple[str, str]]:
-    """(question id, text) pairs from a JSONL file or `hf:<dataset>[:<split>]` (needs the hub)."""
-    if source.startswith("hf:"):
-        from datasets import load_dataset
-        name, _, split = source[3:].partition(":")
-        records = list(load_dataset(name, split=split or "train"))
-    else:
-        with open(source, encoding="utf-8") as f:
-            records = [json.loads(line) for line in f if line.strip()]
+    """(question id, text) pairs, every turn, from a JSONL file or `hf:<dataset>[:<split>]` (needs the hub)."""
+    records = read_question_records(source)
     stem = Path(source).stem if not source.startswith("hf:") else source
     out = []
     for i, record in enumerate(records):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from xinstruct.config import ModelConfig, RunConfig, SystemConfig
-from xinstruct.evaluate.stage import Progress, _no_progress, run_evaluate
+from xinstruct.evaluate.stage import Progress, no_progress, run_evaluate
 from xinstruct.tune.stage import run_tune
 
 BASE, SEED, XINSTRUCT = "base", "seed-tuned", "xinstruct-tuned"
@@ -46,13 +46,9 @@ def tune_baselines(cfg: RunConfig, langs: list[str], log=print, progress: bool =
     return folder
 
 
-def evaluate_baselines(cfg: RunConfig, langs: list[str], progress: Progress = _no_progress, log=print) -> dict:
+def evaluate_baselines(cfg: RunConfig, langs: list[str], progress: Progress = no_progress, log=print) -> dict:
     folder = cfg.out / "compare"
     eval_cfg = cfg.evaluate.model_copy(update={
         "systems": baseline_systems(folder, cfg.tune.train.base.model, cfg.tune.template), "focus": XINSTRUCT})
     return run_evaluate(eval_cfg, langs, folder / "evaluate", progress, log)
 
-
-def run_compare(cfg: RunConfig, langs: list[str], progress: Progress = _no_progress, log=print) -> dict:
-    tune_baselines(cfg, langs, log, progress=False)
-    return evaluate_baselines(cfg, langs, progress, log)

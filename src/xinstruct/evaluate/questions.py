@@ -18,42 +18,55 @@ class Question:
     lang: str = "en"
 
 
-def question_from_record(record: dict, set_name: str, index: int) -> Question | None:
-    """Vicuna/MT-Bench `turns`, or `question`/`instruction`/`prompt`/`text` (a list of turns or a string)."""
-    text = None
-    for key in ("turns", "question", "instruction", "prompt", "text"):
+QUESTION_KEYS = ("turns", "question", "instruction", "prompt", "text")
+
+
+def question_texts(record: dict) -> list[str]:
+    """The question text(s) of one record: Vicuna/MT-Bench `turns` (every turn), else the first text field
+    (a list of turns or a string)."""
+    for key in QUESTION_KEYS:
         value = record.get(key)
-        if isinstance(value, list) and value and isinstance(value[0], str):
-            text = value[0]
-        elif isinstance(value, str):
-            text = value
-        if text is not None:
-            break
-    if not isinstance(text, str) or not text.strip():
+        if isinstance(value, list):
+            return [v for v in value if isinstance(v, str)]
+        if isinstance(value, str):
+            return [value]
+    return []
+
+
+def read_question_records(source: str) -> list[dict]:
+    """The records of a question set: a JSONL file, or `hf:<dataset>[:<split>]` (needs the hub)."""
+    if source.startswith("hf:"):
+        from datasets import load_dataset
+        name, _, split = source[3:].partition(":")
+        return list(load_dataset(name, split=split or "train"))
+    path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"no question set at {source}")
+    records = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{source}:{lineno}: not JSON ({e.msg})") from None
+    return records
+
+
+def question_from_record(record: dict, set_name: str, index: int) -> Question | None:
+    """The record's first turn (the harness is single-turn), or None when it holds no question."""
+    texts = question_texts(record)
+    if not texts or not texts[0].strip():
         return None
     qid = next((record[k] for k in ("question_id", "prompt_id", "id") if record.get(k) is not None), index)
-    return Question(set_name, str(qid), text.strip(), str(record.get("category", "")), str(record.get("lang", "en")))
+    return Question(set_name, str(qid), texts[0].strip(), str(record.get("category", "")),
+                    str(record.get("lang", "en")))
 
 
 def load_question_set(source: str, limit: int | None = None) -> list[Question]:
     """Questions of a JSONL file or `hf:<dataset>[:<split>]`; a record without a question is an error."""
-    if source.startswith("hf:"):
-        from datasets import load_dataset
-        name, _, split = source[3:].partition(":")
-        records, set_name = list(load_dataset(name, split=split or "train")), name.split("/")[-1]
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"no question set at {source}")
-        records, set_name = [], path.stem
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{source}:{lineno}: not JSON ({e.msg})") from None
+    set_name = source[3:].partition(":")[0].split("/")[-1] if source.startswith("hf:") else Path(source).stem
     questions = []
-    for i, record in enumerate(records):
+    for i, record in enumerate(read_question_records(source)):
         q = question_from_record(record, set_name, i)
         if q is None:
             raise ValueError(f"{source}: record {i + 1} has no question (expected `turns` or `question`)")

@@ -37,7 +37,7 @@ def _file_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
-def _no_progress(_name: str, _total: int) -> Callable[[int], None]:
+def no_progress(_name: str, _total: int) -> Callable[[int], None]:
     return lambda _n: None
 
 
@@ -48,7 +48,7 @@ def question_sets(cfg: EvaluateConfig, lang: str, english: list[Question]) -> li
 
 
 def collect_answers(cfg: EvaluateConfig, system: SystemConfig, langs: list[str], english: list[Question],
-                    folder: Path, progress: Progress = _no_progress, log=print) -> dict[tuple, dict]:
+                    folder: Path, progress: Progress = no_progress, log=print) -> dict[tuple, dict]:
     """{(lang, set, question id): record} for one system; only answers missing from the cache are generated."""
     params = answer_params(cfg.answer.temperature, cfg.answer.top_p, cfg.answer.max_tokens, cfg.answer.seed)
     out: dict[tuple, dict] = {}
@@ -90,7 +90,7 @@ def collect_answers(cfg: EvaluateConfig, system: SystemConfig, langs: list[str],
 
 def collect_judgements(cfg: EvaluateConfig, focus: str, others: list[str], langs: list[str],
                        english: list[Question], answers: dict[str, dict[tuple, dict]], folder: Path,
-                       progress: Progress = _no_progress, log=print) -> list[dict]:
+                       progress: Progress = no_progress, log=print) -> list[dict]:
     """One record per (other system, language, question, order); unparseable judge output is cached as a
     failure (the judge runs at temperature 0, so asking again would give the same text)."""
     params = SamplingParams(temperature=0.0, max_tokens=cfg.judge_max_tokens, stop=("\n\n",), seed=0,
@@ -178,7 +178,7 @@ def objective_checks(answers: dict[str, dict[tuple, dict]], langs: list[str]) ->
     return out
 
 
-def run_evaluate(cfg: EvaluateConfig, langs: list[str], out_dir: Path, progress: Progress = _no_progress,
+def run_evaluate(cfg: EvaluateConfig, langs: list[str], out_dir: Path, progress: Progress = no_progress,
                  log=print) -> dict:
     if len(cfg.systems) < 1:
         raise ValueError("evaluate: no systems configured (evaluate.systems)")

@@ -66,8 +66,7 @@ def run_tune(cfg: TuneConfig, data: str, out_dir: Path, progress: bool = True, l
         log(f"tune: set aside {len(rejects)} unusable record(s) → {out_dir / 'rejects.jsonl'}")
     if not by_lang:
         raise ValueError(f"{data}: no usable pairs" + (f" for {cfg.languages}" if cfg.languages else ""))
-    groups = {lang: pairs for lang, pairs in by_lang.items()} if cfg.per_language else \
-        {"all": [p for pairs in by_lang.values() for p in pairs]}
+    groups = dict(by_lang) if cfg.per_language else {"all": [p for pairs in by_lang.values() for p in pairs]}
     results = {}
     for name, pairs in groups.items():
         log(f"tune {name}: {len(pairs)} pairs ({', '.join(f'{k} {len(v)}' for k, v in by_lang.items() if name in ('all', k))})")
