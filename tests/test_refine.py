@@ -19,7 +19,8 @@ from xinstruct.seed import bundled_path
 
 
 def seed_pairs(lang="sw", n=12):
-    return [{**r, "lang": lang, "split": "heldout" if i % 4 == 0 else "train"}
+    return [{"id": r["id"], "instruction": r["instruction"], "output": r["output"], "lang": lang,
+             "split": "heldout" if i % 4 == 0 else "train"}
             for i, r in enumerate(read_jsonl(bundled_path(f"demo/{lang}/seed.jsonl"))) if i < n]
 
 
@@ -40,18 +41,18 @@ def test_rating_set_is_balanced_and_degrades_as_documented():
     instructions = {p["id"]: p for p in pairs}
     for seed_id, g in by_seed.items():
         pair = instructions[seed_id]
-        assert g["best"]["instruction"] == pair["instruction"] and g["best"]["output"] == pair["response"]
+        assert g["best"]["instruction"] == pair["instruction"] and g["best"]["output"] == pair["output"]
         assert g["best"]["split"] == pair["split"]
         worst = g["worst"]
-        assert worst["instruction"] != pair["instruction"] and worst["output"] == pair["response"]
+        assert worst["instruction"] != pair["instruction"] and worst["output"] == pair["output"]
         assert any(p["instruction"] == worst["instruction"] and p["lang"] == pair["lang"] for p in pairs)
         flawed = g["flawed"]
         if flawed["kind"] == "truncated":
-            assert pair["response"].startswith(flawed["output"]) and len(flawed["output"]) < len(pair["response"])
+            assert pair["output"].startswith(flawed["output"]) and len(flawed["output"]) < len(pair["output"])
         elif flawed["kind"] == "compound":
             assert flawed["instruction"].startswith(pair["instruction"]) and " Also, " in flawed["instruction"]
         else:
-            assert flawed["kind"] == "spliced" and flawed["output"] != pair["response"]
+            assert flawed["kind"] == "spliced" and flawed["output"] != pair["output"]
     assert {r["kind"] for r in rows if r["grade"] == "flawed"} == {"truncated", "compound", "spliced"}
 
 
@@ -175,7 +176,7 @@ def test_refinement_loop_two_rounds_and_resume(tmp_path, monkeypatch):
     cfg = RunConfig(output_dir=str(tmp_path), languages=["sw", "th"], refine={
         "iterations": 2, "retrain": "none", "min_keep": 15,
         "evaluator": {"kind": "judge", "scoring": "parse", "model": {"backend": "fake_backend:FakeJudge"}}})
-    pairs = [{**p, "response": p["response"]} for lang in ("sw", "th") for p in seed_pairs(lang)]
+    pairs = [p for lang in ("sw", "th") for p in seed_pairs(lang)]
     write_jsonl(tmp_path / "seed" / "pairs.jsonl", pairs)
     for lang in ("sw", "th"):
         write_jsonl(tmp_path / "candidates" / f"{lang}.candidates.jsonl", candidates(lang))

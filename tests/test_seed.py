@@ -40,10 +40,10 @@ def test_translate_pairs_accounts_for_every_input(llama):
     from xinstruct.corpus.langid import LanguageIdentifier
     from xinstruct.seed.translate import translate_pairs
 
-    english = [{"id": f"en-{i}", "lang": "en", "instruction": ins, "response": out, "source": "t", "split": "train"}
+    english = [{"id": f"en-{i}", "lang": "en", "instruction": ins, "output": out, "source": "t", "split": "train"}
                for i, (ins, out) in enumerate([("Give a tip for sleeping well.", "Go to bed at the same time."),
                                                ("Name a fruit.", "A mango is a sweet tropical fruit.")])]
     pairs, rejects = translate_pairs(english, "sw", llama, max_tokens=24)
     assert len(pairs) + len(rejects) == 2
     assert all(r["reason"].startswith("translate:") for r in rejects)
-    assert all(LanguageIdentifier().check(p["response"], "sw").ok for p in pairs)
+    assert all(LanguageIdentifier().check(p["output"], "sw").ok for p in pairs)

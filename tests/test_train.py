@@ -12,7 +12,7 @@ from xinstruct.train.sft import generator_examples
 
 
 def test_examples_follow_the_paper_prompt():
-    [ex] = generator_examples([{"instruction": "Describe the rains.", "response": "Mvua imenyesha."}])
+    [ex] = generator_examples([{"instruction": "Describe the rains.", "output": "Mvua imenyesha."}])
     assert ex["prompt"].startswith("Below is a text that describes a candidate output. Write an English "
                                    "instruction that can take the given text as an appropriate answer.")
     assert ex["prompt"].endswith("### Text:\nMvua imenyesha.\n\n### English Instruction:")
@@ -35,7 +35,7 @@ def test_train_export_and_serve_with_llamacpp(tmp_path, llama):
     summary = train_generator(pairs, TrainConfig(max_steps=2, batch_size=4, max_length=256, learning_rate=1e-3),
                               tmp_path, progress=False)
     assert summary["steps"] == 2 and (tmp_path / "adapter" / "adapter_model.safetensors").exists()
-    target = [(generation_prompt(pairs[0]["response"]), " " + pairs[0]["instruction"])]
+    target = [(generation_prompt(pairs[0]["output"]), " " + pairs[0]["instruction"])]
     with LlamaCppBackend(ModelConfig(lora=summary["gguf_lora"], n_ctx=2048, n_parallel=2)) as tuned:
         assert "+lora:" in tuned.model_id
         tuned_ll = tuned.loglikelihood(target)[0]

@@ -98,8 +98,8 @@ def test_tune_resume_and_serve_the_gguf_export(tmp_path, llama):
         assert "+lora:" in tuned.model_id
         [result] = tuned.generate([prompt], SamplingParams(temperature=0.0, max_tokens=16))
         assert result.error is None and result.completions[0].n_tokens > 0
-        tuned_ll = tuned.loglikelihood([(prompt, "\n" + pair["response"])])[0]
-    assert tuned_ll > llama.loglikelihood([(prompt, "\n" + pair["response"])])[0], "the adapter did nothing"
+        tuned_ll = tuned.loglikelihood([(prompt, "\n" + pair["output"])])[0]
+    assert tuned_ll > llama.loglikelihood([(prompt, "\n" + pair["output"])])[0], "the adapter did nothing"
 
     # killed after the last checkpoint, before the adapter was saved: the rerun resumes, not restarts
     shutil.rmtree(out / "all" / "adapter")

@@ -431,7 +431,7 @@ def eval_generator(
                                    ("tuned", ModelConfig(lora=str(generator)), False)):
         with LlamaCppBackend(cfg) as backend:
             for lang in langs:
-                texts = [p["response"] for p in heldout[lang]]
+                texts = [p["output"] for p in heldout[lang]]
                 hyps = write_instructions(backend, texts, pick_shots(train[lang], shots) if use_shots else None)
                 rows[(system, lang)] = score(hyps, [p["instruction"] for p in heldout[lang]])
                 rows[(system, lang)]["samples"] = list(zip(hyps[:3], [p["instruction"] for p in heldout[lang][:3]]))

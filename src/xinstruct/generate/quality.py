@@ -30,8 +30,8 @@ def embedder(model: str | None = None):
 
 def pick_shots(train_pairs: list[dict], k: int = 3) -> list[tuple[str, str]]:
     """k short train examples (short, so the few-shot prompt fits and stays fast)."""
-    shortest = sorted(train_pairs, key=lambda p: len(p["response"]))[:k]
-    return [(p["response"], p["instruction"]) for p in shortest]
+    shortest = sorted(train_pairs, key=lambda p: len(p["output"]))[:k]
+    return [(p["output"], p["instruction"]) for p in shortest]
 
 
 def write_instructions(backend: Backend, texts: list[str], shots: list[tuple[str, str]] | None) -> list[str]:

@@ -37,6 +37,16 @@ class GenerationResult:
 
 
 @dataclass
+class Score:
+    """log p(continuation | context) summed over the continuation's tokens, and how many tokens that was;
+    or the error that prevented scoring."""
+
+    logprob: float | None = None
+    n_tokens: int = 0
+    error: str | None = None
+
+
+@dataclass
 class OptionScores:
     """log p(option | prompt) for each option of one prompt, or the error that prevented scoring."""
 
@@ -45,17 +55,28 @@ class OptionScores:
 
 
 class BackendError(RuntimeError):
-    """A model call failed for good (after retries)."""
+    """A model call failed after its retries: the record it was for is tried again on the next run."""
+
+
+class FatalBackendError(BackendError):
+    """The backend cannot work at all (rejected key, unknown model, answers that break the API's schema):
+    the stage stops at once rather than marking every record failed."""
+
+
+class MissingCapability(RuntimeError):
+    """A stage needs something the configured backend does not do (e.g. score log-likelihoods)."""
 
 
 class Backend:
-    """generate(): batched sampling. loglikelihood(): sum of log p(continuation | context), where supported.
+    """generate(): batched sampling. score(): log p(continuation | context), where supported.
 
     Backends batch internally; callers hand over as many prompts as they like. A failure of one prompt
-    is reported in its GenerationResult.error so the others are kept.
+    is reported in its GenerationResult.error (or Score.error) so the others are kept.
+    `capabilities` says what a backend does beyond generate(); stages check it before they start.
     """
 
     name: str = "backend"
+    capabilities: frozenset[str] = frozenset({"generate"})
 
     @property
     def model_id(self) -> str:
@@ -65,8 +86,18 @@ class Backend:
     def generate(self, prompts: list[str], params: SamplingParams) -> list[GenerationResult]:
         raise NotImplementedError
 
+    def score(self, requests: list[tuple[str, str]]) -> list[Score]:
+        """For each (context, continuation): log p(continuation | context) and its token count."""
+        raise MissingCapability(f"the {self.name} backend does not score log-likelihoods")
+
     def loglikelihood(self, requests: list[tuple[str, str]]) -> list[float]:
-        raise NotImplementedError(f"{self.name} does not score log-likelihoods")
+        """Sums of log p(continuation | context); raises BackendError if any request failed."""
+        out = []
+        for s in self.score(requests):
+            if s.error:
+                raise BackendError(s.error)
+            out.append(s.logprob)
+        return out
 
     def option_logprobs(self, prompts: list[str], options: tuple[str, ...]) -> list[OptionScores]:
         """log p(option | prompt) for a fixed set of options (e.g. grade labels) after each prompt.
@@ -100,6 +131,14 @@ def truncate_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
     text = text.lstrip()
     cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def require(backend: Backend, capability: str, purpose: str) -> None:
+    """Fail before any work starts when `backend` lacks what `purpose` needs."""
+    if capability not in backend.capabilities:
+        raise MissingCapability(f"{purpose} needs a backend that can {capability.replace('_', ' ')}; "
+                                f"{backend.name} cannot (use llamacpp, transformers, or openai against a server "
+                                "that returns prompt logprobs, e.g. vLLM or llama.cpp's server)")
 
 
 def load_backend(cfg: ModelConfig) -> Backend:

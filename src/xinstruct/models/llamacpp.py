@@ -20,7 +20,15 @@ from pathlib import Path
 import numpy as np
 
 from xinstruct.config import ModelConfig
-from xinstruct.models.base import Backend, Completion, GenerationResult, OptionScores, SamplingParams, truncate_at_stop
+from xinstruct.models.base import (
+    Backend,
+    Completion,
+    GenerationResult,
+    OptionScores,
+    SamplingParams,
+    Score,
+    truncate_at_stop,
+)
 from xinstruct.models.bundled import BUNDLED_MODEL_ID, bundled_gguf
 
 
@@ -38,6 +46,7 @@ class _Slot:
 
 class LlamaCppBackend(Backend):
     name = "llamacpp"
+    capabilities = frozenset({"generate", "loglikelihood", "option_logprobs", "grammar"})
 
     def __init__(self, cfg: ModelConfig, n_parallel: int | None = None):
         import llama_cpp as L
@@ -203,8 +212,8 @@ class LlamaCppBackend(Backend):
                     slots[s] = None
         return results
 
-    def loglikelihood(self, requests: list[tuple[str, str]]) -> list[float]:
-        """Sum of log p(continuation tokens | context), one request at a time on sequence 0."""
+    def score(self, requests: list[tuple[str, str]]) -> list[Score]:
+        """log p(continuation tokens | context) per request, one request at a time on sequence 0."""
         L = self.L
         scores = []
         for context, continuation in requests:
@@ -212,7 +221,8 @@ class LlamaCppBackend(Backend):
             cont_toks = self.tokenize(continuation, add_bos=False)
             full = ctx_toks + cont_toks
             if len(full) > self.n_ctx:
-                raise ValueError(f"{len(full)} tokens exceed n_ctx {self.n_ctx}")
+                scores.append(Score(error=f"{len(full)} tokens exceed n_ctx {self.n_ctx}"))
+                continue
             L.llama_memory_seq_rm(self.mem, -1, -1, -1)
             total, pos = 0.0, 0
             while pos < len(full):
@@ -229,7 +239,7 @@ class LlamaCppBackend(Backend):
                         m = logits.max()
                         total += float(logits[full[p + 1]] - m - np.log(np.exp(logits - m).sum()))
                 pos += len(chunk)
-            scores.append(total)
+            scores.append(Score(total, len(cont_toks)))
         L.llama_memory_seq_rm(self.mem, -1, -1, -1)
         return scores
 

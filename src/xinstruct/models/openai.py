@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from xinstruct.config import ModelConfig
-from xinstruct.models.base import Backend, BackendError, Completion, GenerationResult, SamplingParams
+from xinstruct.models.base import Backend, BackendError, Completion, GenerationResult, SamplingParams, Score
 
 log = logging.getLogger(__name__)
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -24,6 +24,8 @@ RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 class OpenAIBackend(Backend):
     name = "openai"
+    # loglikelihood through echo + logprobs on /completions (vLLM, llama.cpp's server); not on chat endpoints
+    capabilities = frozenset({"generate", "loglikelihood", "option_logprobs"})
 
     def __init__(self, cfg: ModelConfig):
         self.cfg = cfg
@@ -101,7 +103,7 @@ class OpenAIBackend(Backend):
                 results.append(GenerationResult(error=f"{type(e).__name__}: {e}"))
         return results
 
-    def _score(self, context: str, continuation: str) -> float:
+    def _score(self, context: str, continuation: str) -> Score:
         data = self._request("POST", "/completions", {
             "model": self.model_name(), "prompt": context + continuation, "max_tokens": 1,
             "temperature": 0.0, "echo": True, "logprobs": 1})
@@ -110,11 +112,17 @@ class OpenAIBackend(Backend):
         if not offsets or not values:
             raise BackendError("server returned no prompt logprobs (echo+logprobs unsupported?)")
         n_prompt = len(offsets) - 1  # the last token is the generated one
-        return float(sum(v for off, v in zip(offsets[:n_prompt], values[:n_prompt])
-                         if off >= len(context) and v is not None))
+        values = [v for off, v in zip(offsets[:n_prompt], values[:n_prompt]) if off >= len(context) and v is not None]
+        return Score(float(sum(values)), len(values))
 
-    def loglikelihood(self, requests: list[tuple[str, str]]) -> list[float]:
-        return list(self._pool.map(lambda r: self._score(*r), requests))
+    def _score_or_error(self, context: str, continuation: str) -> Score:
+        try:
+            return self._score(context, continuation)
+        except (BackendError, KeyError, IndexError, ValueError) as e:
+            return Score(error=f"{type(e).__name__}: {e}")
+
+    def score(self, requests: list[tuple[str, str]]) -> list[Score]:
+        return list(self._pool.map(lambda r: self._score_or_error(*r), requests))
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

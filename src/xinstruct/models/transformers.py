@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from xinstruct.config import ModelConfig
-from xinstruct.models.base import Backend, Completion, GenerationResult, SamplingParams, truncate_at_stop
+from xinstruct.models.base import Backend, Completion, GenerationResult, SamplingParams, Score, truncate_at_stop
 from xinstruct.models.bundled import BUNDLED_MODEL_ID, bundled_gguf
 
 
@@ -70,6 +70,7 @@ def load_causal_lm(model: str | None, device: str | None = None, dtype: str = "a
 
 class TransformersBackend(Backend):
     name = "transformers"
+    capabilities = frozenset({"generate", "loglikelihood", "option_logprobs"})
 
     def __init__(self, cfg: ModelConfig):
         self.cfg = cfg
@@ -120,7 +121,7 @@ class TransformersBackend(Backend):
                 results.append(GenerationResult(completions=comps))
         return results
 
-    def loglikelihood(self, requests: list[tuple[str, str]]) -> list[float]:
+    def score(self, requests: list[tuple[str, str]]) -> list[Score]:
         import torch
 
         scores = []
@@ -131,5 +132,5 @@ class TransformersBackend(Backend):
                 logprobs = torch.log_softmax(self.model(full).logits[0, :-1].float(), dim=-1)
             targets = full[0, 1:]
             token_lp = logprobs.gather(1, targets[:, None])[:, 0]
-            scores.append(float(token_lp[ctx.shape[1] - 1:].sum()))
+            scores.append(Score(float(token_lp[ctx.shape[1] - 1:].sum()), int(full.shape[1] - ctx.shape[1])))
         return scores

@@ -121,7 +121,7 @@ def regenerate(cfg: RunConfig, t: int, console: Console) -> None:
         return
     gen_dir = folder / "generator"
     if not (gen_dir / "train_summary.json").exists():
-        kept = [{"instruction": r["instruction"], "response": r["output"]}
+        kept = [{"instruction": r["instruction"], "output": r["output"]}
                 for lang in cfg.languages for r in read_jsonl(iteration_dir(cfg, t - 1) / "kept" / f"{lang}.jsonl")]
         pairs = seed_pairs(cfg, None if cfg.seed.split == "all" else "train") + kept
         console.print(f"refine {t}: retraining the generator on {len(pairs)} pairs (seed + kept)")

@@ -50,11 +50,11 @@ def splice_answers(text: str, other: str) -> str:
 def degrade(pair: dict, other: dict, kind: str) -> tuple[str, str]:
     """(instruction, response) of the flawed version of `pair`; `other` is another pair, same language."""
     if kind == "truncated":
-        return pair["instruction"], truncate_answer(pair["response"])
+        return pair["instruction"], truncate_answer(pair["output"])
     if kind == "compound":
-        return compound_instruction(pair["instruction"], other["instruction"]), pair["response"]
+        return compound_instruction(pair["instruction"], other["instruction"]), pair["output"]
     if kind == "spliced":
-        return pair["instruction"], splice_answers(pair["response"], other["response"])
+        return pair["instruction"], splice_answers(pair["output"], other["output"])
     raise ValueError(f"unknown degradation {kind!r}: use one of {FLAWED_KINDS}")
 
 
@@ -75,10 +75,10 @@ def rating_set(pairs: list[dict], kinds: tuple[str, ...] = FLAWED_KINDS, seed: i
             base = {"seed_id": pair["id"], "lang": lang, "split": pair.get("split", "train")}
             rows += [
                 {**base, "grade": "best", "kind": "true", "instruction": pair["instruction"],
-                 "output": pair["response"]},
+                 "output": pair["output"]},
                 {**base, "grade": "flawed", "kind": kind, "instruction": flawed_instruction,
                  "output": flawed_response},
                 {**base, "grade": "worst", "kind": "mismatched", "instruction": other["instruction"],
-                 "output": pair["response"]},
+                 "output": pair["output"]},
             ]
     return rows

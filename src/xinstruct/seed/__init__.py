@@ -1,5 +1,5 @@
 """Seed pairs (English instruction, target-language response): load them, or build them by translation or
-from a parallel corpus. Every pair is {"id", "lang", "instruction", "response", "source", "split"}.
+from a parallel corpus. Every pair is {"id", "lang", "instruction", "output", "source", "split"}.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def to_pair(record: dict, lang: str | None, source: str, where: str) -> tuple[di
     if isinstance(record.get("input"), str) and record["input"].strip():  # Alpaca's optional input
         instruction = f"{instruction.strip()}\n\n{record['input'].strip()}"
     pair_id = str(record.get("id") or f"{Path(source).stem}:{where}")
-    return {"id": pair_id, "lang": lang, "instruction": instruction.strip(), "response": response.strip(),
+    return {"id": pair_id, "lang": lang, "instruction": instruction.strip(), "output": response.strip(),
             "source": source, "split": record.get("split") or heldout_split(pair_id)}, None
 
 

@@ -30,6 +30,6 @@ def parallel_pairs(instructions: dict[str, dict], passages_dir: str | Path, lang
         if meta is None or (split and meta.get("split", "train") != split):
             continue
         pairs.append({"id": f"{passage['id']}:{lang}", "lang": lang, "instruction": meta["instruction"],
-                      "response": passage["text"], "source": f"parallel:{path}",
+                      "output": passage["text"], "source": f"parallel:{path}",
                       "split": meta.get("split", "train")})
     return pairs

@@ -23,7 +23,7 @@ def translate_pairs(english: list[dict], lang: str, teacher: Backend, max_tokens
     pairs, rejects = [], []
     for start in range(0, len(english), batch_size):
         batch = english[start:start + batch_size]
-        results = teacher.generate([translation_prompt(r["response"], language.name) for r in batch], params)
+        results = teacher.generate([translation_prompt(r["output"], language.name) for r in batch], params)
         for record, result in zip(batch, results):
             reason = None
             if result.error:
@@ -43,5 +43,5 @@ def translate_pairs(english: list[dict], lang: str, teacher: Backend, max_tokens
                 rejects.append({**base, "stage": "translate", "reason": f"translate:{reason}",
                                 "translation": text, "error": result.error})
             else:
-                pairs.append({**base, "response": text, "source": f"translated:{teacher.model_id}"})
+                pairs.append({**base, "output": text, "source": f"translated:{teacher.model_id}"})
     return pairs, rejects

@@ -22,7 +22,7 @@ from xinstruct.prompts import generation_prompt
 
 def generator_examples(pairs: list[dict]) -> list[dict]:
     """Seed pairs → prompt/completion rows: the response is the text, the instruction the target."""
-    return [{"prompt": generation_prompt(p["response"]), "completion": " " + p["instruction"].strip()}
+    return [{"prompt": generation_prompt(p["output"]), "completion": " " + p["instruction"].strip()}
             for p in pairs]
 
 

@@ -51,7 +51,7 @@ def load_tuning_pairs(source: str, languages: list[str] | None = None, limit: in
         if limit is not None and len(by_lang[lang]) >= limit:
             continue
         by_lang[lang].append({"id": pair["id"], "lang": lang, "instruction": with_suffix(pair["instruction"], lang),
-                              "output": pair["response"]})
+                              "output": pair["output"]})
     return dict(by_lang)
 
 
