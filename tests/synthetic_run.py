@@ -7,7 +7,7 @@ import json
 import random
 from pathlib import Path
 
-from xinstruct.pipeline.journal import write_jsonl
+from xinstruct.io.files import write_jsonl
 
 # (topic, share of the pool): one big cluster and several small ones, so a random draw over-samples the big one
 TOPICS = [("a recipe for {x} with rice and beans", 0.55), ("the football match between {x} and the city club", 0.15),

@@ -1,3 +1,4 @@
+import pytest
 from typer.testing import CliRunner
 
 from xinstruct.cli import app
@@ -38,3 +39,39 @@ def test_answer_with_the_bundled_model(llama):
     assert result.exit_code == 0, result.output
     out = " ".join(result.output.split())
     assert "Name a fruit. Answer in Swahili." in out and "### Response:" in out
+
+
+BAD_CONFIGS = {
+    "unknown key": ("corpus:\n  min_char: 100\n", "corpus.min_char: unknown key (did you mean 'min_chars'?)"),
+    "wrong type": ("generate:\n  n_per_doc: many\n", "generate.n_per_doc: Input should be a valid integer"),
+    "negative count": ("generate:\n  n_per_doc: -1\n", "generate.n_per_doc: Input should be greater than or equal to 1"),
+    "bounds out of order": ("corpus:\n  min_chars: 900\n  max_chars: 500\n",
+                            "corpus: min_chars (900) is above max_chars (500)"),
+    "unknown language": ("languages: [sw, xx]\n", "languages: unknown language code(s) xx"),
+    "missing input": ("corpus:\n  inputs: [{path: nowhere.jsonl, lang: sw}]\n", "corpus input not found: "),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_bad_configs_are_one_line_exit_2_and_no_run_folder(tmp_path, case):
+    text, message = BAD_CONFIGS[case]
+    path = tmp_path / "c.yaml"
+    path.write_text(f"output_dir: {tmp_path / 'run'}\n{text}")
+    result = runner.invoke(app, ["corpus", str(path)])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_relative_paths_are_read_against_the_config_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "project"
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "sw.jsonl").write_text('{"id": "1", "text": "Habari"}\n')
+    (folder / "c.yaml").write_text("corpus:\n  inputs: [{path: data/sw.jsonl, lang: sw}]\n"
+                                   "seed:\n  inputs: [{path: data/sw.jsonl, lang: sw}]\n")
+    monkeypatch.chdir(tmp_path)  # somewhere else
+    result = runner.invoke(app, ["check-config", str(folder / "c.yaml")])
+    assert result.exit_code == 0, result.output
+    assert str(folder / "data" / "sw.jsonl") in result.output and "config ok" in result.output

@@ -5,7 +5,7 @@ from xinstruct.config import CorpusConfig, InputSpec
 from xinstruct.corpus.filters import compression_ratio, duplicate_line_share, normalize_text
 from xinstruct.corpus.langid import LanguageIdentifier
 from xinstruct.corpus.pipeline import run_corpus
-from xinstruct.pipeline.journal import read_jsonl
+from xinstruct.io.files import read_jsonl
 from xinstruct.seed import bundled_path
 
 

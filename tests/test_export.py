@@ -42,7 +42,7 @@ def test_hf_dataset_loads_back_with_a_split_per_language(exported):
     import pyarrow.parquet as pq
     from datasets import load_from_disk
 
-    from xinstruct.pipeline.journal import read_jsonl
+    from xinstruct.io.files import read_jsonl
 
     out, summary = exported
     data = load_from_disk(str(out / "dataset" / "hf"))

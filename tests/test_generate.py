@@ -10,8 +10,8 @@ from xinstruct.config import GenerateConfig
 from xinstruct.corpus.langid import LanguageIdentifier
 from xinstruct.generate.candidates import generate_candidates
 from xinstruct.generate.checks import check_instruction
+from xinstruct.io.files import read_jsonl
 from xinstruct.models.base import Completion
-from xinstruct.pipeline.journal import read_jsonl
 from xinstruct.seed import bundled_path
 
 TEXT = "Wakulima wa kahawa mkoani Kilimanjaro wanasema mvua za mwaka huu zimeongeza mavuno kwa kiasi kikubwa."
@@ -42,10 +42,14 @@ def test_backend_errors_are_recorded_and_retried(tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_FAIL_EVERY", "5")
     cfg = GenerateConfig(batch_docs=8)
     first = generate_candidates(docs(), "sw", FakeBackend(), cfg, tmp_path)
-    assert first["generate:backend_error"] == 8 and first["candidates"] == 32
+    assert first["this_run"]["generate:backend_error"] == 8 and first["this_run"]["candidates"] == 32
+    assert first["unresolved"] == {"generate:backend_error": 8} and first["rejected"] == {"generate:backend_error": 8}
     monkeypatch.setenv("FAKE_FAIL_EVERY", "0")
     second = generate_candidates(docs(), "sw", FakeBackend(), cfg, tmp_path)
-    assert second["skipped_done"] == 32 and second["candidates"] == 8
+    assert second["this_run"]["skipped_done"] == 32 and second["this_run"]["candidates"] == 8
+    # the resolved failures are gone from the output and its counts: only the current state is reported
+    assert second["unresolved"] == {} and second["rejected"] == {} and second["candidates"] == 40
+    assert not list(read_jsonl(tmp_path / "sw.rejects.jsonl"))
     ids = [r["doc_id"] for r in read_jsonl(tmp_path / "sw.candidates.jsonl")]
     assert sorted(ids) == sorted(d["id"] for d in docs())
 
@@ -57,7 +61,7 @@ from fake_backend import FakeBackend
 from killing import run_and_kill
 from xinstruct.config import GenerateConfig
 from xinstruct.generate.candidates import generate_candidates
-from xinstruct.pipeline.journal import read_jsonl
+from xinstruct.io.files import read_jsonl
 from xinstruct.seed import bundled_path
 docs = [dict(d, source="demo") for d in read_jsonl(bundled_path("demo/sw/corpus.jsonl"))]
 generate_candidates(docs, "sw", FakeBackend(), GenerateConfig(batch_docs=4, n_per_doc=2), {out!r})
@@ -69,7 +73,7 @@ def test_sigkill_mid_generation_resumes_without_loss_or_duplicates(tmp_path):
     out = tmp_path / "out"
     script.write_text(RUNNER.format(tests=str(Path(__file__).parent), out=str(out)))
     env = {**os.environ, "FAKE_DELAY": "0.3"}
-    batches = run_and_kill(script, out / "sw.commit.json", env)
+    batches = run_and_kill(script, out / "cache" / "sw.commit.json", env)
     assert 3 <= batches < 10, "killed too late to test resume"
     subprocess.run([sys.executable, str(script)], env={**env, "FAKE_DELAY": "0"}, check=True)
     got = sorted((r["doc_id"], r["candidate_index"]) for r in read_jsonl(out / "sw.candidates.jsonl"))

@@ -1,4 +1,4 @@
-from xinstruct.pipeline.journal import Journal
+from xinstruct.io.journal import Journal
 
 
 def test_uncommitted_tail_is_dropped_on_reopen(tmp_path):

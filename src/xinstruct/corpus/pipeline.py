@@ -16,11 +16,11 @@ from pathlib import Path
 from datatrove.pipeline.writers.jsonl import JsonlWriter
 
 from xinstruct.config import CorpusConfig, ExecutorConfig
+from xinstruct.core.executors import make_executor
 from xinstruct.corpus.dedup import MinHashDedupFilter
 from xinstruct.corpus.filters import LanguageFilter, LengthFilter, Normalize, QualityFilter
 from xinstruct.corpus.readers import CorpusReader, LanguageShardReader, expand_inputs
-from xinstruct.pipeline.executors import make_executor
-from xinstruct.pipeline.journal import read_jsonl
+from xinstruct.io.files import read_jsonl
 
 
 def _rejects(folder: Path, step: str) -> JsonlWriter:

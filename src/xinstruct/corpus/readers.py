@@ -16,8 +16,8 @@ from datatrove.data import Document
 from datatrove.pipeline.base import PipelineStep
 
 from xinstruct.config import InputSpec
+from xinstruct.io.files import dumps, read_jsonl
 from xinstruct.languages import LANGUAGES
-from xinstruct.pipeline.journal import dumps, read_jsonl
 
 
 def expand_inputs(specs: list[InputSpec]) -> list[tuple[InputSpec, str]]:

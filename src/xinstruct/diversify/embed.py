@@ -44,7 +44,7 @@ def use_bf16(cfg: EmbedderConfig, model) -> bool:
         return False
     if cfg.bf16 is not None:
         return cfg.bf16
-    from xinstruct.train.sft import cpu_has_bf16
+    from xinstruct.core.machine import cpu_has_bf16
     return cpu_has_bf16()
 
 

@@ -19,12 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from xinstruct.config import DiversifyConfig
+from xinstruct.core.stage import Stage, StageResult
 from xinstruct.diversify.cluster import default_k, kmeans
 from xinstruct.diversify.decontaminate import Decontaminator, load_questions, words
 from xinstruct.diversify.diversity import diversity_report
 from xinstruct.diversify.embed import embed_to_disk, embedder_id, load_embeddings
 from xinstruct.diversify.select import round_robin
-from xinstruct.pipeline.journal import read_jsonl, write_jsonl
+from xinstruct.io.files import read_jsonl, write_json, write_jsonl
 
 
 def build_pool(records: list[dict], grades: list[str], decontaminator: Decontaminator | None,
@@ -120,7 +121,7 @@ def run_diversify(out: Path, languages: list[str], cfg: DiversifyConfig,
 
 
 def write_summary(folder: Path, summary: dict) -> None:
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    write_json(folder / "summary.json", summary)
 
 
 def measure_diversity(out: Path, lang: str, draws: int = 20, seed: int = 0) -> dict:
@@ -134,3 +135,40 @@ def measure_diversity(out: Path, lang: str, draws: int = 20, seed: int = 0) -> d
     labels = np.array([r["cluster"] for r in pool])
     selected = np.array([i for i, r in enumerate(pool) if r["selected_rank"] is not None], dtype=np.int64)
     return diversity_report(vectors, labels, k, selected, draws, seed)
+
+
+class DiversifyStage(Stage):
+    name = "diversify"
+    title = ("embed the refined English instructions, k-means per language, draw up to the target across clusters "
+             "(round-robin, nearest to the centroid and better grades first), after n-gram decontamination")
+    needs = ("refine",)
+    config = ("languages", "diversify")
+    code = ("diversify", "evaluate/questions.py")
+
+    def inputs(self) -> dict:
+        from xinstruct.core.fingerprint import path_identity
+
+        embedder = self.cfg.diversify.embedder.model
+        return {"embedder": embedder_id(self.cfg.diversify.embedder) if embedder == "bundled"
+                else path_identity(embedder),
+                "questions": [path_identity(q) for q in self.cfg.diversify.decontaminate.questions]}
+
+    def outputs(self) -> list[Path]:
+        return [self.layout.selected_file(lang) for lang in self.cfg.languages] + [self.layout.diversify /
+                                                                                   "summary.json"]
+
+    def check(self) -> list[str]:
+        from xinstruct.corpus.stage import missing
+
+        return [f"decontamination question set not found: {m}"
+                for q in self.cfg.diversify.decontaminate.questions if (m := missing(q))]
+
+    def run(self) -> StageResult:
+        summary = run_diversify(self.cfg.out, self.cfg.languages, self.cfg.diversify,
+                                lambda lang, n: self.ctx.progress(f"embed {lang}", n))
+        for lang, s in summary["languages"].items():
+            d = s.get("diversity", {})
+            self.ctx.log(f"  {lang}: {s['refined']} refined → pool {s['pool']} (set aside {s['dropped'] or 'none'}) "
+                         f"→ {s['selected']} selected from {s['clusters']} clusters; entropy share "
+                         f"{d.get('entropy_fraction', 0):.3f} (random {d.get('random_entropy_fraction', 0):.3f})")
+        return StageResult(summary)

@@ -20,9 +20,9 @@ from xinstruct.config import EvaluateConfig, SystemConfig
 from xinstruct.evaluate.checks import fidelity, length
 from xinstruct.evaluate.judge import JudgeParseError, parse_scores, tally, verdict
 from xinstruct.evaluate.questions import Question, load_question_set, native_questions
+from xinstruct.io.journal import Journal, batches
 from xinstruct.languages import get_language
 from xinstruct.models.base import SamplingParams, load_backend
-from xinstruct.pipeline.journal import Journal, batches
 from xinstruct.prompts import JUDGE_GRAMMAR, pairwise_judge_prompt
 
 ORDERS = ("focus_first", "focus_second")

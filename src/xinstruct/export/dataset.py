@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from xinstruct.io.files import write_jsonl
 from xinstruct.languages import answer_suffix, get_language
-from xinstruct.pipeline.journal import write_jsonl
 from xinstruct.prompts import assistant_system_prompt
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])

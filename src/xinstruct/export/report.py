@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from xinstruct.htmlpage import img, page, pyplot, save, table
+from xinstruct.io.files import read_jsonl
 from xinstruct.languages import get_language
-from xinstruct.pipeline.journal import read_jsonl
 
 FUNNEL = ("documents in", "cleaned", "candidates", "graded best", "graded flawed", "graded worst",
           "kept by refinement", "diversify pool", "selected")
@@ -153,6 +153,24 @@ def write_report(out: Path, langs: list[str], rows: dict[str, list[dict]], folde
         parts.append(table(["instruction", "output", "grade", "cluster"],
                             [[r["instruction"], r["output"], r["grade"], r["cluster"]] for r in picked])
                      .replace("<td>", "<td class=sample>") if picked else "<p class=muted>no pairs</p>")
+    parts += manifest_section(_json(out / "manifest.json"))
     path = folder / "index.html"
     path.write_text(page("xinstruct run report", parts), encoding="utf-8")
     return path
+
+
+def manifest_section(manifest: dict) -> list[str]:
+    """How the run was made (from manifest.json): stages with fingerprints and times, models, machine."""
+    if not manifest:
+        return []
+    stages = [[name, s.get("fingerprint"), s.get("output_digest"), s.get("seconds")]
+              for name, s in manifest.get("stages", {}).items()]
+    models = [[stage, role, m.get("backend"), str(m.get("model"))[:16], str(m.get("lora") or "")[:16]]
+              for stage, roles in manifest.get("models", {}).items() for role, m in roles.items()]
+    machine = [[k, v] for k, v in {**manifest.get("machine", {}), "xinstruct": manifest.get("xinstruct_commit"),
+                                   **manifest.get("packages", {})}.items()]
+    return [("<h2>How it was made</h2><p class=muted>From manifest.json: each stage's fingerprint (its settings, "
+             "inputs, models and code) and output digest; model files by sha256.</p>"),
+            table(["stage", "fingerprint", "output digest", "seconds"], stages),
+            table(["stage", "role", "backend", "model sha256", "adapter sha256"], models),
+            table(["", ""], machine)]

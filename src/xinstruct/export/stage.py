@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 from xinstruct.config import RunConfig
+from xinstruct.core.stage import Stage, StageResult
 from xinstruct.export.card import write_card
 from xinstruct.export.dataset import export_row, write_dataset
 from xinstruct.export.report import write_report
-from xinstruct.pipeline.journal import read_jsonl
+from xinstruct.io.files import read_jsonl
 
 
 def provenance(cfg: RunConfig, rows: dict[str, list[dict]]) -> dict:
@@ -25,7 +27,18 @@ def provenance(cfg: RunConfig, rows: dict[str, list[dict]]) -> dict:
             "target_per_language": {lang: cfg.diversify.target(lang) for lang in rows},
             "clusters": {lang: s.get("clusters") for lang, s in diversified["languages"].items()},
             "decontaminated_against": diversified.get("decontaminated_against"),
-            "dropped_before_drawing": {lang: s.get("dropped") for lang, s in diversified["languages"].items()}}
+            "dropped_before_drawing": {lang: s.get("dropped") for lang, s in diversified["languages"].items()},
+            "manifest": made_from(cfg.out)}
+
+
+def made_from(out) -> dict:
+    """The run manifest's essentials (xinstruct commit, stage fingerprints, model hashes, packages, machine):
+    enough to tell two datasets apart, and to rebuild this one."""
+    from xinstruct.io.files import read_json
+
+    manifest = read_json(out / "manifest.json", {}) or {}
+    keep = ("xinstruct_commit", "stages", "models", "seeds", "machine", "packages")
+    return {k: manifest[k] for k in keep if k in manifest}
 
 
 def run_export(cfg: RunConfig) -> dict:
@@ -43,3 +56,18 @@ def run_export(cfg: RunConfig) -> dict:
     if ecfg.report:
         written["report"] = str(write_report(cfg.out, cfg.languages, rows, cfg.out / "report", ecfg.report_samples))
     return {"rows": {lang: len(r) for lang, r in rows.items()}, "written": written}
+
+
+class ExportStage(Stage):
+    name = "export"
+    title = ("write the dataset (JSONL, Parquet, HF datasets folder; a split per language and `all`), its card "
+             "(statistics table, verb-noun chart) and the run's HTML report")
+    needs = ("corpus", "generate", "refine", "diversify")
+    config = ("languages", "export", "refine.iterations", "diversify.targets", "diversify.target_per_language")
+    code = ("export", "htmlpage.py", "prompts")
+
+    def outputs(self) -> list[Path]:
+        return [self.layout.dataset] + ([self.layout.report] if self.cfg.export.report else [])
+
+    def run(self) -> StageResult:
+        return StageResult(run_export(self.cfg))

@@ -51,3 +51,42 @@ def score(hypotheses: list[str], references: list[str]) -> dict:
     cosine = float(np.mean(np.sum(h * r, axis=1)))
     return {"n": len(references), "chrf": round(chrf, 2), "cosine": round(cosine, 4),
             "empty": sum(1 for x in hypotheses if not x)}
+
+
+def run_generator_eval(languages: list[str], passages, generator, output_dir, epochs: float = 1.0,
+                       shots: int = 3, log=print) -> dict:
+    """The `eval-generator` experiment: train a generator on FLORES train pairs (unless one is given), then
+    score the untuned base (few-shot) and the tuned generator on the held-out pairs of each language.
+    Returns {(system, lang): scores} and writes quality.json."""
+    import json
+    from pathlib import Path
+
+    from xinstruct.config import ModelConfig, TrainConfig
+    from xinstruct.models.llamacpp import LlamaCppBackend
+    from xinstruct.seed.parallel import load_instructions, parallel_pairs
+
+    output_dir = Path(output_dir)
+    instructions = load_instructions("bundled:flores")
+    train = {lang: parallel_pairs(instructions, passages, lang, "train") for lang in languages}
+    heldout = {lang: parallel_pairs(instructions, passages, lang, "heldout") for lang in languages}
+    if generator is None:
+        from xinstruct.train.sft import set_cpu_threads, train_generator
+        generator = output_dir / "generator" / "generator-lora.gguf"
+        if not generator.exists():
+            set_cpu_threads()
+            pairs = [p for lang in languages for p in train[lang]]
+            log(f"training the generator on {len(pairs)} FLORES train pairs ({epochs:g} epochs)")
+            train_generator(pairs, TrainConfig(epochs=epochs, max_length=384), output_dir / "generator")
+    rows = {}
+    for system, cfg, use_shots in (("base few-shot", ModelConfig(), True),
+                                   ("tuned", ModelConfig(lora=str(generator)), False)):
+        with LlamaCppBackend(cfg) as backend:
+            for lang in languages:
+                texts = [p["output"] for p in heldout[lang]]
+                hyps = write_instructions(backend, texts, pick_shots(train[lang], shots) if use_shots else None)
+                rows[(system, lang)] = score(hyps, [p["instruction"] for p in heldout[lang]])
+                rows[(system, lang)]["samples"] = list(zip(hyps[:3], [p["instruction"] for p in heldout[lang][:3]]))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    report = {f"{s}/{lang}": r for (s, lang), r in rows.items()}
+    (output_dir / "quality.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    return {"generator": str(generator), "rows": rows}

@@ -1,33 +1,55 @@
 """Run order: corpus → seed → train generator → candidates (Stage I) → refine (Stage II) → diversify (Stage III)
-→ export (dataset, card, report). Each stage reads the previous stage's files and leaves a summary; a stage whose
-summary exists is skipped, and the model stages (generate, refine) resume mid-way by themselves (diversify keeps
-its finished embedding shards).
+→ export (dataset, card, report).
+
+A stage is skipped when what it is made from is unchanged: its fingerprint (config sections, input files,
+models, code, and the output digests of the stages it reads) equals the one recorded when it last finished.
+Otherwise it runs and the console says why (`corpus.min_chars changed 200 → 520`, `generate's output changed`);
+since a stage's output digest feeds the fingerprints downstream, everything after a change is redone too.
+Model stages keep per-record caches (journals) under their work fingerprint, so a redo after an upstream change
+only does the records that are new or changed.
+
+Each finished stage leaves <run>/stages/<stage>.json (fingerprint, what it was made from, output digest,
+time) and <run>/summaries/<stage>.json, both written atomically, and the run's manifest.json is updated.
+A stage that ends with records to retry (a server error) records that, and the run stops with StageIncomplete:
+the next run resumes it.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+import time
+from datetime import datetime, timezone
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from xinstruct.config import ModelConfig, RunConfig
-from xinstruct.pipeline.journal import read_jsonl, write_jsonl
+from xinstruct.core.fingerprint import changed, describe_change, digest, tree_digest
+from xinstruct.core.stage import RunContext, Stage
+from xinstruct.corpus.stage import CorpusStage
+from xinstruct.diversify.stage import DiversifyStage
+from xinstruct.export.stage import ExportStage
+from xinstruct.generate.stage import GenerateStage
+from xinstruct.io.files import read_json, write_json
+from xinstruct.refine.stage import RefineStage
+from xinstruct.seed.stage import SeedStage
+from xinstruct.train.stage import GeneratorTrainingStage
 
-STAGES = ("corpus", "seed", "train", "generate", "refine", "diversify", "export")
-RESUMABLE = ("generate", "refine")  # these pick up mid-way; they are never skipped whole
+STAGE_CLASSES: tuple[type[Stage], ...] = (CorpusStage, SeedStage, GeneratorTrainingStage, GenerateStage, RefineStage,
+                                          DiversifyStage, ExportStage)
+STAGES = tuple(s.name for s in STAGE_CLASSES)
+BY_NAME = {s.name: s for s in STAGE_CLASSES}
 
 
-def quiet_datatrove() -> None:
-    """datatrove logs every step of every task to the console; its stats still go to <run>/corpus/logs.
-    XINSTRUCT_VERBOSE=1 shows its logs."""
-    import os
+class RunProblem(ValueError):
+    """Something the user must fix before a run can start (a missing input); nothing was written."""
 
-    from loguru import logger
 
-    if not os.environ.get("XINSTRUCT_VERBOSE"):
-        logger.disable("datatrove")
+class StageIncomplete(RuntimeError):
+    """A stage finished its pass with records that failed for a retryable reason (server errors)."""
+
+    def __init__(self, stage: str, unresolved: dict[str, int]):
+        self.stage, self.unresolved = stage, unresolved
+        what = ", ".join(f"{n} {reason}" for reason, n in unresolved.items())
+        super().__init__(f"{stage}: {what}: these records will be retried by the next run")
 
 
 def progress_bar(console: Console) -> Progress:
@@ -35,161 +57,192 @@ def progress_bar(console: Console) -> Progress:
                     TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console)
 
 
-def stage_corpus(cfg: RunConfig, console: Console) -> dict:
-    from xinstruct.corpus.pipeline import run_corpus
+class ConsoleProgress:
+    """The one progress interface (`(name, total) → advance(n)`) on a rich bar that shows only while a task is
+    in flight, so that a library's own display (TRL's training bar) never collides with ours."""
 
-    quiet_datatrove()
-    with console.status("corpus: reading, cleaning, language ID, near-dedup"):
-        summary = run_corpus(cfg.corpus, cfg.out / "corpus", cfg.languages, cfg.executor)
-    return summary
+    def __init__(self, console: Console):
+        self.console = console
+        self.bar: Progress | None = None
+        self.open = 0
 
+    def __call__(self, name: str, total: int):
+        if self.bar is None:
+            self.bar = progress_bar(self.console)
+            self.bar.start()
+        task = self.bar.add_task(name, total=total)
+        self.open += 1
+        state = {"done": 0, "closed": False}
 
-def stage_seed(cfg: RunConfig, console: Console) -> dict:
-    from xinstruct.seed import load_pairs
+        def advance(n: int) -> None:
+            if state["closed"]:
+                return
+            self.bar.advance(task, n)
+            state["done"] += n
+            if state["done"] >= total:
+                state["closed"] = True
+                self._finished()
 
-    folder = cfg.out / "seed"
-    rejects: list[dict] = []
-    pairs = list(load_pairs(cfg.seed.inputs, rejects))
-    if cfg.seed.parallel:
-        from xinstruct.seed.parallel import load_instructions, parallel_pairs
-        instructions = load_instructions(cfg.seed.parallel.instructions)
-        for lang in cfg.languages:
-            pairs += parallel_pairs(instructions, cfg.seed.parallel.passages_dir, lang)
-    if cfg.seed.translate:
-        from xinstruct.models.base import load_backend
-        from xinstruct.seed.translate import translate_pairs
-        tcfg = cfg.seed.translate
-        english = _english_source(tcfg.source, tcfg.limit)
-        with load_backend(tcfg.teacher) as teacher:
-            for lang in cfg.languages:
-                with console.status(f"seed: translating {len(english)} responses into {lang}"):
-                    got, bad = translate_pairs(english, lang, teacher, tcfg.max_tokens)
-                pairs += got
-                rejects += bad
-    pairs = [p for p in pairs if p["lang"] in cfg.languages]
-    write_jsonl(folder / "pairs.jsonl", pairs)
-    write_jsonl(folder / "rejects.jsonl", rejects)
-    summary = {}
-    for p in pairs:
-        s = summary.setdefault(p["lang"], {"train": 0, "heldout": 0})
-        s[p["split"]] = s.get(p["split"], 0) + 1
-    summary["rejected"] = len(rejects)
-    return summary
+        if total <= 0:
+            advance(0)
+        return advance
 
+    def _finished(self) -> None:
+        self.open -= 1
+        if self.open <= 0:
+            self.close()
 
-def _english_source(source: str, limit: int) -> list[dict]:
-    """English instruction data (Alpaca JSON list or JSONL) as pairs with lang 'en'."""
-    from xinstruct.config import InputSpec
-    from xinstruct.seed import load_pairs
-
-    return list(load_pairs([InputSpec(path=source, lang="en", limit=limit)]))
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+        self.open = 0
 
 
-def stage_train(cfg: RunConfig, console: Console) -> dict:
-    from xinstruct.train.sft import set_cpu_threads, train_generator
-
-    pairs = list(read_jsonl(cfg.out / "seed" / "pairs.jsonl"))
-    if cfg.seed.split == "train":
-        pairs = [p for p in pairs if p["split"] == "train"]
-    set_cpu_threads()
-    console.print(f"train: fine-tuning the generator on {len(pairs)} seed pairs "
-                  f"({'LoRA' if cfg.train.lora else 'full'}, {cfg.train.epochs:g} epochs)")
-    return train_generator(pairs, cfg.train, cfg.out / "generator")
+def required(targets: tuple[str, ...]) -> list[str]:
+    """The targets and every stage they read from, in run order."""
+    wanted = set(targets)
+    for cls in reversed(STAGE_CLASSES):
+        if cls.name in wanted:
+            wanted |= set(cls.needs)
+    return [name for name in STAGES if name in wanted]
 
 
-def generator_config(cfg: RunConfig) -> ModelConfig:
-    """The configured generator; on llama.cpp with no adapter given, the one this run trained."""
-    gen = cfg.generator
-    trained = cfg.out / "generator" / "generator-lora.gguf"
-    if gen.backend == "llamacpp" and gen.lora is None and gen.model is None and trained.exists():
-        gen = gen.model_copy(update={"lora": str(trained)})
-    return gen
+def check(ctx: RunContext, targets: tuple[str, ...]) -> list[str]:
+    """Problems with the inputs of every stage `targets` need, before anything runs or is written."""
+    return [problem for name in required(targets) for problem in BY_NAME[name](ctx).check()]
 
 
-def clean_documents(cfg: RunConfig, lang: str):
-    from xinstruct.corpus.pipeline import clean_files
-
-    for path in clean_files(cfg.out / "corpus", lang):
-        yield from read_jsonl(path)
-
-
-def stage_generate(cfg: RunConfig, console: Console) -> dict:
-    from xinstruct.generate.candidates import generate_candidates, summarize_candidates
-    from xinstruct.models.base import load_backend
-
-    folder = cfg.out / "candidates"
-    counts = {lang: sum(1 for _ in clean_documents(cfg, lang)) for lang in cfg.languages}
-    with load_backend(generator_config(cfg)) as backend, progress_bar(console) as progress:
-        console.print(f"generate: {backend.model_id}, {cfg.generate.n_per_doc} candidate(s) per document")
-        for lang in cfg.languages:
-            task = progress.add_task(f"generate {lang}", total=counts[lang])
-            run = generate_candidates(clean_documents(cfg, lang), lang, backend, cfg.generate, folder,
-                                      on_progress=lambda n, t=task: progress.advance(t, n))
-            progress.update(task, completed=counts[lang])
-            console.print(f"  {lang}: this run {run}")
-    return summarize_candidates(folder)
+def fingerprint_parts(stage: Stage) -> dict:
+    upstream = {}
+    for need in stage.needs:
+        stamp = read_json(stage.layout.stamp(need), {})
+        upstream[need] = stamp.get("output_digest")
+    return {**stage.parts, "upstream": upstream}
 
 
-def stage_refine(cfg: RunConfig, console: Console) -> dict:
-    from xinstruct.refine.loop import run_refinement
-
-    return run_refinement(cfg, console)
-
-
-def stage_diversify(cfg: RunConfig, console: Console) -> dict:
-    from xinstruct.diversify.stage import run_diversify
-
-    with progress_bar(console) as progress:
-        def on_language(lang: str, n: int):
-            task = progress.add_task(f"embed {lang}", total=n)
-            return lambda k: progress.advance(task, k)
-
-        summary = run_diversify(cfg.out, cfg.languages, cfg.diversify, on_language)
-    for lang, s in summary["languages"].items():
-        d = s.get("diversity", {})
-        console.print(f"  {lang}: {s['refined']} refined → pool {s['pool']} (set aside {s['dropped'] or 'none'}) "
-                      f"→ {s['selected']} selected from {s['clusters']} clusters; entropy share "
-                      f"{d.get('entropy_fraction', 0):.3f} (random {d.get('random_entropy_fraction', 0):.3f})")
-    return summary
-
-
-def stage_export(cfg: RunConfig, console: Console) -> dict:
-    from xinstruct.export.stage import run_export
-
-    with console.status("export: dataset (JSONL, Parquet, HF), card, report"):
-        return run_export(cfg)
-
-
-RUNNERS = {"corpus": stage_corpus, "seed": stage_seed, "train": stage_train, "generate": stage_generate,
-           "refine": stage_refine, "diversify": stage_diversify, "export": stage_export}
+def why_redo(stage: Stage, stamp: dict | None, parts: dict) -> str | None:
+    """None when the stage is up to date, else the reason it must run, in words."""
+    if not stamp:
+        return "not run in this folder yet"
+    missing = [str(p) for p in stage.outputs() if not p.exists()]
+    if missing:
+        return f"its output is missing ({missing[0]})"
+    old = stamp.get("parts", {})
+    reasons = []
+    for key, (was, now) in changed(old.get("config", {}), parts["config"]).items():
+        reasons.append(f"{key} changed ({describe_change(was, now)})")
+    for key in changed(old.get("inputs", {}), parts["inputs"]):
+        reasons.append(f"{key} changed")
+    moved = [need for need, d in parts["upstream"].items() if old.get("upstream", {}).get(need) != d]
+    if moved:
+        reasons.append(f"the output of {' and '.join([', '.join(moved[:-1]), moved[-1]] if len(moved) > 1 else moved)} "
+                       "changed")
+    if old.get("code") != parts["code"]:
+        reasons.append("its code changed")
+    if old.get("limit") != parts["limit"]:
+        reasons.append(f"--limit changed ({old.get('limit')} → {parts['limit']})")
+    if reasons:
+        return "; ".join(reasons[:4]) + (f" (+{len(reasons) - 4} more)" if len(reasons) > 4 else "")
+    if stamp.get("unresolved"):
+        n = sum(stamp["unresolved"].values())
+        return f"{n} record(s) to retry"
+    if not stamp.get("complete", True):
+        return "it did not finish"
+    return None
 
 
-def run_stages(cfg: RunConfig, stages: tuple[str, ...] = STAGES, console: Console | None = None,
-               force: bool = False) -> dict:
-    """Run `stages` in order; a finished stage (its summary file exists) is skipped unless `force`."""
-    console = console or Console()
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    (cfg.out / "config.json").write_text(cfg.model_dump_json(indent=2))
+def run_stages(ctx: RunContext, targets: tuple[str, ...] = STAGES, force: tuple[str, ...] = (),
+               log=None) -> dict:
+    """Bring `targets` up to date, running each stage they need whose fingerprint changed (or in `force`).
+
+    Returns {stage: summary}. Raises StageIncomplete after a stage that left records to retry.
+    """
+    from xinstruct.pipeline.manifest import update_manifest
+
+    log = log or ctx.log
+    layout = ctx.layout
+    problems = check(ctx, targets)
+    if problems:
+        raise RunProblem("; ".join(problems))
+    layout.root.mkdir(parents=True, exist_ok=True)
+    write_json(layout.config, ctx.cfg.model_dump(mode="json"))
     results = {}
-    for stage in stages:
-        marker = cfg.out / "summaries" / f"{stage}.json"
-        if marker.exists() and not force and stage not in RESUMABLE:
-            console.print(f"[dim]{stage}: done earlier, skipped ({marker})[/dim]")
-            results[stage] = json.loads(marker.read_text())
+    for name in required(targets):
+        stage = BY_NAME[name](ctx)
+        skip = stage.not_needed()
+        if skip:
+            log(f"[dim]{name}: not needed — {skip}[/dim]")
+            stamp = {"stage": name, "not_needed": skip, "output_digest": None}
+            if read_json(layout.stamp(name)) != stamp:
+                write_json(layout.stamp(name), stamp)
+            results[name] = {}
             continue
-        results[stage] = RUNNERS[stage](cfg, console)
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps(results[stage], indent=2, ensure_ascii=False))
-        text = json.dumps(results[stage], ensure_ascii=False)
-        console.print(f"[green]{stage}[/green]: {text if len(text) < 600 else f'done, summary in {marker}'}")
+        parts = fingerprint_parts(stage)
+        stage.fingerprint = digest(parts)
+        stamp = read_json(layout.stamp(name))
+        reason = "--force" if name in force else why_redo(stage, stamp, parts)
+        if reason is None:
+            log(f"[dim]{name}: up to date, skipped[/dim]")
+            results[name] = read_json(layout.summary(name), {})
+            continue
+        log(f"[bold]{name}[/bold]: {'runs' if not stamp else 'redone'} — {reason}")
+        if name in force:
+            stage.clear()
+        started, begun = time.perf_counter(), datetime.now(timezone.utc).isoformat(timespec="seconds")
+        try:
+            result = stage.run()
+        finally:
+            if isinstance(ctx.progress, ConsoleProgress):
+                ctx.progress.close()
+        seconds = round(time.perf_counter() - started, 1)
+        write_json(layout.summary(name), result.summary)
+        write_json(layout.stamp(name), {
+            "stage": name, "fingerprint": stage.fingerprint, "work_fingerprint": stage.work_fingerprint,
+            "parts": parts, "output_digest": tree_digest(stage.outputs(), layout.root),
+            "unresolved": result.unresolved, "complete": not result.unresolved, "started": begun,
+            "seconds": seconds})
+        update_manifest(ctx, name)
+        results[name] = result.summary
+        log(stage_report(name, result.summary, seconds))
+        if result.unresolved:
+            raise StageIncomplete(name, result.unresolved)
     return results
 
 
-def outputs(cfg: RunConfig) -> dict[str, Path]:
-    out = cfg.out
-    return {"cleaned corpus": out / "corpus" / "clean", "corpus rejects": out / "corpus" / "rejects",
-            "seed pairs": out / "seed" / "pairs.jsonl", "generator adapter": out / "generator",
-            "candidates": out / "candidates", "refinement rounds": out / "refine",
-            "refined pairs": out / "refine" / "final", "diversified pairs": out / "diversify",
-            "dataset": out / "dataset", "dataset card": out / "dataset" / "README.md",
-            "run report": out / "report" / "index.html", "stage summaries": out / "summaries"}
+def stage_report(name: str, summary: dict, seconds: float):
+    """A stage's summary for the console: a table of per-language counts where it has them."""
+    from rich.table import Table
+
+    per_lang = {k: v for k, v in summary.items() if isinstance(v, dict) and len(k) <= 3 and k.isalpha()}
+    if not per_lang:
+        return f"[green]{name}[/green] done in {seconds:g}s"
+    table = Table(title=f"{name} ({seconds:g}s)", title_justify="left")
+    columns = []
+    for s in per_lang.values():
+        for k, v in s.items():
+            if k not in columns and not isinstance(v, (list, str)) and k not in ("this_run", "seconds"):
+                columns.append(k)
+    table.add_column("lang")
+    for c in columns:
+        table.add_column(c)
+    for lang, s in per_lang.items():
+        table.add_row(lang, *(_cell(s.get(c)) for c in columns))
+    return table
+
+
+def _cell(value) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k.split(':', 1)[-1]} {v}" for k, v in value.items()) or "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "-" if value is None else str(value)
+
+
+def outputs(layout) -> dict:
+    return {"cleaned corpus": layout.corpus / "clean", "corpus rejects": layout.corpus / "rejects",
+            "seed pairs": layout.seed_pairs, "generator adapter": layout.generator,
+            "candidates": layout.candidates, "refinement rounds": layout.refine,
+            "refined pairs": layout.refine / "final", "diversified pairs": layout.diversify,
+            "dataset": layout.dataset, "dataset card": layout.dataset / "README.md",
+            "run report": layout.report / "index.html", "manifest": layout.manifest}

@@ -8,12 +8,13 @@ reason: backend errors are tried again on the next run, unparsable judgements st
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable
 
 from xinstruct.config import LanguageQuota, RefineConfig
-from xinstruct.pipeline.journal import Journal, batches
+from xinstruct.io.journal import Journal, batches
 from xinstruct.refine.ratings import GRADES
 
 RETRYABLE = "backend_error"
@@ -23,18 +24,28 @@ def error_kind(error: str) -> str:
     return error.split(":", 1)[0]
 
 
+def pair_key(item: dict) -> str:
+    """A candidate's id and a hash of its content: a regenerated candidate with the same id is graded again."""
+    blob = f"{item['instruction']}\x00{item['output']}".encode()
+    return f"{item['id']}@{hashlib.sha256(blob).hexdigest()[:16]}"
+
+
 def label_candidates(items: Iterable[dict], lang: str, evaluator, folder, iteration: int, batch_size: int = 64,
-                     retries: int = 1, on_progress: Callable[[int], None] | None = None) -> dict:
-    """Grade every candidate not yet labelled in `folder`; returns this run's counts."""
+                     retries: int = 1, on_progress: Callable[[int], None] | None = None,
+                     fingerprint: str | None = None) -> dict:
+    """Grade every candidate not yet labelled in `folder` (by the same evaluator and settings: `fingerprint`);
+    returns this run's counts."""
     stats: Counter = Counter()
-    with Journal(folder, lang, ("labels", "errors")) as journal:
-        done = {r["id"] for r in journal.records("labels")}
-        done |= {r["id"] for r in journal.records("errors") if r["reason"] != RETRYABLE}
+    with Journal(folder, lang, ("labels", "errors"), fingerprint) as journal:
+        done = {r["key"] for r in journal.records("labels")}
+        done |= {r["key"] for r in journal.records("errors") if r["reason"] != RETRYABLE}
 
         def todo():
             for it in items:
-                if it["id"] in done:
+                if pair_key(it) in done:
                     stats["skipped_done"] += 1
+                    if on_progress:
+                        on_progress(1)
                 else:
                     yield it
 
@@ -49,7 +60,8 @@ def label_candidates(items: Iterable[dict], lang: str, evaluator, folder, iterat
                     grades[i] = g
             labels, errors = [], []
             for item, g in zip(batch, grades):
-                base = {"id": item["id"], "lang": lang, "iteration": iteration, "evaluator": evaluator.id}
+                base = {"id": item["id"], "key": pair_key(item), "lang": lang, "iteration": iteration,
+                        "evaluator": evaluator.id}
                 if g.error:
                     errors.append({**base, "reason": error_kind(g.error), "error": g.error, "raw": g.reason})
                 else:
@@ -85,7 +97,7 @@ def select(candidates: list[dict], labels: dict[str, dict], rule: LanguageQuota,
     to the language's quota with the highest-P(best) remaining labelled pairs, so no language is emptied."""
     kept, rest = [], []
     for cand in candidates:
-        label = labels.get(cand["id"])
+        label = labels.get(pair_key(cand))
         if label is None:
             continue
         row = {**cand, "grade": label["grade"], "probs": label["probs"], "iteration": label["iteration"],

@@ -17,11 +17,10 @@ import shutil
 import time
 from pathlib import Path
 
-from rich.console import Console
-
 from xinstruct.config import ModelConfig, RunConfig
-from xinstruct.pipeline.journal import read_jsonl, write_jsonl
-from xinstruct.refine.label import compare, keep_rule, label_candidates, select
+from xinstruct.core.stage import RunContext
+from xinstruct.io.files import read_jsonl, write_json, write_jsonl
+from xinstruct.refine.label import compare, keep_rule, label_candidates, pair_key, select
 from xinstruct.refine.ratings import GRADES, rating_set
 
 
@@ -55,8 +54,9 @@ def read_candidates(folder: Path, lang: str) -> list[dict]:
 
 
 def read_labels(folder: Path, lang: str) -> dict[str, dict]:
+    """{pair key: label}: a label belongs to a candidate's id and content (see label.pair_key)."""
     path = folder / f"{lang}.labels.jsonl"
-    return {r["id"]: r for r in read_jsonl(path)} if path.exists() else {}
+    return {r["key"]: r for r in read_jsonl(path)} if path.exists() else {}
 
 
 def self_labelled_rows(cfg: RunConfig, t: int) -> list[dict]:
@@ -64,14 +64,14 @@ def self_labelled_rows(cfg: RunConfig, t: int) -> list[dict]:
     prev = iteration_dir(cfg, t - 1)
     rows = []
     for lang in cfg.languages:
-        cands = {c["id"]: c for c in read_candidates(candidate_folder(cfg, t - 1), lang)}
+        cands = {pair_key(c): c for c in read_candidates(candidate_folder(cfg, t - 1), lang)}
         labels = [lb for lb in read_labels(prev / "labels", lang).values()
                   if lb.get("probs") and lb["probs"][lb["grade"]] >= cfg.refine.self_label_min_confidence
-                  and lb["id"] in cands]
+                  and lb["key"] in cands]
         for grade in GRADES:
             mine = sorted((lb for lb in labels if lb["grade"] == grade), key=lambda lb: -lb["probs"][grade])
             for lb in mine[:cfg.refine.self_label_max_per_grade]:
-                c = cands[lb["id"]]
+                c = cands[lb["key"]]
                 rows.append({"lang": lang, "grade": grade, "kind": "self_label", "instruction": c["instruction"],
                              "output": c["output"], "split": "train"})
     return rows
@@ -85,7 +85,7 @@ def evaluator_backend_config(cfg: RunConfig, trained_dir: Path | None) -> ModelC
     return model.model_copy(update={"lora": str(lora)})
 
 
-def train_round_evaluator(cfg: RunConfig, t: int, console: Console) -> Path | None:
+def train_round_evaluator(cfg: RunConfig, t: int, ctx: RunContext) -> Path | None:
     """Round t's trained evaluator (reused if already trained); None for a prompted judge."""
     from xinstruct.refine.training import train_evaluator
 
@@ -94,50 +94,53 @@ def train_round_evaluator(cfg: RunConfig, t: int, console: Console) -> Path | No
         return None
     out = iteration_dir(cfg, t) / "evaluator"
     if t > 1 and cfg.refine.retrain not in ("evaluator", "both"):
-        return train_round_evaluator(cfg, t - 1, console)
+        return train_round_evaluator(cfg, t - 1, ctx)
     if (out / "train_summary.json").exists():
         return out
     rows = rating_rows(cfg, "train")
     extra = self_labelled_rows(cfg, t) if t > 1 else []
     if t > 1 and not extra:  # retraining on the same rows would rebuild the same evaluator
-        console.print(f"refine {t}: no label of round {t - 1} reached P ≥ {cfg.refine.self_label_min_confidence}; "
-                      f"the evaluator of round {t - 1} grades again")
-        return train_round_evaluator(cfg, t - 1, console)
-    console.print(f"refine {t}: training the evaluator on {len(rows)} rating-set pairs"
-                  + (f" + {len(extra)} confident labels of round {t - 1}" if t > 1 else ""))
+        ctx.log(f"refine {t}: no label of round {t - 1} reached P ≥ {cfg.refine.self_label_min_confidence}; "
+                f"the evaluator of round {t - 1} grades again")
+        return train_round_evaluator(cfg, t - 1, ctx)
+    ctx.log(f"refine {t}: training the evaluator on {len(rows)} rating-set pairs"
+            + (f" + {len(extra)} confident labels of round {t - 1}" if t > 1 else ""))
     train_evaluator(rows + extra, ecfg.train, out)
     return out
 
 
-def regenerate(cfg: RunConfig, t: int, console: Console) -> None:
+def regenerate(cfg: RunConfig, t: int, ctx: RunContext, fingerprint: str, work: str) -> None:
     """Retrain the generator on seed + round t-1's kept pairs, and write new candidates for round t."""
     from xinstruct.generate.candidates import generate_candidates
+    from xinstruct.generate.stage import clean_documents
     from xinstruct.models.base import load_backend
-    from xinstruct.pipeline.run import clean_documents
     from xinstruct.train.sft import set_cpu_threads, train_generator
 
     folder = iteration_dir(cfg, t)
-    if (folder / "candidates" / "done.json").exists():
+    done = folder / "candidates" / "done.json"
+    if done.exists() and read_json_or(done).get("fingerprint") == fingerprint:
         return
     gen_dir = folder / "generator"
     if not (gen_dir / "train_summary.json").exists():
         kept = [{"instruction": r["instruction"], "output": r["output"]}
                 for lang in cfg.languages for r in read_jsonl(iteration_dir(cfg, t - 1) / "kept" / f"{lang}.jsonl")]
         pairs = seed_pairs(cfg, None if cfg.seed.split == "all" else "train") + kept
-        console.print(f"refine {t}: retraining the generator on {len(pairs)} pairs (seed + kept)")
+        ctx.log(f"refine {t}: retraining the generator on {len(pairs)} pairs (seed + kept)")
         set_cpu_threads()
         train_generator(pairs, cfg.train, gen_dir)
     gen_cfg = cfg.generator.model_copy(update={"lora": str(gen_dir / "generator-lora.gguf")})
     with load_backend(gen_cfg) as backend:
         for lang in cfg.languages:
-            with console.status(f"refine {t}: regenerating {lang} candidates"):
-                generate_candidates(clean_documents(cfg, lang), lang, backend, cfg.generate, folder / "candidates")
-    (folder / "candidates" / "done.json").write_text("{}")
+            docs = clean_documents(ctx.layout, lang, ctx.limit)
+            advance = ctx.progress(f"refine {t}: regenerate {lang}", sum(1 for _ in clean_documents(ctx.layout, lang,
+                                                                                                    ctx.limit)))
+            generate_candidates(docs, lang, backend, cfg.generate, folder / "candidates", advance,
+                                fingerprint=f"{work}:{t}:{backend.model_id}")
+    write_json(done, {"fingerprint": fingerprint})
 
 
-def run_iteration(cfg: RunConfig, t: int, console: Console) -> dict:
+def run_iteration(cfg: RunConfig, t: int, ctx: RunContext, fingerprint: str, work: str) -> dict:
     from xinstruct.models.base import load_backend
-    from xinstruct.pipeline.run import progress_bar
     from xinstruct.refine.evaluator import make_evaluator
     from xinstruct.refine.quality import evaluator_quality
 
@@ -145,22 +148,23 @@ def run_iteration(cfg: RunConfig, t: int, console: Console) -> dict:
     folder = iteration_dir(cfg, t)
     ecfg = cfg.refine.evaluator
     if t > 1 and cfg.refine.retrain in ("generator", "both"):
-        regenerate(cfg, t, console)
-    trained = train_round_evaluator(cfg, t, console)
+        regenerate(cfg, t, ctx, fingerprint, work)
+    trained = train_round_evaluator(cfg, t, ctx)
     cand_folder = candidate_folder(cfg, t)
-    summary: dict = {"iteration": t, "candidates_from": str(cand_folder), "languages": {}}
-    with load_backend(evaluator_backend_config(cfg, trained)) as backend, progress_bar(console) as progress:
+    summary: dict = {"iteration": t, "fingerprint": fingerprint, "candidates_from": str(cand_folder),
+                     "languages": {}}
+    with load_backend(evaluator_backend_config(cfg, trained)) as backend:
         evaluator = make_evaluator(ecfg.kind, backend, ecfg.scoring, ecfg.max_tokens)
         summary["evaluator"] = evaluator.id
         heldout = rating_rows(cfg, "heldout")
         if heldout:  # how well this round's evaluator grades held-out seed pairs it never saw
             summary["heldout_rating_set"] = evaluator_quality(heldout, evaluator.grade(heldout))
         for lang in cfg.languages:
-            candidates = read_candidates(cand_folder, lang)
-            task = progress.add_task(f"refine {t}: grade {lang}", total=len(candidates))
+            candidates = read_candidates(cand_folder, lang)[:ctx.limit]
+            advance = ctx.progress(f"refine {t}: grade {lang}", len(candidates))
             run = label_candidates(candidates, lang, evaluator, folder / "labels", t, cfg.refine.batch_size,
-                                   cfg.refine.retries, on_progress=lambda n, k=task: progress.advance(k, n))
-            progress.update(task, completed=len(candidates))
+                                   cfg.refine.retries, on_progress=advance,
+                                   fingerprint=f"{work}:{t}:{evaluator.id}")
             labels = read_labels(folder / "labels", lang)
             kept = select(candidates, labels, keep_rule(cfg.refine, lang), cfg.refine.keep_flawed_above)
             write_jsonl(folder / "kept" / f"{lang}.jsonl", kept)
@@ -169,7 +173,7 @@ def run_iteration(cfg: RunConfig, t: int, console: Console) -> dict:
                 summary["languages"][lang]["vs_previous"] = compare(
                     read_labels(iteration_dir(cfg, t - 1) / "labels", lang), labels)
     summary["seconds"] = round(time.perf_counter() - started, 1)
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(folder / "summary.json", summary)
     return summary
 
 
@@ -178,25 +182,31 @@ def language_summary(candidates: list[dict], labels: dict, kept: list[dict], fol
     from collections import Counter
 
     errors_path = folder / "labels" / f"{lang}.errors.jsonl"
-    unresolved = Counter(e["reason"] for e in (read_jsonl(errors_path) if errors_path.exists() else [])
-                         if e["id"] not in labels)
+    current = {pair_key(c) for c in candidates}
+    labels = {k: lb for k, lb in labels.items() if k in current}
+    unresolved = Counter(e["reason"] for e in {e["key"]: e for e in (read_jsonl(errors_path) if errors_path.exists()
+                                                                       else [])}.values()
+                         if e["key"] not in labels and e["key"] in current)
     grades = Counter(lb["grade"] for lb in labels.values())
     return {"candidates": len(candidates), "labelled": len(labels), "errors": dict(unresolved),
             "grades": {g: grades.get(g, 0) for g in GRADES}, "kept": len(kept),
             "kept_by": dict(Counter(k["kept_by"] for k in kept)), "this_run": run}
 
 
-def run_refinement(cfg: RunConfig, console: Console) -> dict:
-    """All rounds, skipping finished ones; returns the per-round summaries and the final kept counts."""
+def run_refinement(cfg: RunConfig, ctx: RunContext, fingerprint: str = "", work: str = "") -> dict:
+    """All rounds, skipping those finished with the same stage `fingerprint` (same candidates, settings and
+    models); labels are cached under `work` (settings and models only), so candidates that did not change are
+    not graded again. Returns the per-round summaries and the final kept counts."""
     rounds = []
     for t in range(1, cfg.refine.iterations + 1):
         done = iteration_dir(cfg, t) / "summary.json"
-        if done.exists():
-            console.print(f"[dim]refine {t}: done earlier, skipped ({done})[/dim]")
-            rounds.append(json.loads(done.read_text()))
+        previous = read_json_or(done)
+        if fingerprint and previous.get("fingerprint") == fingerprint:
+            ctx.log(f"[dim]refine {t}: done earlier with the same inputs, skipped ({done})[/dim]")
+            rounds.append(previous)
         else:
-            rounds.append(run_iteration(cfg, t, console))
-        print_round(rounds[-1], console)
+            rounds.append(run_iteration(cfg, t, ctx, fingerprint, work))
+        print_round(rounds[-1], ctx.log)
     final = cfg.out / "refine" / "final"
     last = iteration_dir(cfg, cfg.refine.iterations) / "kept"
     final.mkdir(parents=True, exist_ok=True)
@@ -209,7 +219,11 @@ def run_refinement(cfg: RunConfig, console: Console) -> dict:
             "final": {lang: sum(1 for _ in read_jsonl(final / f"{lang}.jsonl")) for lang in cfg.languages}}
 
 
-def print_round(summary: dict, console: Console) -> None:
+def read_json_or(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def print_round(summary: dict, log) -> None:
     from rich.table import Table
 
     t = summary["iteration"]
@@ -222,7 +236,7 @@ def print_round(summary: dict, console: Console) -> None:
                  if v.get("compared") else "")
         table.add_row(lang, str(s["candidates"]), *(str(s["grades"][g]) for g in GRADES),
                       str(sum(s["errors"].values())), str(s["kept"]), moved)
-    console.print(table)
+    log(table)
     for lang, q in summary.get("heldout_rating_set", {}).items():
-        console.print(f"  held-out seed rating set {lang}: AUC(best: true vs mismatched) "
+        log(f"  held-out seed rating set {lang}: AUC(best: true vs mismatched) "
                       f"{q['auc_true_vs_mismatched']:.3f}, 3-grade accuracy {q['accuracy']:.3f} (n={q['n']})")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from xinstruct.pipeline.journal import read_jsonl
+from xinstruct.io.files import read_jsonl
 from xinstruct.seed import bundled_path
 
 BUNDLED = {"bundled:flores": "flores_instructions.jsonl"}

@@ -17,6 +17,7 @@ from pathlib import Path
 from trl import SFTTrainer
 
 from xinstruct.config import TrainConfig
+from xinstruct.core.machine import cpu_has_bf16
 from xinstruct.prompts import generation_prompt
 
 
@@ -52,15 +53,6 @@ class CompletionLossTrainer(SFTTrainer):
         n = mask.sum() if num_items_in_batch is None else num_items_in_batch
         loss = F.cross_entropy(logits, labels[mask], reduction="sum") / torch.as_tensor(n).clamp(min=1)
         return (loss, None) if return_outputs else loss
-
-
-def cpu_has_bf16() -> bool:
-    """AVX512-BF16 or AMX: bf16 autocast makes the CPU forward+backward ~3.5x faster (measured on Zen 4)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def use_bf16(cfg: TrainConfig) -> bool:

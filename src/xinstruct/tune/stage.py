@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from xinstruct.config import TuneConfig
-from xinstruct.pipeline.journal import write_jsonl
+from xinstruct.io.files import write_jsonl
 from xinstruct.prompts import template as prompt_template
 from xinstruct.tune.data import load_tuning_pairs, tuning_examples
 

@@ -1,0 +1,113 @@
+"""<run>/manifest.json: what a run was made from and on what, in one file a reader can trust.
+
+config (as run), per stage its fingerprint, output digest, wall time and records left to retry; the model
+files' sha256 (generator, adapters, evaluator, embedder); package versions; the git commit where the package
+runs from a checkout; CPU (and whether it has bf16) and GPU; the seeds. Updated after every stage; the card
+and the report show it, and `xinstruct manifest RUN` prints it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from xinstruct.core.machine import machine
+from xinstruct.core.stage import RunContext
+from xinstruct.io.files import read_json, write_json
+
+PACKAGES = ("xinstruct", "torch", "transformers", "trl", "peft", "llama_cpp_python", "datatrove", "datasets",
+            "pyarrow", "sentence-transformers", "faiss-cpu", "scikit-learn", "httpx", "pydantic")
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def git_commit() -> str | None:
+    """The commit of the checkout the package runs from (with '+dirty' for uncommitted changes), if any."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=False)
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5, check=False).stdout.strip()
+        return commit.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def models(ctx: RunContext) -> dict:
+    """Every model and adapter a stage recorded as an input, by stage (content hashes, from the stamps)."""
+    out = {}
+    for stamp in sorted(ctx.layout.root.glob("stages/*.json")):
+        inputs = read_json(stamp, {}).get("parts", {}).get("inputs", {})
+        found = {k: v for k, v in inputs.items() if isinstance(v, dict) and "backend" in v}
+        if found:
+            out[stamp.stem] = found
+    return out
+
+
+def seeds(cfg) -> dict:
+    return {"generate": cfg.generate.seed, "train": cfg.train.seed, "evaluator_train": cfg.refine.evaluator.train.seed,
+            "diversify": cfg.diversify.seed}
+
+
+def update_manifest(ctx: RunContext, stage: str | None = None) -> dict:
+    layout = ctx.layout
+    manifest = read_json(layout.manifest, {}) or {}
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    manifest.setdefault("created", now)
+    stages = manifest.get("stages", {})
+    if stage is not None:
+        stamp = read_json(layout.stamp(stage), {})
+        stages[stage] = {k: stamp.get(k) for k in ("fingerprint", "output_digest", "seconds", "unresolved",
+                                                   "started")}
+    manifest.update({
+        "updated": now, "xinstruct_commit": git_commit(), "packages": package_versions(), "machine": machine(),
+        "seeds": seeds(ctx.cfg), "models": models(ctx), "stages": stages,
+        "config": ctx.cfg.model_dump(mode="json")})
+    write_json(layout.manifest, manifest)
+    return manifest
+
+
+def manifest_tables(manifest: dict) -> list:
+    """The manifest as rich tables: stages, models, machine and packages."""
+    from rich.table import Table
+
+    stages = Table(title=f"stages (updated {manifest.get('updated')}, xinstruct {manifest.get('xinstruct_commit')})",
+                   title_justify="left")
+    for col in ("stage", "fingerprint", "output digest", "seconds", "left to retry", "started"):
+        stages.add_column(col)
+    for name, s in manifest.get("stages", {}).items():
+        left = sum((s.get("unresolved") or {}).values())
+        stages.add_row(name, s.get("fingerprint") or "", s.get("output_digest") or "", str(s.get("seconds")),
+                       str(left) if left else "", s.get("started") or "")
+    models = Table(title="models and adapters (sha256 of local files)", title_justify="left")
+    for col in ("stage", "role", "backend", "model", "adapter"):
+        models.add_column(col)
+    for stage, roles in manifest.get("models", {}).items():
+        for role, m in roles.items():
+            models.add_row(stage, role, m.get("backend", ""), _short(m.get("model")), _short(m.get("lora")))
+    machine = Table(title="machine, packages, seeds", title_justify="left", show_header=False)
+    machine.add_column("")
+    machine.add_column("")
+    for k, v in {**manifest.get("machine", {}), **manifest.get("packages", {}),
+                 **{f"seed.{k}": v for k, v in manifest.get("seeds", {}).items()}}.items():
+        machine.add_row(str(k), str(v))
+    return [stages, models, machine]
+
+
+def _short(value) -> str:
+    if not value:
+        return ""
+    text = str(value)
+    return text[:16] if len(text) == 64 and all(c in "0123456789abcdef" for c in text) else text

@@ -1,0 +1,138 @@
+"""Runs that know what they were made from: a stage is skipped when nothing it reads changed, redone with
+everything after it when something did (and the console says what), records left to retry stop the run and
+are picked up downstream once they succeed. Stand-in models (tests/fake_backend.py) keep these fast."""
+
+import json
+
+import pytest
+from fake_backend import FakeBackend
+
+from xinstruct.config import RunConfig
+from xinstruct.core.stage import RunContext
+from xinstruct.io.files import read_json, read_jsonl
+from xinstruct.pipeline.run import STAGES, StageIncomplete, run_stages
+from xinstruct.seed import bundled_path
+
+
+@pytest.fixture(autouse=True)
+def _fake_models(monkeypatch):
+    from pathlib import Path
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    monkeypatch.setenv("FAKE_FAIL_EVERY", "0")
+
+
+def config(out, **over) -> RunConfig:
+    base = {"output_dir": str(out), "languages": ["sw"],
+            "corpus": {"inputs": [{"path": str(bundled_path("demo/sw/corpus.jsonl")), "lang": "sw"}]},
+            "seed": {"inputs": [{"path": str(bundled_path("demo/sw/seed.jsonl")), "lang": "sw"}], "split": "all"},
+            "generator": {"backend": "fake_backend:FakeBackend"},
+            "generate": {"n_per_doc": 1, "batch_docs": 8},
+            "refine": {"iterations": 1, "retrain": "none", "min_keep": 5,
+                       "evaluator": {"kind": "judge", "scoring": "parse",
+                                     "model": {"backend": "fake_backend:FakeJudge"}}},
+            "diversify": {"target_per_language": 5, "n_clusters": 2, "embedder": {"model": "bundled"}},
+            "export": {"formats": ["jsonl"], "card": False, "report": False, "assistant_variant": False}}
+    for key, value in over.items():
+        base[key] = {**base[key], **value} if isinstance(value, dict) else value
+    return RunConfig(**base)
+
+
+def run(cfg, targets=("refine",), **kw) -> tuple[dict, list[str]]:
+    """Up to refinement by default: Stage III loads MiniLM, which one test covers."""
+    lines: list[str] = []
+    ctx = RunContext(cfg, log=lambda m: lines.append(m) if isinstance(m, str) else None, quiet=True)
+    return run_stages(ctx, targets, **kw), lines
+
+
+def said(lines, stage) -> str:
+    """What the runner said about `stage` (skipped / runs / redone, and why)."""
+    return next(line for line in lines if line.startswith((f"[dim]{stage}:", f"[bold]{stage}[/bold]:")))
+
+
+def test_unchanged_rerun_redoes_nothing_and_a_changed_key_redoes_what_follows(tmp_path):
+    first, _ = run(config(tmp_path), STAGES)
+    kept_before = first["corpus"]["sw"]["kept"]
+    stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "stages").glob("*.json")}
+    _, lines = run(config(tmp_path), STAGES)
+    assert all("up to date, skipped" in said(lines, s) for s in ("corpus", "seed", "generate", "refine", "diversify",
+                                                                 "export"))
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "stages").glob("*.json")} == stamps
+
+    results, lines = run(config(tmp_path, corpus={"min_chars": 520}), STAGES)
+    assert "corpus.min_chars changed (200 → 520)" in said(lines, "corpus")
+    assert results["corpus"]["sw"]["kept"] < kept_before
+    assert "up to date" in said(lines, "seed")
+    assert "the output of corpus changed" in said(lines, "generate")
+    assert "redone" in said(lines, "refine") and "redone" in said(lines, "export")
+    kept_docs = {d["id"] for p in (tmp_path / "corpus" / "clean" / "sw").glob("*.jsonl") for d in read_jsonl(p)}
+    candidates = list(read_jsonl(tmp_path / "candidates" / "sw.candidates.jsonl"))
+    assert {c["doc_id"] for c in candidates} == kept_docs, "candidates of documents no longer in the corpus"
+
+
+def test_sampling_change_redoes_generation_only_from_there(tmp_path):
+    run(config(tmp_path))
+    _, lines = run(config(tmp_path, generate={"n_per_doc": 2}))
+    assert "up to date" in said(lines, "corpus") and "up to date" in said(lines, "seed")
+    assert "generate.n_per_doc changed (1 → 2)" in said(lines, "generate")
+    assert "the output of generate changed" in said(lines, "refine")
+    candidates = list(read_jsonl(tmp_path / "candidates" / "sw.candidates.jsonl"))
+    assert {c["candidate_index"] for c in candidates} == {0, 1}
+    # a setting that cannot change a result is not a reason to redo anything
+    _, lines = run(config(tmp_path, generate={"n_per_doc": 2, "batch_docs": 3}))
+    assert "up to date" in said(lines, "generate")
+
+
+def test_a_changed_generator_file_redoes_generation(tmp_path):
+    weights = tmp_path / "gen.bin"
+    weights.write_bytes(b"one")
+    run(config(tmp_path / "run", generator={"model": str(weights)}))
+    weights.write_bytes(b"two")  # e.g. a retrained adapter: same path, new content
+    _, lines = run(config(tmp_path / "run", generator={"model": str(weights)}))
+    assert "generator.model changed" in said(lines, "generate")
+
+
+def test_force_redoes_one_stage(tmp_path):
+    run(config(tmp_path))
+    _, lines = run(config(tmp_path), targets=("corpus",), force=("corpus",))
+    assert said(lines, "corpus").endswith("--force")
+    assert not any(line.startswith("[bold]generate") for line in lines)  # a stage command stops at its stage
+
+
+def test_server_errors_stop_the_run_and_late_candidates_are_graded(tmp_path, monkeypatch):
+    """Issue 14's sequence: generation against a failing server, then a rerun once it is back. The run stops at
+    generate with the count to retry; the rerun generates the rest, and refinement grades every candidate."""
+    monkeypatch.setenv("FAKE_FAIL_EVERY", "3")
+    with pytest.raises(StageIncomplete) as stop:
+        run(config(tmp_path))
+    assert stop.value.stage == "generate" and stop.value.unresolved["generate:backend_error"] > 0
+    assert not (tmp_path / "stages" / "refine.json").exists()
+    failed = stop.value.unresolved["generate:backend_error"]
+
+    monkeypatch.setenv("FAKE_FAIL_EVERY", "0")
+    results, lines = run(config(tmp_path))
+    assert f"{failed} record(s) to retry" in said(lines, "generate")
+    assert results["generate"]["sw"]["this_run"]["documents"] == failed
+    assert results["generate"]["sw"]["unresolved"] == {} and results["generate"]["sw"]["rejected"] == {}
+    candidates = list(read_jsonl(tmp_path / "candidates" / "sw.candidates.jsonl"))
+    labels = list(read_jsonl(tmp_path / "refine" / "iter-1" / "labels" / "sw.labels.jsonl"))
+    errors = list(read_jsonl(tmp_path / "refine" / "iter-1" / "labels" / "sw.errors.jsonl"))
+    assert len(labels) + len(errors) == len(candidates) == results["corpus"]["sw"]["kept"]
+    best = {lb["id"] for lb in labels if lb["grade"] == "best"}
+    refined = {r["id"] for r in read_jsonl(tmp_path / "refine" / "final" / "sw.jsonl")}
+    assert best <= refined
+
+
+def test_stamps_and_manifest_record_what_each_stage_was_made_from(tmp_path):
+    run(config(tmp_path), ("generate",))
+    stamp = read_json(tmp_path / "stages" / "generate.json")
+    assert stamp["complete"] and stamp["parts"]["config"]["generate"]["n_per_doc"] == 1
+    assert "batch_docs" not in stamp["parts"]["config"]["generate"]
+    assert set(stamp["parts"]["upstream"]) == {"corpus", "train"}
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert set(manifest["stages"]) == {"corpus", "seed", "generate"}
+    assert manifest["packages"]["xinstruct"] and manifest["machine"]["cores"] >= 1
+    assert manifest["models"]["generate"]["generator"]["backend"] == "fake_backend:FakeBackend"
+
+
+def test_fake_backend_is_not_a_default():
+    assert RunConfig().generator.backend == "llamacpp" and FakeBackend.name == "fake"
