@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 from fake_backend import FakeBackend
-from killing import run_and_kill
+from killing import cache_records, run_and_kill
 
 from xinstruct.config import GenerateConfig
 from xinstruct.corpus.langid import LanguageIdentifier
@@ -44,6 +44,7 @@ def test_backend_errors_are_recorded_and_retried(tmp_path, monkeypatch):
     first = generate_candidates(docs(), "sw", FakeBackend(), cfg, tmp_path)
     assert first["this_run"]["generate:backend_error"] == 8 and first["this_run"]["candidates"] == 32
     assert first["unresolved"] == {"generate:backend_error": 8} and first["rejected"] == {"generate:backend_error": 8}
+    assert [r["doc_id"] for r in read_jsonl(tmp_path / "sw.rejects.jsonl")] == [d["id"] for d in docs()][4::5]
     monkeypatch.setenv("FAKE_FAIL_EVERY", "0")
     second = generate_candidates(docs(), "sw", FakeBackend(), cfg, tmp_path)
     assert second["this_run"]["skipped_done"] == 32 and second["this_run"]["candidates"] == 8
@@ -58,7 +59,7 @@ RUNNER = """
 import sys
 sys.path.insert(0, {tests!r})
 from fake_backend import FakeBackend
-from killing import run_and_kill
+from killing import cache_records, run_and_kill
 from xinstruct.config import GenerateConfig
 from xinstruct.generate.candidates import generate_candidates
 from xinstruct.io.files import read_jsonl
@@ -73,8 +74,8 @@ def test_sigkill_mid_generation_resumes_without_loss_or_duplicates(tmp_path):
     out = tmp_path / "out"
     script.write_text(RUNNER.format(tests=str(Path(__file__).parent), out=str(out)))
     env = {**os.environ, "FAKE_DELAY": "0.3"}
-    batches = run_and_kill(script, out / "cache" / "sw.commit.json", env)
-    assert 3 <= batches < 10, "killed too late to test resume"
+    done = run_and_kill(script, cache_records(out / "cache" / "sw.sqlite"), env, after=12)
+    assert 12 <= done < 40, "killed too late to test resume"
     subprocess.run([sys.executable, str(script)], env={**env, "FAKE_DELAY": "0"}, check=True)
     got = sorted((r["doc_id"], r["candidate_index"]) for r in read_jsonl(out / "sw.candidates.jsonl"))
     rejected = sorted((r["doc_id"], r["candidate_index"]) for r in read_jsonl(out / "sw.rejects.jsonl"))

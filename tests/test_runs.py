@@ -33,7 +33,7 @@ def config(out, **over) -> RunConfig:
             "diversify": {"target_per_language": 5, "n_clusters": 2, "embedder": {"model": "bundled"}},
             "export": {"formats": ["jsonl"], "card": False, "report": False, "assistant_variant": False}}
     for key, value in over.items():
-        base[key] = {**base[key], **value} if isinstance(value, dict) else value
+        base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
     return RunConfig(**base)
 
 

@@ -265,10 +265,14 @@ class EvaluateConfig(Section):
 
 
 class ExecutorConfig(Section):
+    """Where stages run. It never changes a result, so it is in no stage's fingerprint."""
+
     kind: Literal["local", "slurm", "ray"] = "local"
-    workers: int = Field(1, ge=1)
-    tasks: int | None = Field(None, ge=1)
-    options: dict = Field({}, description="extra keyword arguments for the Slurm or Ray executor")
+    workers: int = Field(1, ge=1, description="processes (local), concurrent tasks (ray, slurm)")
+    tasks: int | None = Field(None, ge=1, description="corpus stage: tasks to split the input files into")
+    shards: int | None = Field(None, ge=1, description="model stages: tasks per language; None = one per worker")
+    options: dict = Field({}, description="extra keyword arguments for datatrove's Slurm or Ray executor "
+                                          "(e.g. partition, time, gpus, cpus_per_task, sbatch_args)")
 
 
 class RunConfig(Section):

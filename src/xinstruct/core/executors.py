@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 from xinstruct.config import ExecutorConfig
@@ -16,11 +18,36 @@ def make_executor(pipeline: list, logging_dir: Path, cfg: ExecutorConfig, tasks:
                                      logging_dir=str(logging_dir), start_method="fork", depends=depends)
     if cfg.kind == "slurm":
         from datatrove.executor import SlurmPipelineExecutor
-        options = {"time": "04:00:00", "partition": "cpu", **cfg.options}
+
+        from xinstruct.core.tasks import python_env
+        options = {"time": "04:00:00", "partition": "cpu", "job_name": f"xinstruct-{Path(logging_dir).parts[-3]}",
+                   "workers": cfg.workers, **python_env(), **cfg.options}
         return SlurmPipelineExecutor(pipeline, tasks=tasks, logging_dir=str(logging_dir), depends=depends,
                                      **options)
     if cfg.kind == "ray":
         from datatrove.executor import RayPipelineExecutor
+        options = {k: v for k, v in cfg.options.items() if k != "address"}
         return RayPipelineExecutor(pipeline, tasks=tasks, workers=max(1, cfg.workers),
-                                   logging_dir=str(logging_dir), **cfg.options)
+                                   logging_dir=str(logging_dir), **options)
     raise ValueError(f"unknown executor {cfg.kind!r}")
+
+
+@contextlib.contextmanager
+def executor_session(cfg: ExecutorConfig):
+    """Ray needs a cluster: connect to the one named by `options.address` or RAY_ADDRESS, else start a local one
+    for this command and stop it at the end. Other executors need nothing."""
+    if cfg.kind != "ray":
+        yield
+        return
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        address = cfg.options.get("address") or os.environ.get("RAY_ADDRESS")
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 **({} if address else {"num_cpus": max(cfg.workers, len(os.sched_getaffinity(0)))}))
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()

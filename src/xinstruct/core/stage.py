@@ -87,7 +87,7 @@ class Stage:
         return {"config": {s: config_section(self.cfg, s) for s in self.config}, "inputs": self.inputs(),
                 "code": source_digest(self.code), "limit": self.ctx.limit if self.uses_limit else None}
 
-    @property
+    @cached_property
     def work_fingerprint(self) -> str:
         """Settings, models and code, without the upstream data: the key under which per-record model work
         (journals) is cached and reused when only some upstream records changed."""

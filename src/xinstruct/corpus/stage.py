@@ -61,6 +61,7 @@ class CorpusStage(Stage):
         shutil.rmtree(self.layout.corpus, ignore_errors=True)
 
     def run(self) -> StageResult:
+        from xinstruct.core.executors import executor_session
         from xinstruct.corpus.pipeline import run_corpus
 
         folder = self.layout.corpus
@@ -76,7 +77,8 @@ class CorpusStage(Stage):
                                                                                       self.ctx.limit)})
                                                     for s in cfg.inputs]})
         quiet_datatrove()
-        summary = run_corpus(cfg, folder, self.cfg.languages, self.cfg.executor)
+        with executor_session(self.cfg.executor):
+            summary = run_corpus(cfg, folder, self.cfg.languages, self.cfg.executor)
         for lang in self.cfg.languages:  # a language whose every document was dropped still has a (empty) folder
             self.layout.clean_dir(lang).mkdir(parents=True, exist_ok=True)
         return StageResult(summary)

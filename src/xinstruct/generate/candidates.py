@@ -1,14 +1,16 @@
 """Stage I, generation: the generator writes English instructions for cleaned target-language documents.
 
-Model work goes to a Journal in <folder>/cache/ (committed in batches, so a killed run started again skips
-finished documents and repeats nothing). The journal carries the fingerprint of the generator and its settings,
-so candidates of another model or sampling setting are never reused, and every record names the document's
-content hash, so a document whose text changed is generated again.
+The work is split into tasks (language, shard; core/tasks.py). A task keeps what the model wrote for each of
+its documents in its own cache (<folder>/cache/<task>.sqlite, io/cache.py), committed a batch at a time: a
+killed task started again skips finished documents and repeats nothing. The cache carries the fingerprint of
+the generator and its settings, so candidates of another model or sampling setting are never reused, and each
+document is keyed by its id and a hash of its text, so a document whose text changed is generated again.
+A document whose model call failed (`generate:backend_error`) is tried again on the next run.
 
-The stage's output, <folder>/<lang>.candidates.jsonl and <lang>.rejects.jsonl, is then written from the journal
-for the documents the corpus holds now: a document that left the corpus leaves no candidates behind, and a
-server error that a later run resolved is no longer counted. Documents whose model call failed
-(`generate:backend_error`) are tried again on the next run.
+The stage's output, <folder>/<lang>.candidates.jsonl and <lang>.rejects.jsonl, is then written by streaming
+the language's documents in corpus order and looking each one up in its shard's cache: a document that left
+the corpus leaves nothing behind, a resolved server error is no longer counted, and the files are the same
+however many tasks wrote them.
 """
 
 from __future__ import annotations
@@ -21,22 +23,23 @@ from dataclasses import asdict
 from pathlib import Path
 
 from xinstruct.config import GenerateConfig
+from xinstruct.core.tasks import Task, shard_of
 from xinstruct.corpus.langid import LanguageIdentifier
 from xinstruct.generate.checks import check_instruction
-from xinstruct.io.files import write_jsonl
-from xinstruct.io.journal import Journal, batches
+from xinstruct.io.cache import RecordCache
+from xinstruct.io.files import dumps
+from xinstruct.io.journal import batches
 from xinstruct.models.base import Backend, SamplingParams
 from xinstruct.prompts import generation_prompt
 
 RETRYABLE = "generate:backend_error"
+DONE, FAILED = "done", "failed"
 
 
 def doc_key(doc: dict) -> str:
-    return f"{doc.get('source', '')}::{doc['id']}"
-
-
-def text_hash(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    """A document's identity for the cache: where it came from, its id, and its text."""
+    text_hash = hashlib.sha256(doc["text"].encode("utf-8")).hexdigest()[:16]
+    return f"{doc.get('source', '')}::{doc['id']}#{text_hash}"
 
 
 def sampling_params(cfg: GenerateConfig) -> SamplingParams:
@@ -44,38 +47,48 @@ def sampling_params(cfg: GenerateConfig) -> SamplingParams:
                           n=cfg.n_per_doc, stop=tuple(cfg.stop), seed=cfg.seed)
 
 
-def finished_keys(journal: Journal) -> set[tuple[str, str]]:
-    """(document key, text hash) of every document with a final outcome: candidates or a lasting reject."""
-    done = {(r["doc_key"], r["doc_hash"]) for r in journal.records("candidates")}
-    done |= {(r["doc_key"], r["doc_hash"]) for r in journal.records("rejects") if r["reason"] != RETRYABLE}
-    return done
+def cache_path(folder: Path, task: Task) -> Path:
+    return Path(folder) / "cache" / f"{task.name}.sqlite"
 
 
-def generate_candidates(docs: Iterable[dict], lang: str, backend: Backend, cfg: GenerateConfig,
-                        folder: Path, on_progress: Callable[[int], None] | None = None,
-                        fingerprint: str | None = None) -> dict:
-    """Generate for every document not yet finished, then write the outputs for exactly `docs`.
+def outcome(doc: dict, result, lang: str, cfg: GenerateConfig, lid, model_id: str, params) -> tuple[str, list[dict]]:
+    """(status, rows) for one document: its candidates and per-candidate rejects, or the server error."""
+    base = {"doc_key": doc_key(doc), "doc_id": doc["id"], "source": doc.get("source", ""), "lang": lang}
+    if result.error:
+        return FAILED, [{**base, "stream": "rejects", "stage": "generate", "reason": RETRYABLE,
+                         "error": result.error}]
+    rows, seen = [], set()
+    for k, completion in enumerate(result.completions):
+        instruction, reason = check_instruction(
+            completion, doc["text"], lid, min_chars=cfg.min_instruction_chars, max_chars=cfg.max_instruction_chars,
+            max_echo=cfg.max_echo_overlap, seen=seen)
+        if reason:
+            rows.append({**base, "stream": "rejects", "stage": "generate", "reason": f"generate:{reason}",
+                         "candidate_index": k, "raw": completion.text})
+        else:
+            rows.append({"id": f"{doc['id']}#c{k}", **base, "stream": "candidates", "candidate_index": k,
+                         "instruction": instruction, "output": doc["text"], "generator": model_id,
+                         "sampling": asdict(params)})
+    return DONE, rows
 
-    Returns {"this_run": counts of this call's work, **materialize()'s totals}. `fingerprint` identifies the
-    generator and settings; the cache is emptied when it changes.
-    """
+
+def generate_task(docs: Iterable[dict], lang: str, task: Task, backend: Backend, cfg: GenerateConfig,
+                  folder: Path, fingerprint: str | None = None,
+                  on_progress: Callable[[int], None] | None = None) -> dict:
+    """Generate for every document of `task` not yet done (or that failed before); returns this run's counts."""
     params = sampling_params(cfg)
     lid = LanguageIdentifier()
     stats: Counter = Counter()
-    current: set[tuple[str, str]] = set()
     started = time.perf_counter()
-    cache = Path(folder) / "cache"
-    with Journal(cache, lang, ("candidates", "rejects"), fingerprint) as journal:
-        if journal.reset:
-            stats["cache_reset"] = 1
-        done = finished_keys(journal)
-        stats["skipped_done"] = 0
+    with RecordCache(cache_path(folder, task), fingerprint) as cache:
+        stats["cache_reset"] = int(cache.reset)
 
         def todo():
             for d in docs:
-                key = (doc_key(d), text_hash(d["text"]))
-                current.add(key)
-                if key in done:
+                key = doc_key(d)
+                if not task.owns(key):
+                    continue
+                if cache.status(key) == DONE:
                     stats["skipped_done"] += 1
                     if on_progress:
                         on_progress(1)
@@ -84,67 +97,60 @@ def generate_candidates(docs: Iterable[dict], lang: str, backend: Backend, cfg: 
 
         for batch in batches(todo(), cfg.batch_docs):
             results = backend.generate([generation_prompt(d["text"]) for d in batch], params)
-            kept, rejected = [], []
-            for doc, result in zip(batch, results):
-                base = {"doc_key": doc_key(doc), "doc_hash": text_hash(doc["text"]), "doc_id": doc["id"],
-                        "source": doc.get("source", ""), "lang": lang}
-                if result.error:
-                    rejected.append({**base, "stage": "generate", "reason": RETRYABLE, "error": result.error})
-                    continue
-                seen: set[str] = set()
-                for k, completion in enumerate(result.completions):
-                    stats["tokens"] += completion.n_tokens
-                    instruction, reason = check_instruction(
-                        completion, doc["text"], lid, min_chars=cfg.min_instruction_chars,
-                        max_chars=cfg.max_instruction_chars, max_echo=cfg.max_echo_overlap, seen=seen)
-                    if reason:
-                        rejected.append({**base, "stage": "generate", "reason": f"generate:{reason}",
-                                         "candidate_index": k, "raw": completion.text})
-                    else:
-                        kept.append({"id": f"{doc['id']}#c{k}", **base, "candidate_index": k,
-                                     "instruction": instruction, "output": doc["text"],
-                                     "generator": backend.model_id, "sampling": asdict(params)})
-            journal.commit({"candidates": kept, "rejects": rejected})
+            done = [outcome(d, r, lang, cfg, lid, backend.model_id, params) for d, r in zip(batch, results,
+                                                                                            strict=True)]
+            cache.put_many((doc_key(d), status, rows) for d, (status, rows) in zip(batch, done, strict=True))
             stats["documents"] += len(batch)
-            stats["candidates"] += len(kept)
-            stats.update(r["reason"] for r in rejected)
+            stats["tokens"] += sum(c.n_tokens for r in results if not r.error for c in r.completions)
+            for _, rows in done:
+                stats.update("candidates" if r["stream"] == "candidates" else r["reason"] for r in rows)
             if on_progress:
                 on_progress(len(batch))
     stats["seconds"] = round(time.perf_counter() - started, 2)
-    return {"this_run": dict(stats), **materialize(cache, lang, current, Path(folder))}
+    return dict(stats)
 
 
-def materialize(cache: Path, lang: str, current: set[tuple[str, str]], folder: Path) -> dict:
-    """Write <lang>.candidates.jsonl / .rejects.jsonl from the journal for the `current` documents only.
+def write_outputs(docs: Iterable[dict], lang: str, shards: int, folder: Path) -> dict:
+    """<lang>.candidates.jsonl and .rejects.jsonl for exactly `docs`, in their order, from the task caches.
 
-    A document's server errors are dropped once it has a final outcome, and at most its last one is kept
-    while it has none; so the counts are the current state, not the history of retries.
-    """
-    journal = Journal(cache, lang, ("candidates", "rejects"))
-    journal.close()  # read-only use: opening it truncates a batch cut off mid-write, nothing more
-    final = finished_keys(journal)
-    pending = {}
-    for r in journal.records("rejects"):
-        key = (r["doc_key"], r["doc_hash"])
-        if r["reason"] == RETRYABLE and key in current and key not in final:
-            pending[key] = r
-    rejects: Counter = Counter()
+    Returns the counts of the current state: documents, candidates, rejects by reason, records left to retry
+    (server errors), and documents no task has done yet (`missing`: a task that did not finish)."""
+    caches = {s: RecordCache(cache_path(folder, Task(lang, s, shards)), readonly=True) for s in range(shards)}
+    counts: Counter = Counter()
+    rejected: Counter = Counter()
+    paths = {"candidates": Path(folder) / f"{lang}.candidates.jsonl", "rejects": Path(folder) / f"{lang}.rejects.jsonl"}
+    tmp = {k: p.with_name(p.name + ".tmp") for k, p in paths.items()}
+    files = {k: open(p, "w", encoding="utf-8") for k, p in tmp.items()}  # noqa: SIM115 - closed below
+    try:
+        for doc in docs:
+            key = doc_key(doc)
+            status, rows = caches[shard_of(key, shards)].get(key)
+            counts["documents"] += 1
+            if status is None:
+                counts["missing"] += 1
+            for r in rows:
+                stream = r.pop("stream")
+                files[stream].write(dumps(r))
+                if stream == "candidates":
+                    counts["candidates"] += 1
+                else:
+                    rejected[r["reason"]] += 1
+    finally:
+        for f in files.values():
+            f.close()
+        for c in caches.values():
+            c.close()
+    for k in paths:
+        tmp[k].replace(paths[k])
+    unresolved = {k: v for k, v in (("generate:backend_error", rejected.get(RETRYABLE, 0)),
+                                    ("generate:not_done", counts["missing"])) if v}
+    return {"documents": counts["documents"], "candidates": counts["candidates"], "rejected": dict(rejected),
+            "unresolved": unresolved}
 
-    def candidates():
-        for r in journal.records("candidates"):
-            if (r["doc_key"], r["doc_hash"]) in current:
-                yield r
 
-    def lasting_rejects():
-        for r in journal.records("rejects"):
-            if r["reason"] != RETRYABLE and (r["doc_key"], r["doc_hash"]) in current:
-                rejects[r["reason"]] += 1
-                yield r
-        for r in pending.values():
-            rejects[r["reason"]] += 1
-            yield r
-
-    n = write_jsonl(folder / f"{lang}.candidates.jsonl", candidates())
-    write_jsonl(folder / f"{lang}.rejects.jsonl", lasting_rejects())
-    return {"documents": len(current), "candidates": n, "rejected": dict(rejects),
-            "unresolved": {RETRYABLE: len(pending)} if pending else {}}
+def generate_candidates(docs: list[dict], lang: str, backend: Backend, cfg: GenerateConfig, folder: Path,
+                        on_progress: Callable[[int], None] | None = None, fingerprint: str | None = None) -> dict:
+    """One language in one task, then its outputs: {"this_run": counts, **write_outputs()}."""
+    docs = list(docs)
+    this_run = generate_task(docs, lang, Task(lang), backend, cfg, folder, fingerprint, on_progress)
+    return {"this_run": this_run, **write_outputs(docs, lang, 1, folder)}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from xinstruct.core.stage import Stage, StageResult
 from xinstruct.io.files import read_json, read_jsonl
-from xinstruct.train.stage import generator_config
+from xinstruct.train.stage import generator_config, uses_trained_adapter
 
 
 def clean_documents(layout, lang: str, limit: int | None = None):
@@ -20,8 +20,12 @@ class GenerateStage(Stage):
     title = "write candidate English instructions for the cleaned corpus (resumes where it stopped)"
     needs = ("corpus", "train")
     config = ("languages", "generator", "generate")
-    code = ("generate", "models", "prompts", "corpus/langid.py")
+    code = ("generate", "models", "prompts", "corpus/langid.py", "core/tasks.py", "io/cache.py")
     uses_limit = True
+
+    @property
+    def task_folder(self) -> Path:
+        return self.layout.candidates
 
     def inputs(self) -> dict:
         from xinstruct.models.identity import model_identity
@@ -29,40 +33,67 @@ class GenerateStage(Stage):
         return {"generator": model_identity(generator_config(self.cfg, self.layout))}
 
     def outputs(self) -> list[Path]:
-        folder = self.layout.candidates
         return [p for lang in self.cfg.languages for p in (self.layout.candidates_file(lang),
-                                                           self.layout.candidate_rejects_file(lang, folder))]
+                                                           self.layout.candidate_rejects_file(lang))]
 
     def clear(self) -> None:
         import shutil
         shutil.rmtree(self.layout.candidates, ignore_errors=True)
 
-    def run(self) -> StageResult:
-        from xinstruct.generate.candidates import RETRYABLE, generate_candidates
+    def open_backend(self):
         from xinstruct.models.base import load_backend
 
-        cfg, layout, limit = self.cfg, self.layout, self.ctx.limit
-        gen = generator_config(cfg, layout)
-        self.warn_unseen_languages(gen)
-        counts = {lang: sum(1 for _ in clean_documents(layout, lang, limit)) for lang in cfg.languages}
-        summary, unresolved = {}, 0
-        with load_backend(gen) as backend:
-            self.ctx.log(f"generate: {backend.model_id}, {cfg.generate.n_per_doc} candidate(s) per document")
-            for lang in cfg.languages:
-                advance = self.ctx.progress(f"generate {lang}", counts[lang])
-                result = generate_candidates(clean_documents(layout, lang, limit), lang, backend, cfg.generate,
-                                             layout.candidates, on_progress=advance,
-                                             fingerprint=self.work_fingerprint)
-                summary[lang] = result
-                unresolved += result["unresolved"].get(RETRYABLE, 0)
-        return StageResult(summary, {RETRYABLE: unresolved} if unresolved else {})
+        return load_backend(generator_config(self.cfg, self.layout))
+
+    def docs(self, lang: str):
+        return clean_documents(self.layout, lang, self.ctx.limit)
+
+    def run_task(self, task, backend, progress) -> dict:
+        from xinstruct.core.tasks import FileProgress, write_progress
+        from xinstruct.generate.candidates import doc_key, generate_task
+
+        total = sum(1 for d in self.docs(task.lang) if task.owns(doc_key(d)))
+        advance = progress(f"generate {task.name}", total) if progress else FileProgress(self.task_folder, task,
+                                                                                          total)
+        stats = generate_task(self.docs(task.lang), task.lang, task, backend, self.cfg.generate, self.task_folder,
+                              self.work_fingerprint, advance)
+        write_progress(self.task_folder, task, done=total, total=total, state="done", stats=stats)
+        return {**stats, "records": stats.get("documents", 0)}
+
+    def run(self) -> StageResult:
+        from xinstruct.core.tasks import read_progress, run_tasks, shards_per_language, task_list
+        from xinstruct.generate.candidates import write_outputs
+
+        cfg = self.cfg
+        shards = shards_per_language(cfg.executor)
+        if uses_trained_adapter(cfg):
+            self.warn_unseen_languages(generator_config(cfg, self.layout))
+        self.ctx.log(f"generate: {cfg.generator.backend} generator, {cfg.generate.n_per_doc} candidate(s) per "
+                     f"document, {shards} task(s) per language")
+        tasks = task_list(cfg.languages, shards)
+        run_tasks(self, tasks, self.ctx.progress, self.ctx.log)
+        stats = {p["task"]: p.get("stats", {}) for p in read_progress(self.task_folder)}
+        summary, unresolved = {}, {}
+        for lang in cfg.languages:
+            summary[lang] = write_outputs(self.docs(lang), lang, shards, self.task_folder)
+            summary[lang]["this_run"] = _add([stats.get(t.name, {}) for t in tasks if t.lang == lang])
+            for reason, n in summary[lang]["unresolved"].items():
+                unresolved[reason] = unresolved.get(reason, 0) + n
+        return StageResult(summary, unresolved)
 
     def warn_unseen_languages(self, gen) -> None:
         """A generator adapter trained without a language writes for it from the base model's knowledge alone."""
-        if gen.lora != str(self.layout.generator_adapter):
-            return
         trained = (read_json(self.layout.summary("train"), {}) or {}).get("languages")
         missing = [lang for lang in self.cfg.languages if trained is not None and lang not in trained]
         if missing:
             self.ctx.log(f"[yellow]warning: the generator adapter was trained on seed pairs in {', '.join(trained)} "
                          f"only; it has never seen {', '.join(missing)}[/yellow]")
+
+
+def _add(counts: list[dict]) -> dict:
+    total: dict = {}
+    for c in counts:
+        for k, v in c.items():
+            if isinstance(v, (int, float)):
+                total[k] = round(total.get(k, 0) + v, 2)
+    return total

@@ -13,6 +13,7 @@ import ctypes
 import hashlib
 import os
 import random
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,7 +163,9 @@ class LlamaCppBackend(Backend):
                         break
                     queue.popleft()
                     L.llama_memory_seq_rm(self.mem, s, -1, -1)
-                    seed = (base_seed * 1_000_003 + i * 7919 + k) & 0x7FFFFFFF
+                    # per prompt, not per position in this call: the same prompt samples the same text however
+                    # the work was split into calls, batches or tasks
+                    seed = (base_seed * 1_000_003 + zlib.crc32(prompts[i].encode()) * 7919 + k) & 0x7FFFFFFF
                     slots[s] = _Slot((i, k), list(tokens[i]), need, self._sampler(params, seed))
                     used += need
             self.batch.n_tokens = 0

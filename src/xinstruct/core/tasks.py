@@ -1,0 +1,234 @@
+"""Model stages as sharded tasks: (language, shard), run in-process or on datatrove's executors.
+
+A record belongs to shard `stable_hash(key) % shards` of its language, so the split never depends on the
+order records arrive in or on how many machines run them. Each task keeps its model work in its own cache
+(io/cache.py), so it resumes by itself after a kill, and a rerun redoes only unfinished tasks (datatrove's
+completion markers, kept per stage fingerprint) and, inside them, only unfinished records.
+
+Where tasks run is the `executor` section's business:
+- `local` with one worker: in this process, one model loaded once for every task (the default; llama.cpp
+  batches across sequences itself);
+- `local` with N workers, `ray`, `slurm`: datatrove's LocalPipelineExecutor / RayPipelineExecutor /
+  SlurmPipelineExecutor run one TaskStep per task; each task opens its own backend (a client of an
+  OpenAI-compatible server, a managed server on its GPU, or an in-process model).
+Progress: each task writes <stage folder>/tasks/<task>.json (done/total/state), which the driver shows as a
+bar while it waits and `xinstruct status RUN` summarises.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from datatrove.pipeline.base import PipelineStep
+
+
+@dataclass(frozen=True)
+class Task:
+    lang: str
+    shard: int = 0
+    shards: int = 1
+
+    @property
+    def name(self) -> str:
+        return self.lang if self.shards == 1 else f"{self.lang}.{self.shard:03d}-of-{self.shards:03d}"
+
+    def owns(self, key: str) -> bool:
+        return self.shards == 1 or shard_of(key, self.shards) == self.shard
+
+
+def shard_of(key: str, shards: int) -> int:
+    """A stable shard for a record key (the same on every machine and Python run, unlike hash())."""
+    return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "big") % shards
+
+
+def shards_per_language(executor) -> int:
+    """`executor.shards` where set, else one shard per worker (in-process: one)."""
+    if executor.shards:
+        return executor.shards
+    return 1 if executor.kind == "local" and executor.workers == 1 else max(1, executor.workers)
+
+
+def task_list(languages: list[str], shards: int) -> list[Task]:
+    return [Task(lang, s, shards) for lang in languages for s in range(shards)]
+
+
+# -- progress files ---------------------------------------------------------------------------------------------
+
+def progress_path(folder: Path, task: Task) -> Path:
+    return Path(folder) / "tasks" / f"{task.name}.json"
+
+
+def write_progress(folder: Path, task: Task, **state) -> None:
+    path = progress_path(folder, task)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"task": task.name, **asdict(task), "host": socket.gethostname(), "pid": os.getpid(),
+                               "updated": time.time(), **state}))
+    os.replace(tmp, path)
+
+
+def read_progress(folder: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((Path(folder) / "tasks").glob("*.json"))]
+
+
+class FileProgress:
+    """advance(n) for a task in a worker process: the task's progress file, rewritten at most once a second."""
+
+    def __init__(self, folder: Path, task: Task, total: int):
+        self.folder, self.task, self.total, self.done, self.last = folder, task, total, 0, 0.0
+        write_progress(folder, task, done=0, total=total, state="running")
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        if time.time() - self.last > 1 or self.done >= self.total:
+            self.last = time.time()
+            write_progress(self.folder, self.task, done=self.done, total=self.total, state="running")
+
+
+# -- running the tasks ------------------------------------------------------------------------------------------
+
+class TaskStep(PipelineStep):
+    """One datatrove pipeline step that runs task `rank` of a sharded stage in whatever process the executor
+    gives it. It carries the run config and the stage's fingerprints, so a worker rebuilds the stage exactly."""
+
+    name = "🧠 xinstruct model task"
+    type = "🤖 - INFERENCE"
+
+    def __init__(self, stage, tasks: list[Task]):
+        super().__init__()
+        self.stage_class = f"{type(stage).__module__}:{type(stage).__qualname__}"
+        self.cfg, self.limit = stage.cfg, stage.ctx.limit
+        self.fingerprint, self.work = stage.fingerprint, stage.work_fingerprint
+        self.tasks = tasks
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        import importlib
+
+        from loguru import logger
+
+        from xinstruct.core.stage import RunContext
+
+        module, _, cls = self.stage_class.partition(":")
+        stage = getattr(importlib.import_module(module), cls)(RunContext(self.cfg, log=logger.info, limit=self.limit,
+                                                                         quiet=True))
+        stage.fingerprint = self.fingerprint
+        stage.parts  # noqa: B018 - computed here, in the worker, before any model is loaded
+        task = self.tasks[rank]
+        with stage.open_backend() as backend:
+            stats = stage.run_task(task, backend, None)
+        self.stat_update("records", value=int(stats.get("records", 0)))
+        if data:
+            yield from data
+
+
+def run_tasks(stage, tasks: list[Task], progress=None, log=print) -> None:
+    """Run every task of `stage` where its executor section says; returns when all are done, else raises."""
+    executor = stage.cfg.executor
+    if executor.kind == "local" and executor.workers == 1:
+        with stage.open_backend() as backend:
+            for task in tasks:
+                stage.run_task(task, backend, progress)
+        return
+    from xinstruct.core.executors import executor_session, make_executor
+
+    logs = stage.task_folder / "logs" / stage.fingerprint
+    runner = make_executor([TaskStep(stage, tasks)], logs, executor, len(tasks))
+    log(f"{stage.name}: {len(tasks)} tasks on the {executor.kind} executor ({executor.workers} workers); "
+        f"logs in {logs}")
+    stop, died = threading.Event(), []
+    watch_pids = executor.kind == "local"  # a pool never hears of a worker killed outright: watch for it
+    watcher = threading.Thread(target=_watch, args=(stage.task_folder, tasks, progress, stop, died, watch_pids),
+                               daemon=True)
+    watcher.start()
+    try:
+        with executor_session(executor):
+            runner.run()
+        if executor.kind == "slurm":
+            _wait_for_slurm(runner, log)
+    except KeyboardInterrupt:
+        if not died:
+            raise
+        raise RuntimeError(f"{stage.name}: the worker running task {died[0]} died; its finished records are kept "
+                           "(run the same command again to finish it)") from None
+    finally:
+        stop.set()
+        watcher.join()
+    left = runner.get_incomplete_ranks(range(len(tasks)))
+    if left:
+        names = ", ".join(tasks[r].name for r in left[:5])
+        raise RuntimeError(f"{stage.name}: {len(left)} of {len(tasks)} tasks did not finish ({names}); see {logs} "
+                           "and run the same command again")
+
+
+def _watch(folder: Path, tasks: list[Task], progress, stop: threading.Event, died: list, watch_pids: bool,
+           started: float | None = None) -> None:
+    """Follow the workers' progress files on the driver's bar (same machine or shared filesystem), and, for
+    local workers, stop the run when one was killed mid-task (its pool would wait for it forever)."""
+    import _thread
+
+    started = started or time.time()
+    names = {t.name for t in tasks}
+    advances, seen = {}, {}
+    while not stop.wait(1.0):
+        for state in read_progress(folder):
+            name = state["task"]
+            if name not in names or state.get("updated", 0) < started:
+                continue
+            if watch_pids and state.get("state") == "running" and not _alive(state.get("pid")):
+                died.append(name)
+                _thread.interrupt_main()
+                return
+            if progress is None:
+                continue
+            if name not in advances:
+                advances[name] = progress(f"{name}", state.get("total", 0))
+                seen[name] = 0
+            delta = state.get("done", 0) - seen[name]
+            if delta > 0:
+                advances[name](delta)
+                seen[name] += delta
+
+
+def _alive(pid) -> bool:
+    if not pid:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed child stays a zombie until its pool reaps it
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _wait_for_slurm(runner, log, poll: float = 10.0) -> None:
+    """datatrove submits a Slurm array and returns; the next stage needs this one's output, so wait until
+    every task is complete or the job has left the queue."""
+    import subprocess
+
+    job = getattr(runner, "job_id", None)
+    while runner.get_incomplete_ranks():
+        if job in (None, -1):
+            return
+        queued = subprocess.run(["squeue", "-h", "-j", str(job)], capture_output=True, text=True, check=False)
+        if queued.returncode == 0 and not queued.stdout.strip():
+            return  # the job is gone: whatever is incomplete now failed
+        time.sleep(poll)
+        log(f"waiting for Slurm job {job}: {len(runner.get_incomplete_ranks())} task(s) left")
+
+
+def python_env() -> dict:
+    """What a Slurm job needs to run this very Python: the venv to activate, where one is active."""
+    activate = Path(sys.prefix) / "bin" / "activate"
+    return {"venv_path": str(activate)} if activate.exists() else {}

@@ -1,0 +1,101 @@
+"""A crash-safe cache of per-record model work, one SQLite file per task.
+
+Why SQLite (the standard library's): a batch of results is committed in one transaction, so a run killed at
+any instant keeps whole batches and nothing else; looking a record up is an indexed read from disk, so a task
+resumes over a million documents without holding their keys in memory; and a record that is done again (a retry
+after a server error) replaces its earlier outcome in the same transaction, so no superseded row is ever read.
+
+Rows are grouped by `key` (e.g. a document's id and text hash): `put(key, rows)` stores every row a record
+produced (its candidates, or its reject) and `get(key)` returns them. The cache carries the fingerprint of the
+settings its rows were made with; opened with another one, it starts empty.
+
+Keep the cache on a local disk or a shared filesystem with working locks (one process writes each file).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS rows (key TEXT NOT NULL, seq INTEGER NOT NULL, status TEXT NOT NULL, data TEXT NOT NULL,
+                                 PRIMARY KEY (key, seq));
+"""
+
+
+class RecordCache:
+    def __init__(self, path: str | Path, fingerprint: str | None = None, readonly: bool = False):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(SCHEMA)
+        stored = self.db.execute("SELECT value FROM meta WHERE name='fingerprint'").fetchone()
+        self.reset = False
+        if fingerprint is not None and not readonly and (stored is None or stored[0] != fingerprint):
+            self.reset = stored is not None and self.count() > 0
+            with self.transaction():
+                self.db.execute("DELETE FROM rows")
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES ('fingerprint', ?)", (fingerprint,))
+
+    def transaction(self):
+        return _Transaction(self.db)
+
+    def put(self, key: str, status: str, rows: list[dict]) -> None:
+        """Store every row one record produced (replacing what it produced before). Call inside a transaction
+        (`with cache.transaction():`) so a batch commits as a whole."""
+        self.db.execute("DELETE FROM rows WHERE key=?", (key,))
+        self.db.executemany("INSERT INTO rows VALUES (?, ?, ?, ?)",
+                            [(key, i, status, json.dumps(r, ensure_ascii=False)) for i, r in enumerate(rows)])
+
+    def put_many(self, items: Iterable[tuple[str, str, list[dict]]]) -> None:
+        """One batch, (key, status, rows) each, committed atomically."""
+        with self.transaction():
+            for key, status, rows in items:
+                self.put(key, status, rows)
+
+    def status(self, key: str) -> str | None:
+        row = self.db.execute("SELECT status FROM rows WHERE key=? LIMIT 1", (key,)).fetchone()
+        return row[0] if row else None
+
+    def get(self, key: str) -> tuple[str | None, list[dict]]:
+        """(status, rows) of a record, (None, []) if it was never done."""
+        found = self.db.execute("SELECT status, data FROM rows WHERE key=? ORDER BY seq", (key,)).fetchall()
+        if not found:
+            return None, []
+        return found[0][0], [json.loads(d) for _, d in found]
+
+    def count(self, status: str | None = None) -> int:
+        """Records (not rows) done, or done with `status`."""
+        if status is None:
+            return self.db.execute("SELECT COUNT(DISTINCT key) FROM rows").fetchone()[0]
+        return self.db.execute("SELECT COUNT(DISTINCT key) FROM rows WHERE status=?", (status,)).fetchone()[0]
+
+    def items(self) -> Iterator[tuple[str, str, dict]]:
+        """Every (key, status, row), in key order."""
+        for key, status, data in self.db.execute("SELECT key, status, data FROM rows ORDER BY key, seq"):
+            yield key, status, json.loads(data)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+        return self
+
+    def __exit__(self, exc_type, *_):
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -1,0 +1,128 @@
+"""Model stages as sharded tasks on datatrove's executors: the same files however the work is split, a worker
+killed mid-task loses and duplicates nothing, and Slurm (with stand-in sbatch/srun/squeue) matches local."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from test_runs import config, run
+
+from xinstruct.core.tasks import Task, read_progress, shard_of
+from xinstruct.io.files import read_jsonl
+
+LANGS = ["sw", "th", "hi"]
+
+
+def multilingual(out, **over):
+    from xinstruct.seed import bundled_path
+    return config(out, languages=LANGS,
+                  corpus={"inputs": [{"path": str(bundled_path(f"demo/{lang}/corpus.jsonl")), "lang": lang}
+                                     for lang in LANGS]},
+                  seed={"inputs": [{"path": str(bundled_path(f"demo/{lang}/seed.jsonl")), "lang": lang}
+                                   for lang in LANGS], "split": "all"}, **over)
+
+
+def outputs(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / "candidates").glob("*.jsonl"))}
+
+
+def test_shards_are_stable_and_balanced():
+    keys = [f"doc-{i}" for i in range(3000)]
+    counts = [sum(shard_of(k, 4) == s for k in keys) for s in range(4)]
+    assert min(counts) > 650 and shard_of("doc-1", 4) == shard_of("doc-1", 4)
+    assert Task("sw", 1, 4).name == "sw.001-of-004" and Task("sw").owns("anything")
+
+
+def test_local_workers_write_the_same_files_as_one_process(tmp_path):
+    run(multilingual(tmp_path / "one"), ("generate",))
+    run(multilingual(tmp_path / "four", executor={"workers": 2, "shards": 2}), ("generate",))
+    one, four = outputs(tmp_path / "one"), outputs(tmp_path / "four")
+    assert one == four and len(one) == 6 and all(one[f"{lang}.candidates.jsonl"] for lang in LANGS)
+    assert {p["task"] for p in read_progress(tmp_path / "four" / "candidates")} == {
+        f"{lang}.{s:03d}-of-002" for lang in LANGS for s in range(2)}
+
+
+KILLABLE = """
+import sys
+sys.path.insert(0, {tests!r})
+from test_scale import multilingual
+from xinstruct.core.stage import RunContext
+from xinstruct.pipeline.run import run_stages
+cfg = multilingual({out!r}, executor={{"workers": 2, "shards": 2}}, generate={{"batch_docs": 2}})
+run_stages(RunContext(cfg, log=print, quiet=True), ("generate",))
+"""
+
+
+def test_a_worker_killed_mid_task_loses_and_duplicates_nothing(tmp_path):
+    out = tmp_path / "run"
+    script = tmp_path / "run.py"
+    script.write_text(KILLABLE.format(tests=str(Path(__file__).parent), out=str(out)))
+    env = {**os.environ, "FAKE_DELAY": "0.4", "FAKE_FAIL_EVERY": "0"}
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    victim, deadline = None, time.time() + 120
+    while victim is None and time.time() < deadline:
+        time.sleep(0.2)
+        running = [p for p in read_progress(out / "candidates") if p.get("state") == "running" and p.get("done", 0)]
+        if running:
+            victim = running[0]
+    assert victim, "no task started"
+    os.kill(victim["pid"], signal.SIGKILL)
+    log, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and f"the worker running task {victim['task']} died" in log, log[-2000:]
+
+    env["FAKE_DELAY"] = "0"
+    subprocess.run([sys.executable, str(script)], env=env, check=True, capture_output=True, timeout=300)
+    for lang in LANGS:
+        docs = [d["id"] for p in sorted((out / "corpus" / "clean" / lang).glob("*.jsonl")) for d in read_jsonl(p)]
+        got = [r["doc_id"] for r in read_jsonl(out / "candidates" / f"{lang}.candidates.jsonl")]
+        rejected = [r["doc_id"] for r in read_jsonl(out / "candidates" / f"{lang}.rejects.jsonl")]
+        assert sorted(got + rejected) == sorted(docs), f"{lang}: lost or duplicated documents"
+
+
+STAND_INS = {
+    # run every array index of the script, one after another, as Slurm would on free nodes
+    "sbatch": """
+        script="${@: -1}"
+        export SLURM_JOB_ID=4242 SLURM_NODELIST=localhost SLURM_NODEID=0
+        for arg in "$@"; do case "$arg" in --export=ALL,*) export ${arg#--export=ALL,};; esac; done
+        range=$(sed -n 's/^#SBATCH --array=\\([0-9]*\\)-\\([0-9]*\\).*/\\1 \\2/p' "$script")
+        set -- $range
+        for i in $(seq ${1:-0} ${2:-0}); do SLURM_ARRAY_TASK_ID=$i bash "$script" >> "$SLURM_STANDIN_LOG" 2>&1; done
+        echo "Submitted batch job 4242"
+    """,
+    "srun": 'while [ "$1" != launch_pickled_pipeline ]; do shift; done; exec "$@"',
+    "squeue": "exit 0",  # nothing left in the queue
+    "scancel": "exit 0",
+    "scontrol": '[ "$1 $2" = "show hostnames" ] && echo localhost; exit 0',
+}
+
+
+def test_slurm_executor_with_stand_in_commands_matches_local(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in STAND_INS.items():
+        (bin_dir / name).write_text("#!/bin/bash\n" + textwrap.dedent(body))
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_STANDIN_LOG", str(tmp_path / "slurm.log"))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), *sys.path]))
+    run(multilingual(tmp_path / "local"), ("generate",))
+    run(multilingual(tmp_path / "slurm", executor={"kind": "slurm", "workers": 2, "shards": 2,
+                                                   "options": {"partition": "test"}}), ("generate",))
+    assert outputs(tmp_path / "slurm") == outputs(tmp_path / "local"), (tmp_path / "slurm.log").read_text()[-3000:]
+    assert "launch_pickled_pipeline" in next((tmp_path / "slurm" / "candidates" / "logs").rglob(
+        "launch_script.slurm")).read_text()
+
+
+def test_ray_executor_matches_local(tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), *sys.path]))  # Ray's workers
+    run(multilingual(tmp_path / "local"), ("generate",))
+    run(multilingual(tmp_path / "ray", executor={"kind": "ray", "workers": 2}), ("generate",))
+    assert outputs(tmp_path / "ray") == outputs(tmp_path / "local")
