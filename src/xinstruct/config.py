@@ -41,14 +41,16 @@ class ModelConfig(Section):
 
 
 class InputSpec(Section):
-    path: str = Field(..., description="file, folder or glob; or hf:<dataset>[:<config>] for HF datasets")
-    lang: str | None = Field(None, description="language of every document; else read from `lang_key`")
-    format: Literal["auto", "jsonl", "parquet", "text", "hf"] = "auto"
+    path: str = Field(..., description="file, folder or glob (.jsonl/.json, also .gz/.bz2/.zst; .parquet; .txt); "
+                                       "or hf:<dataset>[:<config>[:<split>]] for HF datasets")
+    lang: str | None = Field(None, description="language of every record; else the record's `lang_key`, else a "
+                                               "<lang>/ folder name")
+    format: Literal["auto", "jsonl", "json", "parquet", "text", "hf"] = Field("auto", description="auto = by suffix")
     text_key: str = "text"
     id_key: str = "id"
     lang_key: str = "lang"
-    split: str = "train"
-    limit: int | None = None
+    split: str = Field("train", description="the split of an hf: source that names none")
+    limit: int | None = Field(None, description="at most this many records per file (or hf: source)")
 
 
 class CorpusConfig(Section):

@@ -1,4 +1,4 @@
-"""Question sets: Vicuna/MT-Bench JSONL (`question_id`, `category`, `turns`), from a path or the HF hub, and the
+"""Question sets: Vicuna/MT-Bench JSONL (`question_id`, `category`, `turns`), from a file or the HF hub, and the
 bundled questions written in each target language (for the zero-shot check)."""
 
 from __future__ import annotations
@@ -7,6 +7,10 @@ import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+
+from xinstruct.config import InputSpec
+from xinstruct.io.read import iter_records, parse_hf
+from xinstruct.io.records import Reject
 
 
 @dataclass(frozen=True)
@@ -34,22 +38,14 @@ def question_texts(record: dict) -> list[str]:
 
 
 def read_question_records(source: str) -> list[dict]:
-    """The records of a question set: a JSONL file, or `hf:<dataset>[:<split>]` (needs the hub)."""
-    if source.startswith("hf:"):
-        from datasets import load_dataset
-        name, _, split = source[3:].partition(":")
-        return list(load_dataset(name, split=split or "train"))
-    path = Path(source)
-    if not path.is_file():
-        raise FileNotFoundError(f"no question set at {source}")
-    records = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{source}:{lineno}: not JSON ({e.msg})") from None
-    return records
+    """The records of a question set: any file io.read reads (JSONL, JSON, Parquet), or
+    `hf:<dataset>[:<config>[:<split>]]` (needs the hub). A record that cannot be read is an error: a benchmark
+    with holes would be compared as if whole."""
+    items = list(iter_records(InputSpec(path=source)))
+    bad = next((item for item in items if isinstance(item, Reject)), None)
+    if bad is not None:
+        raise ValueError(f"{source}: {bad.where}: {bad.reason.removeprefix('read:')}")
+    return [item.record for item in items]
 
 
 def question_from_record(record: dict, set_name: str, index: int) -> Question | None:
@@ -63,8 +59,8 @@ def question_from_record(record: dict, set_name: str, index: int) -> Question | 
 
 
 def load_question_set(source: str, limit: int | None = None) -> list[Question]:
-    """Questions of a JSONL file or `hf:<dataset>[:<split>]`; a record without a question is an error."""
-    set_name = source[3:].partition(":")[0].split("/")[-1] if source.startswith("hf:") else Path(source).stem
+    """Questions of a file or an hf: source (see read_question_records); a record without a question is an error."""
+    set_name = parse_hf(source).dataset.split("/")[-1] if source.startswith("hf:") else Path(source).stem
     questions = []
     for i, record in enumerate(read_question_records(source)):
         q = question_from_record(record, set_name, i)

@@ -49,7 +49,7 @@ def stage_seed(cfg: RunConfig, console: Console) -> dict:
 
     folder = cfg.out / "seed"
     rejects: list[dict] = []
-    pairs = list(load_pairs(cfg.seed.inputs, rejects))
+    pairs = list(load_pairs(cfg.seed.inputs, rejects, cfg.languages))  # other languages: counted rejects
     if cfg.seed.parallel:
         from xinstruct.seed.parallel import load_instructions, parallel_pairs
         instructions = load_instructions(cfg.seed.parallel.instructions)
