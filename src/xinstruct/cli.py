@@ -49,9 +49,14 @@ def _require_passages(passages: Path) -> None:
 
 
 def _run(config: Path, stages: tuple[str, ...], force: bool = False) -> None:
+    from xinstruct.io.read import InputError
     from xinstruct.pipeline.run import run_stages
 
-    run_stages(_load(config), stages, console, force=force)
+    try:
+        run_stages(_load(config), stages, console, force=force)
+    except InputError as e:  # a wrong input path, a text folder without a language...: the user's to fix
+        console.print(str(e), style="red", markup=False, highlight=False)
+        raise typer.Exit(2) from None
 
 
 @app.command()
