@@ -14,7 +14,7 @@ from datatrove.data import Document
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.filters.base_filter import BaseFilter
 
-from xinstruct.corpus.langid import LanguageIdentifier
+from xinstruct.corpus.langid import LanguageIdentifier, shared_identifier
 from xinstruct.languages import JOINING_SCRIPTS, get_language, script_share
 
 _SPACES = re.compile(r"[ \t\u00a0\u3000]+")
@@ -152,7 +152,7 @@ class LanguageFilter(BaseFilter):
 
     def filter(self, doc: Document):
         if self._lid is None:
-            self._lid = LanguageIdentifier()
+            self._lid = shared_identifier()
         verdict = self._lid.check(doc.text, doc.metadata["lang"], self.min_prob)
         doc.metadata["langid"] = verdict.detected
         doc.metadata["langid_prob"] = round(verdict.prob, 4)
