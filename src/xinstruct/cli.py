@@ -187,7 +187,7 @@ def demo(
 @app.command()
 def tune(
     config: ConfigArg,
-    data: Annotated[str | None, typer.Option(help="dataset: run/dataset folder, JSONL/JSON file or hf:<name>; "
+    data: Annotated[str | None, typer.Option(help="dataset: run/dataset folder, JSONL/JSON/Parquet file or hf:<dataset>; "
                                                    "default: this run's dataset")] = None,
     output_dir: Annotated[Path | None, typer.Option(help="default: <run>/tune")] = None,
     languages: Annotated[str | None, typer.Option(help="comma-separated; default: every language in the data")]
@@ -337,7 +337,7 @@ def _print_evaluation(summary: dict) -> None:
 
 
 QuestionsOpt = Annotated[list[str] | None, typer.Option(
-    "--questions", help="Vicuna/MT-Bench JSONL or hf:<dataset> (repeatable)")]
+    "--questions", help="Vicuna/MT-Bench JSONL or hf:<dataset>[:<config>[:<split>]] (repeatable)")]
 LimitOpt = Annotated[int | None, typer.Option(help="N questions of each set, spread evenly over it")]
 
 

@@ -171,7 +171,7 @@ class EmbedderConfig(Section):
 
 class DecontaminateConfig(Section):
     questions: list[str] = Field([], description="evaluation question sets: JSONL (Vicuna/MT-Bench `turns`, or "
-                                                 "`question`/`instruction`/`prompt`/`text`) or hf:<dataset>[:<split>]")
+                                                 "`question`/`instruction`/`prompt`/`text`) or hf:<dataset>[:<config>[:<split>]]")
     ngram: int = Field(8, description="word n-gram length; a text shorter than n matches if the other contains it")
 
 
@@ -202,7 +202,7 @@ class ExportConfig(Section):
 class TuneConfig(Section):
     """`xinstruct tune`: supervised fine-tuning on an exported dataset with the paper's prompt."""
 
-    data: str | None = Field(None, description="dataset: a run or dataset folder, JSONL/JSON file or hf:<name>; "
+    data: str | None = Field(None, description="dataset: a run or dataset folder, JSONL/JSON/Parquet file or hf:<dataset>[:<config>[:<split>]]; "
                                                "None = this run's dataset/jsonl/all.jsonl")
     languages: list[str] | None = Field(None, description="languages to tune on; None = every language in the data")
     per_language: bool = Field(False, description="one model per language instead of one multilingual model")
@@ -234,7 +234,7 @@ class EvaluateConfig(Section):
     """`xinstruct evaluate`: answers from several systems per language, objective checks, pairwise judge."""
 
     questions: list[str] = Field([], description="English question sets: Vicuna/MT-Bench JSONL (first turn) or "
-                                                 "hf:<dataset>[:<split>]")
+                                                 "hf:<dataset>[:<config>[:<split>]]")
     limit: int | None = Field(None, description="N questions of each set, spread evenly over it (quick runs)")
     languages: list[str] | None = Field(None, description="None = the run's languages")
     native_questions: bool = Field(True, description="also ask the bundled questions written in each target "
