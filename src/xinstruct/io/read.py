@@ -1,19 +1,21 @@
 """The one reader: every kind of input (an `InputSpec`) becomes a stream of records and rejects.
 
-    for item in iter_records(spec):          # Row | Reject: a parsed JSON object and where it came from
-    for item in iter_documents(spec, langs): # Document | Reject: a row read as a target-language document
+    for item in iter_records(spec):                 # Row | Reject: a parsed record and where it came from
+    for unit in check_spec(spec):                   # the spec's files (or hf: source), with their sizes
+        for item in iter_documents(unit, langs):    # Document | Reject: rows read as target-language documents
 
 Nothing is dropped without a `Reject` in the stream: a broken JSON line, invalid UTF-8, a non-object, a record
-larger than `max_bytes`, a file that cannot be decompressed or parsed, one with no record in it, and (for
-documents) a missing text or language, an unknown language code, or a language the run does not build. Each
-reject names the declared language wherever the spec, a `<lang>/` folder, or the record itself gives one.
+larger than `max_bytes`, a file that cannot be decompressed or parsed (`read:unreadable_file`), a file with no
+record in it (`read:empty_file`), and for documents a missing text or language, an unknown language code, or a
+language the run does not build. Each reject names the declared language wherever the spec, the record itself
+(even in a line that will not parse) or a `<lang>/` folder gives one, in that order.
 A mistake in the spec itself (no such file, a text folder with no language, a bad `hf:` source) is an
 `InputError`, a one-line message raised before any record is read: `check_spec` finds it up front.
 
 Formats, by suffix unless `format` says otherwise (an explicit format reads every file of a folder so):
 - `.jsonl` / `.ndjson`, also `.gz`, `.bz2`, `.zst` compressed: streamed line by line, memory flat.
 - `.json` (also compressed): a list of objects, or an object holding exactly one list of them.
-- `.parquet`: streamed in record batches; an empty file gives no records.
+- `.parquet`: streamed in record batches; an empty (0-byte) file is read as holding no records.
 - `.txt`: one document per file; its language is the spec's `lang`, else the nearest `<lang>/` folder.
 - `hf:<dataset>[:<config>[:<split>]]`: a Hugging Face dataset, streamed; empty parts are allowed
   (`hf:HuggingFaceH4/mt_bench_prompts::train`) and the spec's `split` is the split when none is named.
