@@ -48,7 +48,7 @@ BAD_CONFIGS = {
     "bounds out of order": ("corpus:\n  min_chars: 900\n  max_chars: 500\n",
                             "corpus: min_chars (900) is above max_chars (500)"),
     "unknown language": ("languages: [sw, xx]\n", "languages: unknown language code(s) xx"),
-    "missing input": ("corpus:\n  inputs: [{path: nowhere.jsonl, lang: sw}]\n", "corpus input not found: "),
+    "missing input": ("corpus:\n  inputs: [{path: nowhere.jsonl, lang: sw}]\n", "nowhere.jsonl: no such file or folder"),
 }
 
 

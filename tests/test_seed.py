@@ -16,8 +16,51 @@ def test_load_pairs_alpaca_style_and_bad_lines(tmp_path):
     rejects = []
     pairs = list(load_pairs([InputSpec(path=str(path), lang=None)], rejects))
     assert [p["instruction"] for p in pairs] == ["Translate this.\n\nHello"]
-    assert sorted(r["reason"] for r in rejects) == ["seed:malformed_json", "seed:missing_instruction",
+    assert sorted(r["reason"] for r in rejects) == ["read:malformed_json", "seed:missing_instruction",
                                                     "seed:missing_lang"]
+
+
+def _seed_rows(n: int) -> list[dict]:
+    return [{"id": f"s{i}", "lang": ("sw", "th")[i % 2], "instruction": f"Write sentence {i}.",
+             "output": ("Sentensi ya {}.", "ประโยคที่ {}")[i % 2].format(i)} for i in range(n)]
+
+
+def test_parquet_and_compressed_seed_files_load(tmp_path):
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = _seed_rows(24)
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "seed.parquet")
+    plain = tmp_path / "seed.jsonl"
+    plain.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    (tmp_path / "seed.jsonl.gz").write_bytes(gzip.compress(plain.read_bytes()))
+    got = {}
+    for name in ("seed.parquet", "seed.jsonl", "seed.jsonl.gz"):
+        rejects = []
+        got[name] = list(load_pairs([InputSpec(path=str(tmp_path / name))], rejects))
+        assert rejects == [], name
+    assert len(got["seed.parquet"]) == 24
+    assert [p["output"] for p in got["seed.parquet"]] == [r["output"] for r in rows]
+    strip = [{k: v for k, v in p.items() if k != "source"} for p in got["seed.jsonl"]]
+    for name in ("seed.parquet", "seed.jsonl.gz"):
+        assert [{k: v for k, v in p.items() if k != "source"} for p in got[name]] == strip
+
+
+def test_seed_rejects_keep_reason_and_language(tmp_path):
+    path = tmp_path / "s.jsonl"
+    rows = _seed_rows(4) + [{"id": "no-out", "lang": "th", "instruction": "Say hi."},
+                            {"id": "odd", "lang": "xx", "instruction": "Say hi.", "output": "hi"}]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows) + '{"lang": "sw", broken\n')
+    rejects = []
+    pairs = list(load_pairs([InputSpec(path=str(path))], rejects, languages=["sw"]))
+    assert [p["id"] for p in pairs] == ["s0", "s2"]
+    assert [(r["reason"], r["lang"], r["where"]) for r in rejects] == [
+        ("seed:not_in_run_languages", "th", "line 2"), ("seed:not_in_run_languages", "th", "line 4"),
+        ("seed:missing_output", "th", "line 5"), ("seed:unknown_lang", None, "line 6"),
+        ("read:malformed_json", "sw", "line 7")]
+    assert all(r["source"] == str(path) for r in rejects)
 
 
 def test_bundled_flores_instructions():

@@ -42,8 +42,8 @@ def test_load_pairs_from_dataset_and_seed_files(tmp_path):
     pairs = load_tuning_pairs(str(tmp_path), rejects=rejects)  # a run folder resolves to its dataset
     assert pairs["sw"][0]["instruction"] == "Explain farming. Answer in Swahili."
     assert pairs["th"][0]["instruction"] == "Describe Bangkok. Answer in Thai."
-    assert sorted(r["reason"] for r in rejects) == ["seed:malformed_json", "seed:missing_instruction",
-                                                    "tune:unknown_language"]
+    assert sorted(r["reason"] for r in rejects) == ["read:malformed_json", "seed:missing_instruction",
+                                                    "seed:unknown_lang"]
     assert list(load_tuning_pairs(str(path), languages=["th"])) == ["th"]
     with pytest.raises(FileNotFoundError, match="no exported dataset"):
         load_tuning_pairs(str(tmp_path / "dataset" / "jsonl"))

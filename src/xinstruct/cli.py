@@ -61,12 +61,13 @@ def quiet_libraries() -> None:
 def user_errors():
     """A user's mistake (bad config, missing file, a model that cannot do what is asked) is one red line and
     exit 2; a server that cannot serve, or records left to retry, exit 1. --verbose shows the traceback."""
+    from xinstruct.io.read import InputError
     from xinstruct.models.base import FatalBackendError, MissingCapability
     from xinstruct.pipeline.run import RunProblem, StageIncomplete
 
     try:
         yield
-    except (ConfigError, FileNotFoundError, MissingCapability, RunProblem) as e:
+    except (ConfigError, FileNotFoundError, InputError, MissingCapability, RunProblem) as e:
         _fail(e, 2)
     except FatalBackendError as e:
         _fail(e, 1, "the model server cannot serve this run; fix it and run the same command again")
@@ -270,7 +271,7 @@ def manifest(run_dir: Annotated[Path, typer.Argument(help="a run folder")],
 @app.command()
 def tune(
     config: ConfigArg,
-    data: Annotated[str | None, typer.Option(help="dataset: run/dataset folder, JSONL/JSON file or hf:<name>; "
+    data: Annotated[str | None, typer.Option(help="dataset: run/dataset folder, JSONL/JSON/Parquet file or hf:<dataset>; "
                                                    "default: this run's dataset")] = None,
     output_dir: Annotated[Path | None, typer.Option(help="default: <run>/tune")] = None,
     languages: Annotated[str | None, typer.Option(help="comma-separated; default: every language in the data")]
@@ -412,7 +413,7 @@ def _print_evaluation(summary: dict) -> None:
 
 
 QuestionsOpt = Annotated[list[str] | None, typer.Option(
-    "--questions", help="Vicuna/MT-Bench JSONL or hf:<dataset> (repeatable)")]
+    "--questions", help="Vicuna/MT-Bench JSONL or hf:<dataset>[:<config>[:<split>]] (repeatable)")]
 LimitOpt = Annotated[int | None, typer.Option(help="N questions of each set, spread evenly over it")]
 
 

@@ -47,14 +47,16 @@ class ModelConfig(Section):
 
 
 class InputSpec(Section):
-    path: str = Field(..., description="file, folder or glob; or hf:<dataset>[:<config>] for HF datasets")
-    lang: str | None = Field(None, description="language of every document; else read from `lang_key`")
-    format: Literal["auto", "jsonl", "parquet", "text", "hf"] = "auto"
+    path: str = Field(..., description="file, folder or glob (.jsonl/.json, also .gz/.bz2/.zst; .parquet; .txt); "
+                                       "or hf:<dataset>[:<config>[:<split>]] for HF datasets")
+    lang: str | None = Field(None, description="language of every record; else the record's `lang_key`, else a "
+                                               "<lang>/ folder name")
+    format: Literal["auto", "jsonl", "json", "parquet", "text", "hf"] = Field("auto", description="auto = by suffix")
     text_key: str = "text"
     id_key: str = "id"
     lang_key: str = "lang"
-    split: str = "train"
-    limit: int | None = Field(None, ge=1, description="read at most this many records of each input")
+    split: str = Field("train", description="the split of an hf: source that names none")
+    limit: int | None = Field(None, ge=1, description="at most this many records per file (or hf: source)")
 
 
 class CorpusConfig(Section):
@@ -185,7 +187,8 @@ class EmbedderConfig(Section):
 
 class DecontaminateConfig(Section):
     questions: list[str] = Field([], description="evaluation question sets: JSONL (Vicuna/MT-Bench `turns`, or "
-                                                 "`question`/`instruction`/`prompt`/`text`) or hf:<dataset>[:<split>]")
+                                                 "`question`/`instruction`/`prompt`/`text`) or "
+                                                 "hf:<dataset>[:<config>[:<split>]]")
     ngram: int = Field(8, ge=1, description="word n-gram length; a text shorter than n matches if the other "
                                             "contains it")
 
@@ -217,7 +220,7 @@ class ExportConfig(Section):
 class TuneConfig(Section):
     """`xinstruct tune`: supervised fine-tuning on an exported dataset with the paper's prompt."""
 
-    data: str | None = Field(None, description="dataset: a run or dataset folder, JSONL/JSON file or hf:<name>; "
+    data: str | None = Field(None, description="dataset: a run or dataset folder, JSONL/JSON/Parquet file or hf:<dataset>[:<config>[:<split>]]; "
                                                "None = this run's dataset/jsonl/all.jsonl")
     languages: list[str] | None = Field(None, description="languages to tune on; None = every language in the data")
     per_language: bool = Field(False, description="one model per language instead of one multilingual model")
@@ -249,7 +252,7 @@ class EvaluateConfig(Section):
     """`xinstruct evaluate`: answers from several systems per language, objective checks, pairwise judge."""
 
     questions: list[str] = Field([], description="English question sets: Vicuna/MT-Bench JSONL (first turn) or "
-                                                 "hf:<dataset>[:<split>]")
+                                                 "hf:<dataset>[:<config>[:<split>]]")
     limit: int | None = Field(None, ge=1, description="N questions of each set, spread evenly over it (quick runs)")
     languages: list[str] | None = Field(None, description="None = the run's languages")
     native_questions: bool = Field(True, description="also ask the bundled questions written in each target "

@@ -18,6 +18,9 @@ SCRIPT_RANGES: dict[str, tuple[tuple[int, int], ...]] = {
     "Arabic": ((0x0600, 0x06FF), (0x0750, 0x077F), (0xFB50, 0xFDFF), (0xFE70, 0xFEFF)),
 }
 
+# Scripts whose shaping uses ZWNJ/ZWJ (half forms, conjuncts, Persian/Urdu joins): the corpus keeps them there only.
+JOINING_SCRIPTS = frozenset({"Bengali", "Devanagari", "Tamil", "Arabic"})
+
 
 @dataclass(frozen=True)
 class Language:

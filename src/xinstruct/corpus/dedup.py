@@ -36,7 +36,7 @@ class MinHashDedupFilter(BaseFilter):
         key = f"{doc.metadata['lang']}\x00{doc.id}"
         hits = [h for h in self._lsh.query(mh) if h.startswith(doc.metadata["lang"] + "\x00")]
         if hits:
-            doc.metadata["duplicate_of"] = hits[0].split("\x00", 1)[1]
+            doc.metadata["detail"] = {"duplicate_of": hits[0].split("\x00", 1)[1]}
             return False, "dedup:near_duplicate"
         if key not in self._lsh:
             self._lsh.insert(key, mh)

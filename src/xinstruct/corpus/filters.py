@@ -14,8 +14,8 @@ from datatrove.data import Document
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.filters.base_filter import BaseFilter
 
-from xinstruct.corpus.langid import LanguageIdentifier
-from xinstruct.languages import get_language, script_share
+from xinstruct.corpus.langid import LanguageIdentifier, shared_identifier
+from xinstruct.languages import JOINING_SCRIPTS, get_language, script_share
 
 _SPACES = re.compile(r"[ \t\u00a0\u3000]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
@@ -23,13 +23,21 @@ _BOILERPLATE = re.compile(
     r"(cookie|javascript|lorem ipsum|all rights reserved|terms of (use|service)|privacy policy|"
     r"click here|subscribe|sign up|log ?in|copyright ©|©)", re.IGNORECASE)
 _URL = re.compile(r"https?://\S+|www\.\S+")
+BOILERPLATE_PHRASES = 3  # this many cookie/login/copyright phrases make a page boilerplate
+MAX_URL_SHARE = 0.2  # share of the characters in URLs
 
 
-def normalize_text(text: str) -> str:
-    """NFC, one space between words, no control characters, at most one blank line."""
+def normalize_text(text: str, lang: str | None = None) -> str:
+    """NFC, one space between words, no control or invisible format characters, at most one blank line.
+
+    ZWNJ and ZWJ change how Indic and Arabic-script text is shaped (half forms, Persian and Urdu joins), so they
+    stay where the declared language is written in such a script (or none is declared); everywhere else they
+    are stray, like the zero-width space, word joiner and BOM that are removed in every script. Thai loses its
+    zero-width spaces too: they are only line-break hints, and a model trained on them would write them.
+    """
+    keep = "\u200c\u200d" if lang is None or get_language(lang).script in JOINING_SCRIPTS else ""
     text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
-    text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch)[0] != "C"
-                   or ch in "\u200c\u200d")  # ZWNJ/ZWJ carry meaning in Indic and Persian scripts
+    text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch)[0] != "C" or ch in keep)
     text = "\n".join(_SPACES.sub(" ", line).strip() for line in text.split("\n"))
     return _BLANK_LINES.sub("\n\n", text).strip()
 
@@ -40,7 +48,7 @@ class Normalize(PipelineStep):
 
     def run(self, data, rank: int = 0, world_size: int = 1):
         for doc in data:
-            doc.text = normalize_text(doc.text)
+            doc.text = normalize_text(doc.text, doc.metadata["lang"])
             yield doc
 
 
@@ -56,8 +64,10 @@ class LengthFilter(BaseFilter):
         if n == 0:
             return False, "length:empty"
         if n < self.min_chars:
+            doc.metadata["detail"] = {"length": n, "min_chars": self.min_chars}
             return False, "length:too_short"
         if n > self.max_chars:
+            doc.metadata["detail"] = {"length": n, "max_chars": self.max_chars}
             return False, "length:too_long"
         return True
 
@@ -102,19 +112,32 @@ class QualityFilter(BaseFilter):
         self.max_symbol_share = max_symbol_share
 
     def filter(self, doc: Document):
+        """The first check that fails; its score and threshold go in the document's `detail`."""
         text = doc.text
-        lang = get_language(doc.metadata["lang"])
-        if script_share(text, lang.script) < self.min_script_share:
-            return False, "quality:wrong_script"
-        if duplicate_line_share(text) > self.max_dup_line_share:
-            return False, "quality:duplicate_lines"
-        if compression_ratio(text) < self.min_compression_ratio:
-            return False, "quality:repetitive"
-        if symbol_share(text) > self.max_symbol_share:
-            return False, "quality:symbols"
-        if len(_BOILERPLATE.findall(text)) >= 3 or len("".join(_URL.findall(text))) > 0.2 * len(text):
-            return False, "quality:boilerplate"
+        share = script_share(text, get_language(doc.metadata["lang"]).script)
+        if share < self.min_script_share:
+            return _fail(doc, "quality:wrong_script", share, self.min_script_share)
+        dup = duplicate_line_share(text)
+        if dup > self.max_dup_line_share:
+            return _fail(doc, "quality:duplicate_lines", dup, self.max_dup_line_share)
+        ratio = compression_ratio(text)
+        if ratio < self.min_compression_ratio:
+            return _fail(doc, "quality:repetitive", ratio, self.min_compression_ratio)
+        symbols = symbol_share(text)
+        if symbols > self.max_symbol_share:
+            return _fail(doc, "quality:symbols", symbols, self.max_symbol_share)
+        phrases = len(_BOILERPLATE.findall(text))
+        if phrases >= BOILERPLATE_PHRASES:
+            return _fail(doc, "quality:boilerplate", phrases, BOILERPLATE_PHRASES)
+        urls = len("".join(_URL.findall(text))) / max(1, len(text))
+        if urls > MAX_URL_SHARE:
+            return _fail(doc, "quality:urls", urls, MAX_URL_SHARE)
         return True
+
+
+def _fail(doc: Document, reason: str, score: float, threshold: float) -> tuple[bool, str]:
+    doc.metadata["detail"] = {"score": round(score, 4), "threshold": threshold}
+    return False, reason
 
 
 class LanguageFilter(BaseFilter):
@@ -129,8 +152,12 @@ class LanguageFilter(BaseFilter):
 
     def filter(self, doc: Document):
         if self._lid is None:
-            self._lid = LanguageIdentifier()
+            self._lid = shared_identifier()
         verdict = self._lid.check(doc.text, doc.metadata["lang"], self.min_prob)
         doc.metadata["langid"] = verdict.detected
         doc.metadata["langid_prob"] = round(verdict.prob, 4)
-        return True if verdict.ok else (False, f"langid:{verdict.detected}")
+        if verdict.ok:
+            return True
+        doc.metadata["detail"] = {"detected": verdict.detected, "prob": round(verdict.prob, 4),
+                                  "threshold": self.min_prob}
+        return False, f"langid:{verdict.detected}"

@@ -7,6 +7,7 @@ names the declared language.
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from dataclasses import dataclass
 
@@ -18,6 +19,13 @@ class Verdict:
     ok: bool
     detected: str
     prob: float
+
+
+@functools.cache
+def shared_identifier() -> LanguageIdentifier:
+    """One model per process: datatrove copies the pipeline for every task, so a filter's own copy would be loaded
+    again (about a second) for each one."""
+    return LanguageIdentifier()
 
 
 class LanguageIdentifier:

@@ -1,170 +1,83 @@
-"""Read JSONL, Parquet, plain-text folders and HF datasets (streaming) into datatrove Documents.
+"""The corpus stage's datatrove readers: input units (files, hf: sources) grouped into tasks, and the filtered
+files of one language for the dedup task.
 
-Written rather than taken from datatrove's readers because those stop or skip silently on a broken line or a
-wrong encoding; here every record that cannot become a document is set aside with its reason.
+Parsing is io.read's (one reader for every stage); here documents become datatrove Documents and every record
+that is not one is written to rejects/<lang>/read.<rank>.jsonl (rejects/_unknown/ where no language is known).
 """
 
 from __future__ import annotations
 
-import glob
-import json
 import os
-from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 from datatrove.data import Document
 from datatrove.pipeline.base import PipelineStep
 
-from xinstruct.config import InputSpec
 from xinstruct.io.files import dumps, read_jsonl
-from xinstruct.languages import LANGUAGES
+from xinstruct.io.read import MAX_BYTES, Unit, iter_documents
+from xinstruct.io.records import Reject
+
+UNKNOWN_LANG = "_unknown"  # the rejects folder for records whose language is not known
 
 
-def expand_inputs(specs: list[InputSpec]) -> list[tuple[InputSpec, str]]:
-    """One (spec, source) per file (or per HF dataset): the unit datatrove shards across tasks."""
-    units = []
-    for spec in specs:
-        fmt = detect_format(spec)
-        if fmt in ("hf", "text"):
-            units.append((spec, spec.path))
-            continue
-        path = Path(spec.path)
-        if path.is_dir():
-            files = sorted(str(p) for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-        else:
-            files = sorted(glob.glob(spec.path)) or [spec.path]
-        units.extend((spec, f) for f in files)
-    return units
+def plan_tasks(units: list[Unit], max_tasks: int) -> list[list[Unit]]:
+    """Consecutive units in at most `max_tasks` groups of about equal bytes, input order kept.
 
-
-def detect_format(spec: InputSpec) -> str:
-    if spec.format != "auto":
-        return spec.format
-    if spec.path.startswith("hf:"):
-        return "hf"
-    if Path(spec.path).is_dir() and not any(Path(spec.path).glob("*.jsonl")) and not any(
-            Path(spec.path).glob("*.parquet")):
-        return "text"
-    return "parquet" if spec.path.endswith(".parquet") else "jsonl"
-
-
-def parse_json_record(line: bytes, max_bytes: int) -> tuple[dict | None, str | None]:
-    """(record, None) or (None, reason) for one raw JSONL line."""
-    if len(line) > max_bytes:
-        return None, "too_large"
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError:
-        return None, "invalid_utf8"
-    try:
-        record = json.loads(text)
-    except json.JSONDecodeError:
-        return None, "malformed_json"
-    if not isinstance(record, dict):
-        return None, "not_an_object"
-    return record, None
+    Each datatrove task pays a fixed cost (logs, stats, a language-ID model), so a thousand small files as a
+    thousand tasks cost far more than the reading; grouping by bytes keeps tasks even when file sizes are not.
+    A unit goes to the group in which its middle byte falls; an hf: source, whose size is unknown, weighs as
+    much as one task's share of the files.
+    """
+    if not units:
+        return []
+    n = max(1, min(max_tasks, len(units)))
+    file_bytes = sum(max(1, u.size) for u in units if u.format != "hf")
+    n_hf = sum(1 for u in units if u.format == "hf")
+    hf_weight = file_bytes / max(1, n - n_hf) if file_bytes else 1
+    weights = [hf_weight if u.format == "hf" else max(1, u.size) for u in units]
+    total = sum(weights)
+    groups: dict[int, list[Unit]] = {}
+    done = 0.0
+    for unit, weight in zip(units, weights):
+        groups.setdefault(min(n - 1, int((done + weight / 2) * n / total)), []).append(unit)
+        done += weight
+    return [groups[g] for g in sorted(groups)]
 
 
 class CorpusReader(PipelineStep):
-    """Reads every input unit assigned to this rank; records that fail to parse go to `rejects_dir`."""
+    """Reads the units of task `rank`; records that are not documents of the run's languages go to rejects."""
 
     name = "📖 xinstruct reader"
     type = "📖 - READER"
 
-    def __init__(self, specs: list[InputSpec], rejects_dir: str, max_line_bytes: int = 4_000_000):
+    def __init__(self, groups: list[list[Unit]], rejects_dir: str, languages: list[str],
+                 max_bytes: int = MAX_BYTES):
         super().__init__()
-        self.specs = specs
-        self.rejects_dir = rejects_dir
-        self.max_line_bytes = max_line_bytes
-
-    def _reject(self, out, source: str, where: str, reason: str, raw: bytes | str) -> None:
-        self.stat_update(f"dropped_read:{reason}")
-        if isinstance(raw, bytes):  # keep the bytes recoverable whatever their encoding
-            raw = raw[:self.max_line_bytes].decode("utf-8", errors="backslashreplace")
-        out.write(dumps({"stage": "read", "reason": f"read:{reason}", "source": source, "where": where,
-                         "raw": raw}))
-
-    def _document(self, spec: InputSpec, record: dict, source: str, where: str, out) -> Document | None:
-        text = record.get(spec.text_key)
-        if not isinstance(text, str):
-            self._reject(out, source, where, "missing_text", json.dumps(record, ensure_ascii=False)[:10000])
-            return None
-        lang = spec.lang or record.get(spec.lang_key)
-        if not lang or lang not in LANGUAGES:
-            self._reject(out, source, where, "unknown_lang" if lang else "missing_lang",
-                         json.dumps(record, ensure_ascii=False)[:10000])
-            return None
-        doc_id = str(record.get(spec.id_key) or f"{Path(source).name}:{where}")
-        return Document(text=text, id=doc_id, metadata={"lang": lang, "source": source})
-
-    def _read_unit(self, spec: InputSpec, source: str, out) -> Iterator[Document]:
-        fmt = detect_format(spec)
-        count = 0
-        if fmt == "jsonl":
-            with open(source, "rb") as f:
-                for lineno, line in enumerate(f, 1):
-                    if spec.limit is not None and count >= spec.limit:
-                        return
-                    if not line.strip():
-                        continue
-                    record, reason = parse_json_record(line, self.max_line_bytes)
-                    if reason:
-                        self._reject(out, source, f"line {lineno}", reason, line)
-                        continue
-                    doc = self._document(spec, record, source, f"line {lineno}", out)
-                    if doc:
-                        count += 1
-                        yield doc
-        elif fmt == "parquet":
-            import pyarrow.parquet as pq
-            row = 0
-            for batch in pq.ParquetFile(source).iter_batches(batch_size=1000):
-                for record in batch.to_pylist():
-                    row += 1
-                    if spec.limit is not None and count >= spec.limit:
-                        return
-                    doc = self._document(spec, record, source, f"row {row}", out)
-                    if doc:
-                        count += 1
-                        yield doc
-        elif fmt == "text":
-            for path in sorted(Path(source).rglob("*.txt")):
-                if spec.limit is not None and count >= spec.limit:
-                    return
-                raw = path.read_bytes()
-                rel = str(path.relative_to(source))
-                if len(raw) > self.max_line_bytes:
-                    self._reject(out, str(path), rel, "too_large", raw[:10000])
-                    continue
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    self._reject(out, str(path), rel, "invalid_utf8", raw)
-                    continue
-                count += 1
-                yield Document(text=text, id=rel, metadata={"lang": spec.lang, "source": str(path)})
-        elif fmt == "hf":
-            from datasets import load_dataset
-            name, _, config = source.removeprefix("hf:").partition(":")
-            ds = load_dataset(name, config or None, split=spec.split, streaming=True)
-            for i, record in enumerate(ds):
-                if spec.limit is not None and count >= spec.limit:
-                    return
-                doc = self._document(spec, record, source, f"row {i}", out)
-                if doc:
-                    count += 1
-                    yield doc
+        self.groups, self.rejects_dir, self.languages, self.max_bytes = groups, rejects_dir, languages, max_bytes
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         if data:
             yield from data
-        units = expand_inputs(self.specs)[rank::world_size]
-        os.makedirs(self.rejects_dir, exist_ok=True)
-        with open(os.path.join(self.rejects_dir, f"{rank:05d}_read.jsonl"), "w", encoding="utf-8") as out:
-            for spec, source in units:
-                for doc in self._read_unit(spec, source, out):
+        with ExitStack() as stack:
+            files: dict = {}  # one rejects file per language, opened at its first reject
+
+            def reject_file(lang: str):
+                if lang not in files:
+                    os.makedirs(os.path.join(self.rejects_dir, lang), exist_ok=True)
+                    path = os.path.join(self.rejects_dir, lang, f"read.{rank:05d}.jsonl")
+                    files[lang] = stack.enter_context(open(path, "w", encoding="utf-8"))
+                return files[lang]
+
+            for unit in self.groups[rank] if rank < len(self.groups) else []:
+                for item in iter_documents(unit, self.languages, self.max_bytes):
+                    if isinstance(item, Reject):
+                        self.stat_update(f"dropped_{item.reason}")
+                        reject_file(item.lang or UNKNOWN_LANG).write(dumps(item.as_dict()))
+                        continue
                     self.stat_update("documents")
-                    yield doc
+                    yield Document(text=item.text, id=item.id,
+                                   metadata={"lang": item.lang, "source": item.source, "where": item.where})
 
 
 class LanguageShardReader(PipelineStep):

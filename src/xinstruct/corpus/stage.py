@@ -23,11 +23,24 @@ def quiet_datatrove() -> None:
 def input_identity(path: str) -> object:
     """Size and mtime of an input file (or of every file of a folder or glob): cheap for big corpora, and any
     edit changes it. hf: datasets are named, not hashed."""
-    if path.startswith("hf:"):
+    if path.startswith(("hf:", "bundled:")):
         return path
     p = Path(path)
     files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [Path(f) for f in sorted(glob.glob(path))]
     return [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files] or f"missing: {path}"
+
+
+def spec_problems(specs) -> list[str]:
+    """The first mistake of each input spec (missing file, text without a language, unknown language)."""
+    from xinstruct.io.read import InputError, check_spec
+
+    problems = []
+    for spec in specs:
+        try:
+            check_spec(spec)
+        except InputError as e:
+            problems.append(str(e))
+    return problems
 
 
 def missing(path: str) -> str | None:
@@ -55,7 +68,7 @@ class CorpusStage(Stage):
     def check(self) -> list[str]:
         if not self.cfg.corpus.inputs:
             return ["corpus.inputs is empty: name at least one file, folder or hf: dataset"]
-        return [f"corpus input not found: {m}" for s in self.cfg.corpus.inputs if (m := missing(s.path))]
+        return [f"corpus input: {p}" for p in spec_problems(self.cfg.corpus.inputs)]
 
     def clear(self) -> None:
         shutil.rmtree(self.layout.corpus, ignore_errors=True)

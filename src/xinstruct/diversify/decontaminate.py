@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from xinstruct.evaluate.questions import question_texts, read_question_records
+from xinstruct.io.questions import question_texts, read_question_records
 
 WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -25,7 +25,7 @@ def ngrams(tokens: list[str], n: int) -> list[tuple[str, ...]]:
 
 
 def load_questions(source: str) -> list[tuple[str, str]]:
-    """(question id, text) pairs, every turn, from a JSONL file or `hf:<dataset>[:<split>]` (needs the hub)."""
+    """(question id, text) pairs, every turn, from a file or `hf:<dataset>[:<config>[:<split>]]` (needs the hub)."""
     records = read_question_records(source)
     stem = Path(source).stem if not source.startswith("hf:") else source
     out = []

@@ -143,7 +143,7 @@ class DiversifyStage(Stage):
              "(round-robin, nearest to the centroid and better grades first), after n-gram decontamination")
     needs = ("refine",)
     config = ("languages", "diversify")
-    code = ("diversify", "evaluate/questions.py")
+    code = ("diversify", "io/questions.py")
 
     def inputs(self) -> dict:
         from xinstruct.core.fingerprint import path_identity

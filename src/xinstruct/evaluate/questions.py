@@ -1,4 +1,4 @@
-"""Question sets: Vicuna/MT-Bench JSONL (`question_id`, `category`, `turns`), from a path or the HF hub, and the
+"""Question sets: Vicuna/MT-Bench JSONL (`question_id`, `category`, `turns`), from a file or the HF hub, and the
 bundled questions written in each target language (for the zero-shot check)."""
 
 from __future__ import annotations
@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from xinstruct.io.questions import question_texts, read_question_records
+from xinstruct.io.read import parse_hf
+
 
 @dataclass(frozen=True)
 class Question:
@@ -16,40 +19,6 @@ class Question:
     text: str  # the first turn: the harness answers single-turn questions
     category: str = ""
     lang: str = "en"
-
-
-QUESTION_KEYS = ("turns", "question", "instruction", "prompt", "text")
-
-
-def question_texts(record: dict) -> list[str]:
-    """The question text(s) of one record: Vicuna/MT-Bench `turns` (every turn), else the first text field
-    (a list of turns or a string)."""
-    for key in QUESTION_KEYS:
-        value = record.get(key)
-        if isinstance(value, list):
-            return [v for v in value if isinstance(v, str)]
-        if isinstance(value, str):
-            return [value]
-    return []
-
-
-def read_question_records(source: str) -> list[dict]:
-    """The records of a question set: a JSONL file, or `hf:<dataset>[:<split>]` (needs the hub)."""
-    if source.startswith("hf:"):
-        from datasets import load_dataset
-        name, _, split = source[3:].partition(":")
-        return list(load_dataset(name, split=split or "train"))
-    path = Path(source)
-    if not path.is_file():
-        raise FileNotFoundError(f"no question set at {source}")
-    records = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{source}:{lineno}: not JSON ({e.msg})") from None
-    return records
 
 
 def question_from_record(record: dict, set_name: str, index: int) -> Question | None:
@@ -63,8 +32,8 @@ def question_from_record(record: dict, set_name: str, index: int) -> Question | 
 
 
 def load_question_set(source: str, limit: int | None = None) -> list[Question]:
-    """Questions of a JSONL file or `hf:<dataset>[:<split>]`; a record without a question is an error."""
-    set_name = source[3:].partition(":")[0].split("/")[-1] if source.startswith("hf:") else Path(source).stem
+    """Questions of a file or an hf: source (see read_question_records); a record without a question is an error."""
+    set_name = parse_hf(source).dataset.split("/")[-1] if source.startswith("hf:") else Path(source).stem
     questions = []
     for i, record in enumerate(read_question_records(source)):
         q = question_from_record(record, set_name, i)

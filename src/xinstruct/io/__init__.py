@@ -1,1 +1,2 @@
-"""Reading and writing records: input formats, crash-safe journals, atomic files. No stage logic lives here."""
+"""Reading and writing records: typed records, the one reader (io.read.iter_records), per-record caches,
+journals, atomic files. Below every stage; no stage logic lives here."""

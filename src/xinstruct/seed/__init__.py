@@ -11,10 +11,12 @@ from importlib import resources
 from pathlib import Path
 
 from xinstruct.config import InputSpec
-from xinstruct.corpus.readers import detect_format, expand_inputs, parse_json_record
+from xinstruct.io.read import Row, check_spec, limited, read_unit
+from xinstruct.io.records import Reject, SeedPair
+from xinstruct.languages import LANGUAGES
 
 INSTRUCTION_KEYS = ("instruction", "prompt", "question")
-RESPONSE_KEYS = ("response", "output", "answer", "completion")
+RESPONSE_KEYS = ("output", "response", "answer", "completion")  # `output` is ours; the rest, other datasets'
 
 
 def bundled_path(name: str) -> Path:
@@ -27,57 +29,51 @@ def heldout_split(key: str, share: float = 0.2) -> str:
     return "heldout" if zlib.crc32(key.encode()) % 1000 < share * 1000 else "train"
 
 
-def to_pair(record: dict, lang: str | None, source: str, where: str) -> tuple[dict | None, str | None]:
+def to_pair(row: Row, lang: str | None = None, languages: list[str] | None = None) -> SeedPair | Reject:
+    """A record as a seed pair (Alpaca's `input` joins the instruction), or a `seed:*` reject saying why not."""
+    record = row.record
     instruction = next((record[k] for k in INSTRUCTION_KEYS if isinstance(record.get(k), str)), None)
-    response = next((record[k] for k in RESPONSE_KEYS if isinstance(record.get(k), str)), None)
-    lang = lang or record.get("lang")
+    output = next((record[k] for k in RESPONSE_KEYS if isinstance(record.get(k), str)), None)
+    lang = lang or record.get("lang") or row.lang
+    known = lang if isinstance(lang, str) and lang in LANGUAGES else None
+    pair_id = str(record.get("id") or f"{Path(row.source).stem}:{row.where}")
+
+    def reject(what: str, detail: dict | None = None) -> Reject:
+        return Reject(stage="seed", reason=f"seed:{what}", lang=known, source=row.source, where=row.where,
+                      id=pair_id, detail=detail, raw=json.dumps(record, ensure_ascii=False, default=str)[:2000])
+
     if not instruction or not instruction.strip():
-        return None, "missing_instruction"
-    if not response or not response.strip():
-        return None, "missing_response"
+        return reject("missing_instruction")
+    if not output or not output.strip():
+        return reject("missing_output")
     if not lang:
-        return None, "missing_lang"
+        return reject("missing_lang")
+    if known is None:
+        return reject("unknown_lang", {"lang": lang})
+    if languages is not None and lang not in languages:
+        return reject("not_in_run_languages", {"lang": lang, "languages": list(languages)})
     if isinstance(record.get("input"), str) and record["input"].strip():  # Alpaca's optional input
         instruction = f"{instruction.strip()}\n\n{record['input'].strip()}"
-    pair_id = str(record.get("id") or f"{Path(source).stem}:{where}")
-    return {"id": pair_id, "lang": lang, "instruction": instruction.strip(), "output": response.strip(),
-            "source": source, "split": record.get("split") or heldout_split(pair_id)}, None
+    return SeedPair(id=pair_id, lang=lang, instruction=instruction.strip(), output=output.strip(), source=row.source,
+                    split=record.get("split") or heldout_split(pair_id))
 
 
-def load_pairs(specs: list[InputSpec], rejects: list | None = None) -> Iterator[dict]:
-    """Seed pairs from JSONL/JSON files or HF datasets; unusable records go to `rejects` with a reason."""
+def read_pairs(spec: InputSpec, languages: list[str] | None = None) -> Iterator[SeedPair | Reject]:
+    """Seed pairs of one input (any format io.read reads; at most `limit` per file); every record that is not
+    one as a reject."""
+    for unit in check_spec(spec):
+        items = read_unit(unit)
+        yield from limited((i if isinstance(i, Reject) else to_pair(i, spec.lang, languages) for i in items),
+                           spec.limit)
+
+
+def load_pairs(specs: list[InputSpec], rejects: list | None = None,
+               languages: list[str] | None = None) -> Iterator[dict]:
+    """Seed pairs as dicts from files or HF datasets; unusable records go to `rejects` as dicts with a reason."""
     rejects = rejects if rejects is not None else []
-    for spec, source in expand_inputs(specs):
-        fmt = detect_format(spec)
-        if fmt == "hf":
-            from datasets import load_dataset
-            name, _, config = source.removeprefix("hf:").partition(":")
-            rows = ((f"row {i}", r) for i, r in enumerate(load_dataset(name, config or None, split=spec.split,
-                                                                         streaming=True)))
-        elif source.endswith(".json"):
-            rows = ((f"item {i}", r) for i, r in enumerate(json.loads(Path(source).read_text("utf-8"))))
-        else:
-            rows = _jsonl_rows(source, rejects)
-        n = 0
-        for where, record in rows:
-            if spec.limit is not None and n >= spec.limit:
-                break
-            pair, reason = to_pair(record, spec.lang, source, where)
-            if reason:
-                rejects.append({"stage": "seed", "reason": f"seed:{reason}", "source": source, "where": where})
-                continue
-            n += 1
-            yield pair
-
-
-def _jsonl_rows(source: str, rejects: list) -> Iterator[tuple[str, dict]]:
-    with open(source, "rb") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            record, reason = parse_json_record(line, 4_000_000)
-            if reason:
-                rejects.append({"stage": "seed", "reason": f"seed:{reason}", "source": source,
-                                "where": f"line {lineno}"})
-                continue
-            yield f"line {lineno}", record
+    for spec in specs:
+        for item in read_pairs(spec, languages):
+            if isinstance(item, Reject):
+                rejects.append(item.as_dict())
+            else:
+                yield item.as_dict()

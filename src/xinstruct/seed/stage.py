@@ -34,15 +34,16 @@ class SeedStage(Stage):
         return [self.layout.seed_pairs]
 
     def check(self) -> list[str]:
-        from xinstruct.corpus.stage import missing
+        from xinstruct.corpus.stage import missing, spec_problems
 
         seed = self.cfg.seed
-        paths = [s.path for s in seed.inputs]
+        paths = []
         if seed.parallel:
             paths += [seed.parallel.instructions, seed.parallel.passages_dir]
         if seed.translate:
             paths.append(seed.translate.source)
-        problems = [f"seed input not found: {m}" for p in paths if (m := missing(p))]
+        problems = [f"seed input: {p}" for p in spec_problems(seed.inputs)]
+        problems += [f"seed input not found: {m}" for p in paths if (m := missing(p))]
         if not (seed.inputs or seed.parallel or seed.translate):
             problems.append("seed: no inputs, parallel corpus or translation configured")
         return problems
@@ -52,7 +53,7 @@ class SeedStage(Stage):
 
         cfg, languages = self.cfg.seed, self.cfg.languages
         rejects: list[dict] = []
-        pairs = list(load_pairs(cfg.inputs, rejects))
+        pairs = list(load_pairs(cfg.inputs, rejects, languages))  # other languages: counted rejects
         if cfg.parallel:
             from xinstruct.seed.parallel import load_instructions, parallel_pairs
             instructions = load_instructions(cfg.parallel.instructions)
@@ -68,9 +69,6 @@ class SeedStage(Stage):
                     got, bad = translate_pairs(english, lang, teacher, cfg.translate.max_tokens)
                     pairs += got
                     rejects += bad
-        outside = [p for p in pairs if p["lang"] not in languages]
-        rejects += [{"stage": "seed", "reason": "seed:not_in_run_languages", "lang": p["lang"], "id": p["id"],
-                     "source": p.get("source")} for p in outside]
         pairs = [p for p in pairs if p["lang"] in languages]
         write_jsonl(self.layout.seed_pairs, pairs)
         write_jsonl(self.layout.seed_rejects, rejects)
