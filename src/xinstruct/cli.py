@@ -269,6 +269,19 @@ def manifest(run_dir: Annotated[Path, typer.Argument(help="a run folder")],
 
 
 @app.command()
+def status(run_dir: Annotated[Path, typer.Argument(help="a run folder")]):
+    """Where a run stands: each stage's state, and each model task's progress (on Ray or Slurm, the way to follow
+    a run from the login node)."""
+    from xinstruct.pipeline.manifest import status_tables
+
+    if not (run_dir / "stages").is_dir():
+        console.print(f"[red]{run_dir} has no stages/ folder[/red]: not a run folder, or no stage has run yet")
+        raise typer.Exit(2)
+    for table in status_tables(run_dir):
+        console.print(table)
+
+
+@app.command()
 def tune(
     config: ConfigArg,
     data: Annotated[str | None, typer.Option(help="dataset: run/dataset folder, JSONL/JSON/Parquet file or hf:<dataset>; "

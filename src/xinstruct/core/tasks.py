@@ -80,13 +80,16 @@ def read_progress(folder: Path) -> list[dict]:
 
 
 class FileProgress:
-    """advance(n) for a task in a worker process: the task's progress file, rewritten at most once a second."""
+    """advance(n) for a task: its progress file, rewritten at most once a second (what `xinstruct status` and a
+    driver waiting on workers read), and the console bar where the task runs in the driver's process."""
 
-    def __init__(self, folder: Path, task: Task, total: int):
-        self.folder, self.task, self.total, self.done, self.last = folder, task, total, 0, 0.0
+    def __init__(self, folder: Path, task: Task, total: int, bar=None):
+        self.folder, self.task, self.total, self.done, self.last, self.bar = folder, task, total, 0, 0.0, bar
         write_progress(folder, task, done=0, total=total, state="running")
 
     def __call__(self, n: int) -> None:
+        if self.bar:
+            self.bar(n)
         self.done += n
         if time.time() - self.last > 1 or self.done >= self.total:
             self.last = time.time()

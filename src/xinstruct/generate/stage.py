@@ -53,8 +53,7 @@ class GenerateStage(Stage):
         from xinstruct.generate.candidates import doc_key, generate_task
 
         total = sum(1 for d in self.docs(task.lang) if task.owns(doc_key(d)))
-        advance = progress(f"generate {task.name}", total) if progress else FileProgress(self.task_folder, task,
-                                                                                          total)
+        advance = FileProgress(self.task_folder, task, total, progress and progress(f"generate {task.name}", total))
         stats = generate_task(self.docs(task.lang), task.lang, task, backend, self.cfg.generate, self.task_folder,
                               self.work_fingerprint, advance)
         write_progress(self.task_folder, task, done=total, total=total, state="done", stats=stats)

@@ -111,3 +111,38 @@ def _short(value) -> str:
         return ""
     text = str(value)
     return text[:16] if len(text) == 64 and all(c in "0123456789abcdef" for c in text) else text
+
+
+def status_tables(root: Path) -> list:
+    """`xinstruct status RUN`: each stage's state (from its stamp) and, for the model stages, each task's progress
+    (from the files the tasks write as they go: the way to follow a run on Ray or Slurm)."""
+    from rich.table import Table
+
+    from xinstruct.core.layout import RunLayout
+    from xinstruct.core.tasks import read_progress
+
+    layout = RunLayout(root)
+    stages = Table(title=f"stages of {root}", title_justify="left")
+    for col in ("stage", "state", "seconds", "left to retry", "started"):
+        stages.add_column(col)
+    for stamp_path in sorted(layout.root.glob("stages/*.json"), key=lambda p: p.stat().st_mtime):
+        stamp = read_json(stamp_path, {})
+        left = sum((stamp.get("unresolved") or {}).values())
+        state = ("not needed" if stamp.get("not_needed") else "done" if stamp.get("complete") else
+                 "records to retry" if left else "unfinished")
+        stages.add_row(stamp_path.stem, state, str(stamp.get("seconds", "")), str(left or ""), stamp.get("started", ""))
+    tables = [stages]
+    for folder in (layout.candidates, layout.refine, layout.diversify, layout.root / "evaluate"):
+        progress = read_progress(folder)
+        if not progress:
+            continue
+        tasks = Table(title=f"tasks in {folder.relative_to(root)}", title_justify="left")
+        for col in ("task", "state", "done", "total", "host", "updated"):
+            tasks.add_column(col)
+        for p in progress:
+            tasks.add_row(p["task"], p.get("state", ""), str(p.get("done", "")), str(p.get("total", "")),
+                          p.get("host", ""), datetime.fromtimestamp(p.get("updated", 0)).strftime("%H:%M:%S"))
+        done = sum(p.get("state") == "done" for p in progress)
+        tasks.caption = f"{done} of {len(progress)} tasks done"
+        tables.append(tasks)
+    return tables
