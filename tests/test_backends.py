@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from xinstruct.config import ModelConfig
+from xinstruct.config import model_config
 from xinstruct.models.base import SamplingParams
 from xinstruct.models.bundled import bundled_gguf
 from xinstruct.prompts import INSTRUCTION_STOPS, generation_prompt
@@ -97,7 +97,7 @@ def test_openai_backend_against_loopback_llama_server(llama_server, monkeypatch)
     from xinstruct.models.openai import OpenAIBackend
 
     monkeypatch.setenv("XI_TEST_KEY", "sk-secret-value")
-    with OpenAIBackend(ModelConfig(backend="openai", base_url=llama_server, api_key_env="XI_TEST_KEY",
+    with OpenAIBackend(model_config(backend="openai", base_url=llama_server, api_key_env="XI_TEST_KEY",
                                    max_concurrency=2)) as backend:
         assert "sk-secret" not in repr(backend)
         assert backend.model_name() == "gemma"
@@ -135,13 +135,13 @@ def test_openai_backend_retries_then_gives_up_cleanly():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_port}/v1"
-    with OpenAIBackend(ModelConfig(backend="openai", base_url=url, model="m", max_retries=3)) as backend:
+    with OpenAIBackend(model_config(backend="openai", base_url=url, model="m", max_retries=3)) as backend:
         [result] = backend.generate(["x"], SamplingParams(max_tokens=8))
         assert result.error is None and result.completions[0].text == " Describe the rains."
         assert _Flaky.calls == 3
     server.shutdown()
     dead = f"http://127.0.0.1:{_free_port()}/v1"  # nothing listens: errors come back, nothing is raised
-    with OpenAIBackend(ModelConfig(backend="openai", base_url=dead, model="m", max_retries=1)) as backend:
+    with OpenAIBackend(model_config(backend="openai", base_url=dead, model="m", max_retries=1)) as backend:
         [result] = backend.generate(["x"], SamplingParams(max_tokens=8))
         assert result.error and "ConnectError" in result.error
 
@@ -150,7 +150,7 @@ def test_openai_backend_retries_then_gives_up_cleanly():
 def test_transformers_backend_on_cpu(llama):
     from xinstruct.models.transformers import TransformersBackend
 
-    backend = TransformersBackend(ModelConfig(backend="transformers", device="cpu", batch_size=2))
+    backend = TransformersBackend(model_config(backend="transformers", device="cpu", batch_size=2))
     results = backend.generate(["The capital of France is", PROMPTS[0]], SamplingParams(temperature=0.0,
                                                                                           max_tokens=5, n=2))
     assert [len(r.completions) for r in results] == [2, 2]

@@ -32,7 +32,7 @@ class OpenAIBackend(Backend):
         key = os.environ.get(cfg.api_key_env, "")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._client = httpx.Client(base_url=cfg.base_url.rstrip("/"), headers=headers,
-                                    timeout=httpx.Timeout(cfg.timeout_s, connect=10.0),
+                                    timeout=httpx.Timeout(cfg.read_timeout_s, connect=cfg.connect_timeout_s),
                                     limits=httpx.Limits(max_connections=cfg.max_concurrency))
         self._pool = ThreadPoolExecutor(max_workers=cfg.max_concurrency)
         self._model = cfg.model

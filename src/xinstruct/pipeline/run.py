@@ -12,7 +12,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from xinstruct.config import ModelConfig, RunConfig
+from xinstruct.config import ModelConfig, RunConfig, adapter_format, with_adapter
 from xinstruct.pipeline.journal import read_jsonl, write_jsonl
 
 STAGES = ("corpus", "seed", "train", "generate", "refine", "diversify", "export")
@@ -98,11 +98,12 @@ def stage_train(cfg: RunConfig, console: Console) -> dict:
 
 
 def generator_config(cfg: RunConfig) -> ModelConfig:
-    """The configured generator; on llama.cpp with no adapter given, the one this run trained."""
+    """The configured generator; on llama.cpp (in-process or a managed server) of the bundled model with no
+    adapter given, the one this run trained."""
     gen = cfg.generator
     trained = cfg.out / "generator" / "generator-lora.gguf"
-    if gen.backend == "llamacpp" and gen.lora is None and gen.model is None and trained.exists():
-        gen = gen.model_copy(update={"lora": str(trained)})
+    if adapter_format(gen) == "gguf" and gen.lora is None and gen.model is None and trained.exists():
+        gen = with_adapter(gen, trained, None, "the generator this run trained")
     return gen
 
 
