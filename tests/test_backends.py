@@ -74,9 +74,13 @@ def _free_port():
 def llama_server():
     pytest.importorskip("llama_cpp.server")
     port = _free_port()
+    # n_ctx small: with echo + logprobs the server turns its whole (n_ctx x 262k vocab) logits array into
+    # log-probabilities, ~15 s a request at 2048 here; interrupt_requests False, or a new request cuts the
+    # stream of the one running (logits_all, which prompt logprobs need, is on by default in the server)
     proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_gguf()),
-                             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
-                             "--model_alias", "gemma"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "512",
+                             "--model_alias", "gemma", "--interrupt_requests", "False"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     import httpx
     while time.time() < deadline:
@@ -104,6 +108,27 @@ def test_openai_backend_against_loopback_llama_server(llama_server, monkeypatch)
         results = backend.generate(PROMPTS[:2], SamplingParams(temperature=0.0, max_tokens=12, n=2))
         assert all(r.error is None and len(r.completions) == 2 for r in results)
         assert all(c.n_tokens > 0 for r in results for c in r.completions)
+        # greedy: the streamed answer is the one the server gives whole
+        whole = OpenAIBackend(model_config(backend="openai", base_url=llama_server, stream=False))
+        assert whole.generate(PROMPTS[:1], SamplingParams(temperature=0.0, max_tokens=12))[0].completions[0].text \
+            == results[0].completions[0].text
+        whole.close()
+
+
+def test_openai_backend_scores_like_llama_cpp_in_process(llama_server, llama):
+    """score() through /completions with echo + logprobs on llama-cpp-python's server agrees with the same
+    GGUF in-process (to the ~0.3 nats that batch shapes move llama.cpp's CPU kernels)."""
+    from xinstruct.models.openai import OpenAIBackend
+
+    requests = [("The capital of France is", " Paris"), ("The capital of France is", " banana")]
+    with OpenAIBackend(model_config(backend="openai", base_url=llama_server)) as backend:
+        served = backend.score(requests)
+    local = llama.score(requests)
+    assert all(s.error is None for s in served)
+    assert [s.n_tokens for s in served] == [s.n_tokens for s in local]
+    assert served[0].logprob > served[1].logprob
+    for s, x in zip(served, local):
+        assert abs(s.logprob - x.logprob) < 0.5
 
 
 class _Flaky(http.server.BaseHTTPRequestHandler):
