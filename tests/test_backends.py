@@ -108,11 +108,44 @@ def test_openai_backend_against_loopback_llama_server(llama_server, monkeypatch)
         results = backend.generate(PROMPTS[:2], SamplingParams(temperature=0.0, max_tokens=12, n=2))
         assert all(r.error is None and len(r.completions) == 2 for r in results)
         assert all(c.n_tokens > 0 for r in results for c in r.completions)
-        # greedy: the streamed answer is the one the server gives whole
-        whole = OpenAIBackend(model_config(backend="openai", base_url=llama_server, stream=False))
-        assert whole.generate(PROMPTS[:1], SamplingParams(temperature=0.0, max_tokens=12))[0].completions[0].text \
-            == results[0].completions[0].text
-        whole.close()
+        assert all(c.n_tokens <= 12 and c.finish_reason in ("stop", "length") for r in results for c in r.completions)
+    with OpenAIBackend(model_config(backend="openai", base_url=llama_server, stream=False)) as whole:
+        [result] = whole.generate(PROMPTS[:1], SamplingParams(temperature=0.0, max_tokens=12))
+        assert result.error is None and 0 < result.completions[0].n_tokens <= 12
+
+
+def test_managed_llama_server_killed_mid_batch_is_restarted(tmp_path):
+    """`managed: {kind: llamacpp}`: the backend starts llama-cpp-python's server itself; SIGKILLed while it
+    serves a batch, it is restarted and every prompt still gets its answer, once."""
+    pytest.importorskip("llama_cpp.server")
+    import os
+    import signal
+
+    from xinstruct.models.openai import OpenAIBackend
+
+    log = tmp_path / "server.log"
+    cfg = model_config(backend="openai", max_concurrency=2, backoff_s=0.2, max_backoff_s=1.0,
+                       managed={"kind": "llamacpp", "args": ["--n_ctx", "512"], "startup_timeout_s": 120,
+                                "log": str(log)})
+    prompts = PROMPTS
+    with OpenAIBackend(cfg) as backend:
+        first = backend._server.proc.pid
+
+        def kill_once_serving():  # uvicorn logs each request as it starts answering it
+            deadline = time.time() + 120
+            while log.read_text(errors="replace").count("POST /v1/completions") < 2 and time.time() < deadline:
+                time.sleep(0.05)
+            os.kill(first, signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_once_serving)
+        killer.start()
+        results = backend.generate(prompts, SamplingParams(temperature=0.0, max_tokens=6, n=1))
+        killer.join()
+        assert backend._server.starts == 2 and backend._server.proc.pid != first
+        server = backend._server.proc
+    assert [len(r.completions) for r in results] == [1] * len(prompts)
+    assert all(r.error is None and r.completions[0].n_tokens > 0 for r in results)
+    assert server.poll() is not None  # stopped with the backend
 
 
 def test_openai_backend_scores_like_llama_cpp_in_process(llama_server, llama):
@@ -186,3 +219,7 @@ def test_transformers_backend_on_cpu(llama):
     assert right > wrong
     # the dequantized model and llama.cpp's Q4 agree on the same log-likelihood to within quantization noise
     assert abs(right - llama.loglikelihood([("The capital of France is", " Paris")])[0]) < 1.0
+    # a text too long for the model's context fails alone, as its record's error
+    long = "word " * 40000
+    assert "context" in backend.generate([long, "Hi"], SamplingParams(max_tokens=2))[0].error
+    assert "context" in backend.score([(long, " x")])[0].error
