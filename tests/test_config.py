@@ -88,3 +88,18 @@ def test_model_config_and_validated_copy_check_what_code_builds():
     assert with_adapter(managed, "g.gguf", "peft", "x").lora == "peft"
     with pytest.raises(ValueError, match="the retrained generator is a LoRA adapter, which the openai backend"):
         with_adapter(model_config(backend="openai"), "g.gguf", "peft", "the retrained generator")
+
+
+def test_yaml_examples_in_the_docs_are_valid_configs():
+    """Every ```yaml block of docs/BACKENDS.md and the README validates: the docs stay true to the schema."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).parents[1]
+    blocks = [b for doc in ("docs/BACKENDS.md", "README.md")
+              for b in re.findall(r"```yaml\n(.*?)```", (root / doc).read_text(), re.S)]
+    assert len(blocks) >= 5
+    for block in blocks:
+        load_config(None, yaml.safe_load(block))

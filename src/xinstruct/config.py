@@ -28,6 +28,7 @@ class Section(BaseModel):
 
 
 class _ModelBase(Section):
+    backend: str = Field(..., description="llamacpp | openai | transformers | module.path:Class")
     model: str | None = Field(None, description="GGUF path / HF dir or id / served model name; None = bundled")
     lora: str | None = Field(None, description="LoRA adapter: GGUF file for llamacpp, PEFT dir for transformers")
 
