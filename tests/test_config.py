@@ -46,8 +46,8 @@ def _error(tmp_path, text: str) -> str:
 def test_model_sections_are_one_class_per_backend(tmp_path):
     """A key of another backend is an error naming the key and the backend (issue 12: llamacpp + base_url)."""
     msg = _error(tmp_path, "generator: {backend: llamacpp, base_url: 'http://x/v1'}\n")
-    assert msg.splitlines()[1:] == ["  generator.base_url: unknown key for backend llamacpp "
-                                    "(base_url is a setting of backend openai)"]
+    assert msg.splitlines()[1:] == [
+        "  generator.base_url: unknown key for backend llamacpp (base_url is a setting of backend openai)"]
     msg = _error(tmp_path, "evaluate:\n  systems: [{name: a, model: {backend: transformers, devic: cpu}}]\n")
     assert "evaluate.systems.0.model.devic: unknown key for backend transformers (did you mean 'device'?)" in msg
     assert "did you mean 'llamacpp'" in _error(tmp_path, "generator: {backend: llamcpp}\n")
@@ -99,7 +99,7 @@ def test_yaml_examples_in_the_docs_are_valid_configs():
 
     root = Path(__file__).parents[1]
     blocks = [b for doc in ("docs/BACKENDS.md", "README.md")
-              for b in re.findall(r"```yaml\n(.*?)```", (root / doc).read_text(), re.S)]
+              for b in re.findall(r"```yaml\n(.*?)```", (root / doc).read_text(), re.DOTALL)]
     assert len(blocks) >= 5
     for block in blocks:
         load_config(None, yaml.safe_load(block))
