@@ -90,9 +90,9 @@ class _Endpoint:
 
     def target(self, path: str) -> httpx.URL:
         """url + path, parsed once: parsing a URL costs a tenth of a request."""
-        key = (self.url, path)
+        key = (self.url, path)  # a restarted managed server may have a new port
         if key not in self._targets:
-            self._targets = {key: httpx.URL(self.url + path), **self._targets}
+            self._targets[key] = httpx.URL(self.url + path)
         return self._targets[key]
 
 
@@ -115,7 +115,11 @@ class OpenAIBackend(Backend):
         if cfg.managed is not None:
             self._server = ManagedServer(cfg, self._secrets)
             self._fields = request_fields(cfg)
-            self._endpoints = [_Endpoint(self._server.start(), server=self._server)]
+            try:
+                self._endpoints = [_Endpoint(self._server.start(), server=self._server)]
+            except BaseException:
+                self._server.stop()  # children of a server that failed to start
+                raise
         else:
             self._fields = {"model": cfg.model} if cfg.model else {}
             self._endpoints = [_Endpoint(url) for url in cfg.endpoints]
