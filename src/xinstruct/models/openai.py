@@ -79,7 +79,9 @@ class _Failed(Exception):
 class _Endpoint:
     url: str
     server: ManagedServer | None = None
-    lanes: list = field(default_factory=list)  # idle transports, one kept-alive connection each
+    # idle transports, one kept-alive connection each: httpcore's pool scans every connection it holds on every
+    # request, and one pool of 64 served ~85 requests/s here against ~500 for 64 pools of one (measured)
+    lanes: list = field(default_factory=list)
     in_flight: int = 0
     fails: int = 0  # consecutive failed attempts
     down_until: float = 0.0
