@@ -102,11 +102,11 @@ def raw_llamacpp(prompts: list[str], n_seq: int, max_tokens: int, seed: int = 0)
 
 
 def xinstruct_stage(docs: list[dict], n_parallel: int, max_tokens: int) -> tuple[int, float, dict]:
-    from xinstruct.config import GenerateConfig, ModelConfig
+    from xinstruct.config import GenerateConfig, model_config
     from xinstruct.generate.candidates import generate_candidates
     from xinstruct.models.llamacpp import LlamaCppBackend
 
-    backend = LlamaCppBackend(ModelConfig(n_ctx=16384, n_parallel=n_parallel))
+    backend = LlamaCppBackend(model_config(n_ctx=16384, n_parallel=n_parallel))
     # no stop strings: both sides then decode to EOS or max_tokens, so they do the same amount of work
     cfg = GenerateConfig(max_tokens=max_tokens, batch_docs=len(docs), n_per_doc=1, stop=[])
     with tempfile.TemporaryDirectory() as out:

@@ -17,10 +17,10 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def llama():
     """The real bundled Gemma on llama.cpp, shared by the tests that need a model."""
-    from xinstruct.config import ModelConfig
+    from xinstruct.config import model_config
     from xinstruct.models.llamacpp import LlamaCppBackend
 
-    backend = LlamaCppBackend(ModelConfig(n_ctx=4096, n_parallel=4))
+    backend = LlamaCppBackend(model_config(n_ctx=4096, n_parallel=4))
     yield backend
     backend.close()
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from xinstruct.config import ModelConfig
+from xinstruct.config import model_config
 from xinstruct.models.base import SamplingParams
 from xinstruct.models.bundled import bundled_gguf
 from xinstruct.prompts import INSTRUCTION_STOPS, generation_prompt
@@ -74,9 +74,13 @@ def _free_port():
 def llama_server():
     pytest.importorskip("llama_cpp.server")
     port = _free_port()
+    # n_ctx small: with echo + logprobs the server turns its whole (n_ctx x 262k vocab) logits array into
+    # log-probabilities, ~15 s a request at 2048 here; interrupt_requests False, or a new request cuts the
+    # stream of the one running (logits_all, which prompt logprobs need, is on by default in the server)
     proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_gguf()),
-                             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
-                             "--model_alias", "gemma"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "512",
+                             "--model_alias", "gemma", "--interrupt_requests", "False"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     import httpx
     while time.time() < deadline:
@@ -97,13 +101,67 @@ def test_openai_backend_against_loopback_llama_server(llama_server, monkeypatch)
     from xinstruct.models.openai import OpenAIBackend
 
     monkeypatch.setenv("XI_TEST_KEY", "sk-secret-value")
-    with OpenAIBackend(ModelConfig(backend="openai", base_url=llama_server, api_key_env="XI_TEST_KEY",
+    with OpenAIBackend(model_config(backend="openai", base_url=llama_server, api_key_env="XI_TEST_KEY",
                                    max_concurrency=2)) as backend:
         assert "sk-secret" not in repr(backend)
         assert backend.model_name() == "gemma"
         results = backend.generate(PROMPTS[:2], SamplingParams(temperature=0.0, max_tokens=12, n=2))
         assert all(r.error is None and len(r.completions) == 2 for r in results)
         assert all(c.n_tokens > 0 for r in results for c in r.completions)
+        assert all(c.n_tokens <= 12 and c.finish_reason in ("stop", "length") for r in results for c in r.completions)
+    with OpenAIBackend(model_config(backend="openai", base_url=llama_server, stream=False)) as whole:
+        [result] = whole.generate(PROMPTS[:1], SamplingParams(temperature=0.0, max_tokens=12))
+        assert result.error is None and 0 < result.completions[0].n_tokens <= 12
+
+
+def test_managed_llama_server_killed_mid_batch_is_restarted(tmp_path):
+    """`managed: {kind: llamacpp}`: the backend starts llama-cpp-python's server itself; SIGKILLed while it
+    serves a batch, it is restarted and every prompt still gets its answer, once."""
+    pytest.importorskip("llama_cpp.server")
+    import os
+    import signal
+
+    from xinstruct.models.openai import OpenAIBackend
+
+    log = tmp_path / "server.log"
+    cfg = model_config(backend="openai", max_concurrency=2, backoff_s=0.2, max_backoff_s=1.0,
+                       managed={"kind": "llamacpp", "args": ["--n_ctx", "512"], "startup_timeout_s": 120,
+                                "log": str(log)})
+    prompts = PROMPTS
+    with OpenAIBackend(cfg) as backend:
+        first = backend._server.proc.pid
+
+        def kill_once_serving():  # uvicorn logs each request as it starts answering it
+            deadline = time.time() + 120
+            while log.read_text(errors="replace").count("POST /v1/completions") < 2 and time.time() < deadline:
+                time.sleep(0.05)
+            os.kill(first, signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_once_serving)
+        killer.start()
+        results = backend.generate(prompts, SamplingParams(temperature=0.0, max_tokens=6, n=1))
+        killer.join()
+        assert backend._server.starts == 2 and backend._server.proc.pid != first
+        server = backend._server.proc
+    assert [len(r.completions) for r in results] == [1] * len(prompts)
+    assert all(r.error is None and r.completions[0].n_tokens > 0 for r in results)
+    assert server.poll() is not None  # stopped with the backend
+
+
+def test_openai_backend_scores_like_llama_cpp_in_process(llama_server, llama):
+    """score() through /completions with echo + logprobs on llama-cpp-python's server agrees with the same
+    GGUF in-process (to the ~0.3 nats that batch shapes move llama.cpp's CPU kernels)."""
+    from xinstruct.models.openai import OpenAIBackend
+
+    requests = [("The capital of France is", " Paris"), ("The capital of France is", " banana")]
+    with OpenAIBackend(model_config(backend="openai", base_url=llama_server)) as backend:
+        served = backend.score(requests)
+    local = llama.score(requests)
+    assert all(s.error is None for s in served)
+    assert [s.n_tokens for s in served] == [s.n_tokens for s in local]
+    assert served[0].logprob > served[1].logprob
+    for s, x in zip(served, local):
+        assert abs(s.logprob - x.logprob) < 0.5
 
 
 class _Flaky(http.server.BaseHTTPRequestHandler):
@@ -135,13 +193,13 @@ def test_openai_backend_retries_then_gives_up_cleanly():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_port}/v1"
-    with OpenAIBackend(ModelConfig(backend="openai", base_url=url, model="m", max_retries=3)) as backend:
+    with OpenAIBackend(model_config(backend="openai", base_url=url, model="m", max_retries=3)) as backend:
         [result] = backend.generate(["x"], SamplingParams(max_tokens=8))
         assert result.error is None and result.completions[0].text == " Describe the rains."
         assert _Flaky.calls == 3
     server.shutdown()
     dead = f"http://127.0.0.1:{_free_port()}/v1"  # nothing listens: errors come back, nothing is raised
-    with OpenAIBackend(ModelConfig(backend="openai", base_url=dead, model="m", max_retries=1)) as backend:
+    with OpenAIBackend(model_config(backend="openai", base_url=dead, model="m", max_retries=1)) as backend:
         [result] = backend.generate(["x"], SamplingParams(max_tokens=8))
         assert result.error and "ConnectError" in result.error
 
@@ -150,7 +208,7 @@ def test_openai_backend_retries_then_gives_up_cleanly():
 def test_transformers_backend_on_cpu(llama):
     from xinstruct.models.transformers import TransformersBackend
 
-    backend = TransformersBackend(ModelConfig(backend="transformers", device="cpu", batch_size=2))
+    backend = TransformersBackend(model_config(backend="transformers", device="cpu", batch_size=2))
     results = backend.generate(["The capital of France is", PROMPTS[0]], SamplingParams(temperature=0.0,
                                                                                           max_tokens=5, n=2))
     assert [len(r.completions) for r in results] == [2, 2]
@@ -161,3 +219,7 @@ def test_transformers_backend_on_cpu(llama):
     assert right > wrong
     # the dequantized model and llama.cpp's Q4 agree on the same log-likelihood to within quantization noise
     assert abs(right - llama.loglikelihood([("The capital of France is", " Paris")])[0]) < 1.0
+    # a text too long for the model's context fails alone, as its record's error
+    long = "word " * 40000
+    assert "context" in backend.generate([long, "Hi"], SamplingParams(max_tokens=2))[0].error
+    assert "context" in backend.score([(long, " x")])[0].error

@@ -48,6 +48,8 @@ BAD_CONFIGS = {
     "bounds out of order": ("corpus:\n  min_chars: 900\n  max_chars: 500\n",
                             "corpus: min_chars (900) is above max_chars (500)"),
     "unknown language": ("languages: [sw, xx]\n", "languages: unknown language code(s) xx"),
+    "llamacpp with base_url": ("generator: {backend: llamacpp, base_url: 'http://x/v1'}\n",
+                               "generator.base_url: unknown key for backend llamacpp"),
     "missing input": ("corpus:\n  inputs: [{path: nowhere.jsonl, lang: sw}]\n", "nowhere.jsonl: no such file or folder"),
 }
 

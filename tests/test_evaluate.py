@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from xinstruct.config import EvaluateConfig, ModelConfig, SystemConfig
+from xinstruct.config import EvaluateConfig, SystemConfig, model_config
 from xinstruct.evaluate.judge import JudgeParseError, parse_scores, verdict, wilson
 from xinstruct.evaluate.questions import load_question_set, native_questions, spread
 from xinstruct.evaluate.stage import aggregate_judgements, run_evaluate
@@ -121,11 +121,11 @@ def _fake_eval(tmp_path, **kw) -> EvaluateConfig:
     questions = tmp_path / "q.jsonl"
     questions.write_text("".join(json.dumps({"question_id": i, "category": "generic", "turns": [f"Question {i}?"]})
                                  + "\n" for i in range(5)))
-    fake = ModelConfig(backend="fake_backend:FakeBackend")
+    fake = model_config(backend="fake_backend:FakeBackend")
     return EvaluateConfig(questions=[str(questions)], native_questions=False, batch_size=4,
                           systems=[SystemConfig(name="a", model=fake), SystemConfig(name="b", model=fake,
                                                                                     template="assistant")],
-                          judge=ModelConfig(backend="fake_backend:FakePositionBiasedJudge"), **kw)
+                          judge=model_config(backend="fake_backend:FakePositionBiasedJudge"), **kw)
 
 
 def test_evaluate_caches_answers_and_judgements(tmp_path, monkeypatch):

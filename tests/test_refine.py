@@ -10,7 +10,7 @@ import pytest
 from fake_backend import FakeJudge
 from killing import run_and_kill
 
-from xinstruct.config import LanguageQuota, ModelConfig, RefineConfig, RunConfig
+from xinstruct.config import LanguageQuota, RefineConfig, RunConfig, model_config
 from xinstruct.io.files import read_jsonl, write_jsonl
 from xinstruct.refine.evaluator import GRADE_TOKENS, JudgeEvaluator, ScoringEvaluator, grade_from_logprobs, parse_score
 from xinstruct.refine.label import compare, keep_rule, label_candidates, pair_key, select
@@ -198,5 +198,5 @@ def test_refinement_loop_two_rounds_and_resume(tmp_path, monkeypatch):
 
 
 def test_evaluator_config_round_trips():
-    cfg = RunConfig(refine={"evaluator": {"kind": "judge", "model": ModelConfig(backend="openai", chat=True)}})
+    cfg = RunConfig(refine={"evaluator": {"kind": "judge", "model": model_config(backend="openai", chat=True)}})
     assert cfg.refine.iterations == 2 and cfg.refine.evaluator.kind == "judge"

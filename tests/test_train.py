@@ -2,7 +2,7 @@
 
 import pytest
 
-from xinstruct.config import ModelConfig, TrainConfig
+from xinstruct.config import TrainConfig, model_config
 from xinstruct.io.files import read_jsonl
 from xinstruct.models.base import SamplingParams
 from xinstruct.prompts import generation_prompt
@@ -36,7 +36,7 @@ def test_train_export_and_serve_with_llamacpp(tmp_path, llama):
                               tmp_path, progress=False)
     assert summary["steps"] == 2 and (tmp_path / "adapter" / "adapter_model.safetensors").exists()
     target = [(generation_prompt(pairs[0]["output"]), " " + pairs[0]["instruction"])]
-    with LlamaCppBackend(ModelConfig(lora=summary["gguf_lora"], n_ctx=2048, n_parallel=2)) as tuned:
+    with LlamaCppBackend(model_config(lora=summary["gguf_lora"], n_ctx=2048, n_parallel=2)) as tuned:
         assert "+lora:" in tuned.model_id
         tuned_ll = tuned.loglikelihood(target)[0]
         [r] = tuned.generate([target[0][0]], SamplingParams(temperature=0.0, max_tokens=24))

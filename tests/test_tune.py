@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from xinstruct.answer.systems import resolve_system
-from xinstruct.config import ModelConfig, SystemConfig, TrainConfig, TuneConfig
+from xinstruct.config import SystemConfig, TrainConfig, TuneConfig, model_config
 from xinstruct.tune.data import load_tuning_pairs, tuning_examples, with_suffix
 
 ALPACA = ("Below is an instruction that describes a task. Write a response that appropriately completes the "
@@ -60,12 +60,12 @@ def test_tuned_folders_resolve_per_backend(tmp_path):
     _descriptor(tmp_path / "all")
     llama = resolve_system(SystemConfig(name="t", tuned=str(tmp_path)), "sw")
     assert llama.model.model is None and llama.model.lora.endswith("all/model-lora.gguf")  # bundled base
-    hf = resolve_system(SystemConfig(name="t", model=ModelConfig(backend="transformers"), tuned=str(tmp_path)), "sw")
+    hf = resolve_system(SystemConfig(name="t", model=model_config(backend="transformers"), tuned=str(tmp_path)), "sw")
     assert hf.model.lora.endswith("all/adapter")
     _descriptor(tmp_path / "qwen", base="Qwen/Qwen2.5-0.5B")
     with pytest.raises(ValueError, match="not a GGUF"):
         resolve_system(SystemConfig(name="t", tuned=str(tmp_path / "qwen")), "sw")
-    given = resolve_system(SystemConfig(name="t", model=ModelConfig(model="/m/qwen.gguf"), tuned=str(tmp_path / "qwen")))
+    given = resolve_system(SystemConfig(name="t", model=model_config(model="/m/qwen.gguf"), tuned=str(tmp_path / "qwen")))
     assert given.model.model == "/m/qwen.gguf"
     with pytest.raises(FileNotFoundError, match="no tuned model"):
         resolve_system(SystemConfig(name="t", tuned=str(tmp_path / "nothing")), "sw")
@@ -91,7 +91,7 @@ def test_tune_resume_and_serve_the_gguf_export(tmp_path, llama):
     assert "ADAPTER " in (out / "all" / "Modelfile").read_text()
 
     pair = next(iter(read_jsonl(seeds)))
-    resolved = resolve_system(SystemConfig(name="tuned", model=ModelConfig(n_ctx=2048, n_parallel=2),
+    resolved = resolve_system(SystemConfig(name="tuned", model=model_config(n_ctx=2048, n_parallel=2),
                                            tuned=str(out)), "sw")
     prompt = resolved.prompt(pair["instruction"], "sw")
     with LlamaCppBackend(resolved.model) as tuned:

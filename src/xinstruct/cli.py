@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from xinstruct.config import ConfigError, RunConfig, load_config
+from xinstruct.config import ConfigError, RunConfig, load_config, validated_copy
 
 app = typer.Typer(help="Build instruction data for low-resource languages the X-Instruction way "
                        "(native text as responses, model-written English instructions).\n\n"
@@ -308,8 +308,12 @@ def tune(
                                  "per_language": per_language, "template": template}.items() if v is not None}
     train = {k: v for k, v in {"epochs": epochs, "max_steps": max_steps}.items() if v is not None}
     if base is not None:
-        train["base"] = tcfg.train.base.model_copy(update={"model": base})
-    tcfg = tcfg.model_copy(update={**updates, "train": tcfg.train.model_copy(update=train)})
+        train["base"] = validated_copy(tcfg.train.base, model=base)
+    try:
+        tcfg = validated_copy(tcfg, **updates, train=validated_copy(tcfg.train, **train))
+    except ConfigError as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
     source = data or tcfg.data or str(cfg.out)
     try:
         results = run_tune(tcfg, source, output_dir or cfg.out / "tune", log=console.print)
@@ -335,12 +339,12 @@ TemperatureOpt = Annotated[float, typer.Option()]
 
 def _answerer(tuned, backend, model, lora, template, lang, max_tokens, temperature):
     from xinstruct.answer.systems import answer_params, resolve_system
-    from xinstruct.config import ModelConfig, SystemConfig
+    from xinstruct.config import SystemConfig, model_config
     from xinstruct.models.base import load_backend
 
-    system = SystemConfig(name="cli", model=ModelConfig(backend=backend, model=model, lora=lora),
-                          tuned=str(tuned) if tuned else None, template=template)
     try:
+        system = SystemConfig(name="cli", model=model_config(backend=backend, model=model, lora=lora),
+                              tuned=str(tuned) if tuned else None, template=template)
         resolved = resolve_system(system, lang)
     except (FileNotFoundError, ValueError) as e:
         console.print(f"[red]{e}[/red]")
@@ -432,7 +436,11 @@ LimitOpt = Annotated[int | None, typer.Option(help="N questions of each set, spr
 
 def _evaluate_overrides(cfg: RunConfig, questions, limit, languages) -> tuple[RunConfig, list[str]]:
     updates = {k: v for k, v in {"questions": questions, "limit": limit}.items() if v is not None}
-    cfg = cfg.model_copy(update={"evaluate": cfg.evaluate.model_copy(update=updates)})
+    try:
+        cfg = validated_copy(cfg, evaluate=validated_copy(cfg.evaluate, **updates))
+    except ConfigError as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
     return cfg, (languages.split(",") if languages else cfg.evaluate.languages or cfg.languages)
 
 
@@ -534,7 +542,7 @@ def eval_evaluator(
 ):
     """Evaluator quality on held-out FLORES seed pairs: ROC-AUC of P(best), true vs mismatched, and the
     3×3 confusion matrix on the synthetic held-out rating set, per language."""
-    from xinstruct.config import EvaluatorConfig, ModelConfig
+    from xinstruct.config import EvaluatorConfig, model_config
     from xinstruct.models.llamacpp import LlamaCppBackend
     from xinstruct.refine.evaluator import ScoringEvaluator
     from xinstruct.refine.quality import evaluator_quality
@@ -552,12 +560,12 @@ def eval_evaluator(
         evaluator = output_dir / "evaluator" / "evaluator-lora.gguf"
         if not evaluator.exists():
             ecfg = EvaluatorConfig()
-            train_cfg = ecfg.train.model_copy(update={"epochs": epochs})
+            train_cfg = validated_copy(ecfg.train, epochs=epochs)
             train = [r for r in rows if r["split"] == "train"]
             console.print(f"training the evaluator on {len(train)} graded FLORES train pairs ({epochs:g} epochs)")
             train_evaluator(train, train_cfg, output_dir / "evaluator")
     started = time.perf_counter()
-    with LlamaCppBackend(ModelConfig(lora=str(evaluator))) as backend:
+    with LlamaCppBackend(model_config(lora=str(evaluator))) as backend:
         grades = ScoringEvaluator(backend).grade(heldout)
     seconds = time.perf_counter() - started
     report = evaluator_quality(heldout, grades)

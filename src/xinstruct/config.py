@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, TypeVar, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from xinstruct.languages import LANGUAGES, Language, register_language
 from xinstruct.prompts import INSTRUCTION_STOPS
@@ -17,33 +27,181 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
-def Knob(default, description: str = "", **bounds):
+def Knob(default, description: str = "", **bounds):  # noqa: N802 - reads like pydantic's Field
     """A field that cannot change a result (batch size, threads, retries): left out of stage fingerprints,
     so changing it redoes nothing."""
     return Field(default, description=description, json_schema_extra={"affects_output": False}, **bounds)
 
 
-class ModelConfig(Section):
-    """Which model and how to reach it. The default is the bundled google/gemma-3-270m GGUF on llama.cpp."""
-
-    backend: str = Field("llamacpp", description="llamacpp | openai | transformers | module.path:Class")
+class _ModelBase(Section):
+    backend: str = Field(..., description="llamacpp | openai | transformers | module.path:Class")
     model: str | None = Field(None, description="GGUF path / HF dir or id / served model name; None = bundled")
     lora: str | None = Field(None, description="LoRA adapter: GGUF file for llamacpp, PEFT dir for transformers")
-    # llamacpp
-    n_ctx: int = 8192
-    n_parallel: int = Field(16, description="sequences decoded together in one batch")
-    n_threads: int | None = None
-    # openai
-    chat: bool = Field(False, description="send prompts as one user message to /chat/completions")
-    base_url: str = "http://127.0.0.1:8000/v1"
-    api_key_env: str = Field("OPENAI_API_KEY", description="name of the env var holding the key (never logged)")
-    max_concurrency: int = 8
-    timeout_s: float = 120.0
-    max_retries: int = 6
-    # transformers
-    device: str | None = Field(None, description="cpu | cuda | None (auto)")
+
+
+class LlamaCppConfig(_ModelBase):
+    """llama.cpp in-process (the default): the bundled google/gemma-3-270m GGUF unless `model` names another."""
+
+    backend: Literal["llamacpp"] = "llamacpp"
+    n_ctx: int = Field(8192, gt=0, description="KV cache shared by the sequences decoded together")
+    n_parallel: int = Knob(16, "sequences decoded together in one batch", ge=1)
+    n_threads: int | None = Knob(None, "None = every core this process may use", ge=1)
+
+
+class TransformersConfig(_ModelBase):
+    """A local HF model (dir, hub id or GGUF) through transformers; also what training loads."""
+
+    backend: Literal["transformers"] = "transformers"
+    device: str | None = Knob(None, "cpu | cuda | None (auto)")
     dtype: str = "auto"
-    batch_size: int = 8
+    batch_size: int = Knob(8, ge=1)
+
+
+class ManagedServer(Section):
+    """A server the openai backend starts itself, on a free port, and restarts if it dies."""
+
+    kind: Literal["llamacpp", "vllm", "sglang", "command"]
+    command: str | None = Field(None, description="kind command: a template with {python} {model} {host} {port} "
+                                                  "{name} {lora}; it must serve /v1 on {host}:{port}")
+    args: list[str] = Field([], description="extra arguments appended to the server's command line")
+    gpus: list[int] | None = Field(None, description="CUDA_VISIBLE_DEVICES for the server (vllm/sglang: tensor "
+                                                     "parallel over them); None = inherit")
+    port: int | None = Field(None, ge=1, le=65535, description="None = a free port")
+    startup_timeout_s: float = Field(600.0, gt=0, description="until /v1/models answers")
+    max_restarts: int = Field(3, ge=0, description="restarts after the server died, before the backend gives up")
+    adapter_format: Literal["gguf", "peft"] = Field("gguf", description="kind command: which adapter {lora} is")
+    env: dict[str, str] = Field({}, description="extra environment variables for the server")
+    log: str | None = Field(None, description="file for the server's output; None = a temporary file")
+
+    @model_validator(mode="after")
+    def _command_for_command(self):
+        if (self.kind == "command") != (self.command is not None):
+            raise ValueError("`command` is given exactly when kind is command")
+        return self
+
+
+class ErrorBudget(Section):
+    """Stop the backend (FatalBackendError) when more than max_failed_share of the last `window` calls failed
+    after their retries: a server that fails everything should end the stage, not mark every record failed."""
+
+    window: int = Field(50, ge=1)
+    max_failed_share: float = Field(0.5, gt=0, le=1)
+
+
+class OpenAIConfig(_ModelBase):
+    """Any OpenAI-compatible server: vLLM, SGLang, llama.cpp's server, Ollama, a hosted API, or one it manages."""
+
+    backend: Literal["openai"] = "openai"
+    chat: bool = Field(False, description="send prompts as one user message to /chat/completions")
+    base_url: str = Knob("http://127.0.0.1:8000/v1")
+    base_urls: list[str] = Knob([], description="several servers of the same model: requests go to the least "
+                                                 "busy; one that fails is skipped for endpoint_cooldown_s")
+    managed: ManagedServer | None = Field(None, description="start the server here instead of using base_url(s)")
+    api_key_env: str = Knob("OPENAI_API_KEY", description="name of the env var holding the key (never logged)")
+    max_concurrency: int = Knob(64, ge=1, description="requests in flight (vLLM/SGLang want hundreds)")
+    stream: bool = Knob(True, description="stream generations, so read_timeout_s bounds the first token and "
+                                           "each gap rather than the whole answer")
+    connect_timeout_s: float = Knob(10.0, gt=0)
+    read_timeout_s: float = Knob(60.0, gt=0, description="for the first byte (token) and between bytes")
+    request_timeout_s: float = Knob(600.0, gt=0, description="total for one attempt of one request")
+    max_retries: int = Knob(6, ge=0, description="retries of 429/5xx/timeouts/refused connections, per call")
+    backoff_s: float = Knob(0.5, gt=0, description="first retry after about this long, doubling, with jitter")
+    max_backoff_s: float = Knob(30.0, gt=0)
+    endpoint_cooldown_s: float = Knob(30.0, gt=0, description="how long a failing endpoint is skipped")
+    error_budget: ErrorBudget = Knob(ErrorBudget())
+
+    @model_validator(mode="after")
+    def _endpoints(self):
+        given = self.model_fields_set
+        if "base_url" in given and self.base_urls:
+            raise ValueError("give base_url or base_urls, not both")
+        if self.managed is not None and ("base_url" in given or self.base_urls):
+            raise ValueError("a managed server picks its own port: drop base_url/base_urls")
+        if self.lora is not None and self.managed is None:
+            raise ValueError("lora needs `managed:`; an external server serves its own adapters (set `model` to "
+                             "the adapter's served name)")
+        if self.managed is not None and self.managed.kind in ("vllm", "sglang") and self.model is None:
+            raise ValueError(f"a managed {self.managed.kind} server needs `model` (an HF id or folder)")
+        if self.read_timeout_s > self.request_timeout_s:
+            raise ValueError("read_timeout_s must not exceed request_timeout_s")
+        return self
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [u.rstrip("/") for u in (self.base_urls or [self.base_url])]
+
+
+class PluginConfig(_ModelBase):
+    """`backend: module.path:Class`: a backend of your own, built with this section; its settings go in options."""
+
+    backend: str
+    options: dict = Field({}, description="settings of the plugin backend, passed through unchecked")
+
+    @field_validator("backend")
+    @classmethod
+    def _module_class(cls, v: str) -> str:
+        module, _, name = v.partition(":")
+        if not (module and name and all(p.isidentifier() for p in module.split(".")) and name.isidentifier()):
+            close = difflib.get_close_matches(v, BACKENDS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"unknown backend {v!r}: {hint}use {', '.join(BACKENDS)} or module.path:Class")
+        return v
+
+
+BACKENDS = ("llamacpp", "openai", "transformers")
+
+
+def _backend_tag(value) -> str | None:
+    backend = value.get("backend", "llamacpp") if isinstance(value, dict) else getattr(value, "backend", None)
+    if backend is None:
+        return None
+    return backend if backend in BACKENDS else "plugin"
+
+
+ModelConfig = Annotated[
+    Annotated[LlamaCppConfig, Tag("llamacpp")] | Annotated[OpenAIConfig, Tag("openai")]
+    | Annotated[TransformersConfig, Tag("transformers")] | Annotated[PluginConfig, Tag("plugin")],
+    Discriminator(_backend_tag, custom_error_type="model_section",
+                  custom_error_message="a model section is a mapping with backend: llamacpp | openai | "
+                                       "transformers | module.path:Class"),
+]
+"""Which model and how to reach it: one settings class per backend, chosen by `backend` (default llamacpp)."""
+MODEL_CLASSES = {"llamacpp": LlamaCppConfig, "openai": OpenAIConfig, "transformers": TransformersConfig,
+                 "plugin": PluginConfig}
+_MODEL_ADAPTER = TypeAdapter(ModelConfig)
+
+
+def model_config(**kwargs) -> ModelConfig:
+    """A validated model section from keyword arguments: `model_config(backend="openai", base_url=...)`."""
+    try:
+        return _MODEL_ADAPTER.validate_python(kwargs)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, "model settings", root=ModelConfig)) from None
+
+
+def adapter_format(cfg: ModelConfig) -> Literal["gguf", "peft"] | None:
+    """The adapter form a backend loads: GGUF (llama.cpp, its server), PEFT folder (transformers, vLLM,
+    SGLang), or None (an external server, a plugin)."""
+    if isinstance(cfg, LlamaCppConfig):
+        return "gguf"
+    if isinstance(cfg, TransformersConfig):
+        return "peft"
+    if isinstance(cfg, OpenAIConfig) and cfg.managed is not None:
+        kind = cfg.managed.kind
+        return "gguf" if kind == "llamacpp" else cfg.managed.adapter_format if kind == "command" else "peft"
+    return None
+
+
+def with_adapter(cfg: ModelConfig, gguf: str | Path | None, peft: str | Path | None, purpose: str) -> ModelConfig:
+    """`cfg` serving a trained adapter in the form its backend loads; a clear error where it loads none."""
+    form = adapter_format(cfg)
+    if form is None:
+        raise ValueError(f"{purpose} is a LoRA adapter, which the {cfg.backend} backend cannot load here: use "
+                         "llamacpp, transformers, or openai with `managed:` (the server is then started with it)")
+    path = gguf if form == "gguf" else peft
+    if path is None:
+        raise ValueError(f"{purpose} has no {form.upper()} adapter, which the {cfg.backend} backend needs")
+    return validated_copy(cfg, lora=str(path))
 
 
 class InputSpec(Section):
@@ -85,7 +243,7 @@ class CorpusConfig(Section):
 class TranslateSeedConfig(Section):
     source: str = Field(..., description="English instruction data: JSONL/JSON/HF (instruction, input, output)")
     limit: int = Field(200, ge=1)
-    teacher: ModelConfig = ModelConfig()
+    teacher: ModelConfig = LlamaCppConfig()
     max_tokens: int = Field(512, ge=1)
 
 
@@ -102,7 +260,8 @@ class SeedConfig(Section):
 
 
 class TrainConfig(Section):
-    base: ModelConfig = ModelConfig(backend="transformers")
+    base: TransformersConfig = Field(TransformersConfig(), description="what is fine-tuned: an HF dir, hub "
+                                                                   "id or GGUF (dequantized); None = bundled")
     lora: bool = True
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)
@@ -138,7 +297,7 @@ class EvaluatorConfig(Section):
     """Who grades candidate pairs: a model trained on the synthetic rating set, or a prompted judge."""
 
     kind: Literal["trained", "judge"] = Field("trained", description="trained | judge")
-    model: ModelConfig = Field(ModelConfig(), description="grading backend; a trained evaluator's LoRA is "
+    model: ModelConfig = Field(LlamaCppConfig(), description="grading backend; a trained evaluator's LoRA is "
                                                           "added to it automatically")
     train: TrainConfig = Field(TrainConfig(epochs=1.0, batch_size=8, max_length=512, learning_rate=3e-4),
                                description="fine-tuning of the trained evaluator")
@@ -234,7 +393,7 @@ class SystemConfig(Section):
     """One system under evaluation: a model on a backend, asked with a prompt template."""
 
     name: str
-    model: ModelConfig = ModelConfig()
+    model: ModelConfig = LlamaCppConfig()
     tuned: str | None = Field(None, description="a `xinstruct tune` output folder: its base model and adapter "
                                                 "(llamacpp: the GGUF adapter; transformers: the PEFT folder)")
     template: Literal["alpaca", "assistant", "none"] = Field(
@@ -260,7 +419,7 @@ class EvaluateConfig(Section):
     systems: list[SystemConfig] = []
     focus: str | None = Field(None, description="the system judged against each other one; None = the last")
     answer: AnswerConfig = AnswerConfig()
-    judge: ModelConfig = Field(ModelConfig(), description="the judge; bundled = plumbing only, use a strong model")
+    judge: ModelConfig = Field(LlamaCppConfig(), description="the judge; bundled = plumbing only, use a strong model")
     judge_max_tokens: int = Field(48, ge=1, description="scores first, then a sentence of reason")
     judge_grammar: bool = Field(True, description="constrain the judge's output to the score format (GBNF) where the "
                                                   "backend supports it (llama.cpp); others are parsed as they come")
@@ -283,7 +442,7 @@ class RunConfig(Section):
     # validated before `languages`, which may name them
     extra_languages: list[dict] = Field([], description="entries of Language(code, name, script, ...)")
     languages: list[str] = ["sw", "th", "hi"]
-    generator: ModelConfig = ModelConfig()
+    generator: ModelConfig = LlamaCppConfig()
     corpus: CorpusConfig = CorpusConfig()
     seed: SeedConfig = SeedConfig()
     train: TrainConfig = TrainConfig()
@@ -327,29 +486,62 @@ class ConfigError(ValueError):
     pass
 
 
-def _suggest(model: type[BaseModel], loc: tuple) -> str:
-    """For an unknown key, name the closest known one."""
-    fields = model.model_fields
-    for part in loc[:-1]:
-        if isinstance(part, int) or part not in fields:
+def _sections(ann) -> dict[str, type[BaseModel]]:
+    """The section classes an annotation can hold (through Optional, list, dict), keyed by their union tag."""
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return {"": ann}
+    args = get_args(ann)
+    if get_origin(ann) is Annotated:
+        inner = _sections(args[0])
+        tag = next((m.tag for m in args[1:] if isinstance(m, Tag)), None)
+        return {tag: next(iter(inner.values()))} if tag and len(inner) == 1 else inner
+    out = {}
+    for a in args:
+        out.update(_sections(a))
+    return out
+
+
+def _describe(root, loc: tuple) -> tuple[str, dict[str, type[BaseModel]], str | None]:
+    """An error's dotted key without union tags, the section classes that hold its last part, and the backend
+    a model section was read as."""
+    shown, options, backend = [], _sections(root), None
+    for i, part in enumerate(loc):
+        if len(options) > 1 and part in options:  # pydantic puts the union tag chosen into the location
+            options, backend = {part: options[part]}, part
             continue
-        ann = fields[part].annotation
-        ann = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)),
-                   ann)
-        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
-            return ""
-        fields = ann.model_fields
-    close = difflib.get_close_matches(str(loc[-1]), list(fields), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+        if i == len(loc) - 1:
+            shown.append(str(part))
+            break
+        owner = next((c for c in options.values() if isinstance(part, str) and part in c.model_fields), None)
+        if owner is not None:
+            options, backend = _sections(owner.model_fields[part].annotation), None
+        shown.append(str(part))  # a list index or dict key keeps the item's classes
+    return ".".join(shown), options, backend
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
-    """One line per problem, naming the key; a single problem is a single line."""
+def _unknown_key(key: str, options: dict, backend: str | None) -> str:
+    name = key.rpartition(".")[2]
+    fields = [f for c in options.values() for f in c.model_fields]
+    if backend == "plugin":
+        return f"{key}: unknown key for a module:Class backend (its own settings go under `options`)"
+    line = f"{key}: unknown key" + (f" for backend {backend}" if backend else "")
+    close = difflib.get_close_matches(name, fields, n=1)
+    if close:
+        return line + f" (did you mean {close[0]!r}?)"
+    if backend:
+        others = [tag for tag, c in MODEL_CLASSES.items() if tag != backend and name in c.model_fields]
+        if others:
+            return line + f" ({name} is a setting of backend {' / '.join(others)})"
+    return line
+
+
+def format_validation_error(err: ValidationError, source: str, root=None) -> str:
+    """One line per error, naming the key as written in the YAML (`generator.base_url`), with a suggestion."""
     problems = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"])
+        key, options, backend = _describe(root or RunConfig, e["loc"])
         if e["type"] == "extra_forbidden":
-            problems.append(f"{key}: unknown key{_suggest(RunConfig, e['loc'])}")
+            problems.append(_unknown_key(key, options, backend))
         else:
             msg = e["msg"].removeprefix("Value error, ")
             problems.append(f"{key}: {msg}" if key else msg)
@@ -411,6 +603,20 @@ def resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
         "diversify": diversify, "evaluate": evaluate, "tune": tune, "refine": refine})
 
 
+S = TypeVar("S", bound=BaseModel)
+
+
+def validated_copy(section: S, **updates) -> S:
+    """`section` with `updates`, validated like the YAML is (model_copy(update=) checks nothing): CLI overrides
+    and settings filled in by code meet the same bounds and unknown-key errors."""
+    data = {**section.model_dump(exclude_unset=True), **updates}
+    try:
+        return type(section).model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, f"{type(section).__name__} with {sorted(updates)}",
+                                                  type(section))) from None
+
+
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
     """The run config of a YAML (or JSON) file, validated, with its relative paths resolved against the file's
     folder. Raises ConfigError with one line per problem."""
@@ -433,12 +639,3 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, str(path or "<defaults>"))) from None
     return resolve_paths(cfg, Path(path).resolve().parent) if path is not None else cfg
-
-
-def validated_update(section: BaseModel, **updates) -> BaseModel:
-    """A copy of a config section with `updates`, validated like the config file (model_copy does not
-    validate): how command-line options override the config."""
-    try:
-        return type(section).model_validate({**section.model_dump(), **updates})
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(e, "options")) from None

@@ -7,7 +7,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from xinstruct.config import ModelConfig, SystemConfig
+from xinstruct.config import ModelConfig, OpenAIConfig, SystemConfig, validated_copy
 from xinstruct.languages import answer_suffix, get_language
 from xinstruct.models.base import SamplingParams
 from xinstruct.prompts import ANSWER_STOPS, answer_prompt
@@ -44,9 +44,9 @@ def resolve_system(system: SystemConfig, lang: str | None = None) -> ResolvedSys
         if tuned["base"] is not None and base is None:
             raise ValueError(f"{system.tuned}: tuned from {tuned['base']}, which is not a GGUF; set the system's "
                              "model.model to a GGUF of that model, or use backend: transformers")
-        model = model.model_copy(update={"model": None if base is None else str(base), "lora": tuned["gguf_lora"]})
+        model = validated_copy(model, model=None if base is None else str(base), lora=tuned["gguf_lora"])
     elif model.backend == "transformers":
-        model = model.model_copy(update={"model": tuned["base"], "lora": tuned["adapter_dir"]})
+        model = validated_copy(model, model=tuned["base"], lora=tuned["adapter_dir"])
     # any other backend serves the tuned model itself (e.g. vLLM with the adapter): only the template is taken
     return ResolvedSystem(system.name, model, tuned["template"])
 
@@ -61,8 +61,12 @@ def _stat(path: str | None) -> str:
 
 
 def model_fingerprint(model: ModelConfig) -> str:
+    # the same parts as before backends had their own settings, so cached answers stay valid
+    where = ""
+    if isinstance(model, OpenAIConfig):
+        where = f"managed:{model.managed.kind}" if model.managed else ",".join(model.endpoints)
     parts = [model.backend, str(model.model), _stat(model.model), str(model.lora), _stat(model.lora),
-             str(model.chat), model.base_url if model.backend == "openai" else "", model.dtype]
+             str(getattr(model, "chat", False)), where, getattr(model, "dtype", "auto")]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from xinstruct.config import ModelConfig, RunConfig, SystemConfig
+from xinstruct.config import ModelConfig, RunConfig, SystemConfig, model_config, validated_copy
 from xinstruct.evaluate.stage import Progress, no_progress, run_evaluate
 from xinstruct.tune.stage import run_tune
 
@@ -20,8 +20,8 @@ BASE, SEED, XINSTRUCT = "base", "seed-tuned", "xinstruct-tuned"
 def serving_model(base: str | None) -> ModelConfig:
     """How the three systems are served: llama.cpp for the bundled model or a GGUF base, else transformers."""
     if base is None or base.endswith(".gguf"):
-        return ModelConfig(backend="llamacpp", model=base)
-    return ModelConfig(backend="transformers", model=base)
+        return model_config(backend="llamacpp", model=base)
+    return model_config(backend="transformers", model=base)
 
 
 def baseline_systems(folder: Path, base: str | None, template: str) -> list[SystemConfig]:
@@ -38,7 +38,7 @@ def tune_baselines(cfg: RunConfig, langs: list[str], log=print, progress: bool =
     for path, stage in ((seeds, "seed"), (dataset, "export")):
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing: run `xinstruct {stage}` (or the demo) first")
-    tune_cfg = cfg.tune.model_copy(update={"languages": langs, "per_language": False})
+    tune_cfg = validated_copy(cfg.tune, languages=langs, per_language=False)
     log(f"tune {SEED}: on the seed pairs ({seeds})")
     run_tune(tune_cfg, str(seeds), folder / "tune-seed", progress, log)
     log(f"tune {XINSTRUCT}: on the xinstruct dataset ({dataset})")
@@ -48,7 +48,7 @@ def tune_baselines(cfg: RunConfig, langs: list[str], log=print, progress: bool =
 
 def evaluate_baselines(cfg: RunConfig, langs: list[str], progress: Progress = no_progress, log=print) -> dict:
     folder = cfg.out / "compare"
-    eval_cfg = cfg.evaluate.model_copy(update={
-        "systems": baseline_systems(folder, cfg.tune.train.base.model, cfg.tune.template), "focus": XINSTRUCT})
+    eval_cfg = validated_copy(cfg.evaluate, systems=baseline_systems(folder, cfg.tune.train.base.model,
+                                                                      cfg.tune.template), focus=XINSTRUCT)
     return run_evaluate(eval_cfg, langs, folder / "evaluate", progress, log)
 

@@ -61,7 +61,7 @@ def run_generator_eval(languages: list[str], passages, generator, output_dir, ep
     import json
     from pathlib import Path
 
-    from xinstruct.config import ModelConfig, TrainConfig
+    from xinstruct.config import TrainConfig, model_config
     from xinstruct.models.llamacpp import LlamaCppBackend
     from xinstruct.seed.parallel import load_instructions, parallel_pairs
 
@@ -78,8 +78,8 @@ def run_generator_eval(languages: list[str], passages, generator, output_dir, ep
             log(f"training the generator on {len(pairs)} FLORES train pairs ({epochs:g} epochs)")
             train_generator(pairs, TrainConfig(epochs=epochs, max_length=384), output_dir / "generator")
     rows = {}
-    for system, cfg, use_shots in (("base few-shot", ModelConfig(), True),
-                                   ("tuned", ModelConfig(lora=str(generator)), False)):
+    for system, cfg, use_shots in (("base few-shot", model_config(), True),
+                                   ("tuned", model_config(lora=str(generator)), False)):
         with LlamaCppBackend(cfg) as backend:
             for lang in languages:
                 texts = [p["output"] for p in heldout[lang]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -59,8 +60,9 @@ class BackendError(RuntimeError):
 
 
 class FatalBackendError(BackendError):
-    """The backend cannot work at all (rejected key, unknown model, answers that break the API's schema):
-    the stage stops at once rather than marking every record failed."""
+    """The backend cannot work at all (rejected key, unknown model, answers that break the API's schema,
+    error budget spent): the stage stops at once rather than marking every record failed. Never caught into a
+    per-record error."""
 
 
 class MissingCapability(RuntimeError):
@@ -109,6 +111,8 @@ class Backend:
         for prompt in prompts:
             try:
                 out.append(OptionScores(self.loglikelihood([(prompt, o) for o in options])))
+            except FatalBackendError:
+                raise
             except (BackendError, ValueError) as e:
                 out.append(OptionScores(error=f"{type(e).__name__}: {e}"))
         return out
@@ -133,9 +137,35 @@ def truncate_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 
+def clean_error(text: str, secrets: tuple[str, ...] = (), limit: int = 300) -> str:
+    """Error text fit to store or print: one line, at most `limit` characters, with the configured key and
+    anything shaped like a bearer token or an `sk-` key blanked (a server may echo them in its error body)."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    text = _BEARER.sub("Bearer ***", text)
+    text = _SK_KEY.sub("***", text)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+_BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=\-]+")
+_SK_KEY = re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}")
+
+
+def _scores(backend: Backend) -> bool:
+    return type(backend).score is not Backend.score
+
+
 def require(backend: Backend, capability: str, purpose: str) -> None:
-    """Fail before any work starts when `backend` lacks what `purpose` needs."""
-    if capability not in backend.capabilities:
+    """Fail before any work starts when `backend` lacks what `purpose` needs: a backend that declares
+    log-likelihoods but never implemented score() (a plugin) counts as lacking them."""
+    declared = capability in backend.capabilities
+    if capability == "loglikelihood":
+        declared = declared and _scores(backend)
+    elif capability == "option_logprobs":
+        declared = declared and (_scores(backend) or type(backend).option_logprobs is not Backend.option_logprobs)
+    if not declared:
         raise MissingCapability(f"{purpose} needs a backend that can {capability.replace('_', ' ')}; "
                                 f"{backend.name} cannot (use llamacpp, transformers, or openai against a server "
                                 "that returns prompt logprobs, e.g. vLLM or llama.cpp's server)")
@@ -154,5 +184,9 @@ def load_backend(cfg: ModelConfig) -> Backend:
         return TransformersBackend(cfg)
     if ":" in cfg.backend:
         module, _, cls = cfg.backend.partition(":")
-        return getattr(importlib.import_module(module), cls)(cfg)
+        try:
+            factory = getattr(importlib.import_module(module), cls)
+        except (ImportError, AttributeError) as e:
+            raise ValueError(f"backend {cfg.backend}: cannot load it ({e})") from None
+        return factory(cfg)
     raise ValueError(f"unknown backend {cfg.backend!r}: use llamacpp, openai, transformers or module:Class")

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from xinstruct.config import ModelConfig
+from xinstruct.config import LlamaCppConfig
 from xinstruct.models.base import (
     Backend,
     Completion,
+    FatalBackendError,
     GenerationResult,
     OptionScores,
     SamplingParams,
@@ -49,7 +50,7 @@ class LlamaCppBackend(Backend):
     name = "llamacpp"
     capabilities = frozenset({"generate", "loglikelihood", "option_logprobs", "grammar"})
 
-    def __init__(self, cfg: ModelConfig, n_parallel: int | None = None):
+    def __init__(self, cfg: LlamaCppConfig, n_parallel: int | None = None):
         import llama_cpp as L
 
         self.L = L
@@ -187,8 +188,8 @@ class LlamaCppBackend(Backend):
                     if last:
                         slot.logit_index = idx
                 budget -= len(take)
-            if L.llama_decode(self.ctx, self.batch) != 0:
-                raise RuntimeError("llama_decode failed")
+            if (rc := L.llama_decode(self.ctx, self.batch)) != 0:
+                raise FatalBackendError(_decode_failed(rc))
             for s, slot in enumerate(slots):
                 if slot is None or slot.pending or slot.logit_index < 0:
                     continue
@@ -233,8 +234,8 @@ class LlamaCppBackend(Backend):
                 chunk = full[pos:pos + 512]
                 for j, tok in enumerate(chunk):  # logits wanted where the next token is a continuation token
                     self._add(tok, pos + j, 0, pos + j >= len(ctx_toks) - 1 and pos + j < len(full) - 1)
-                if L.llama_decode(self.ctx, self.batch) != 0:
-                    raise RuntimeError("llama_decode failed")
+                if (rc := L.llama_decode(self.ctx, self.batch)) != 0:
+                    raise FatalBackendError(_decode_failed(rc))
                 for j in range(len(chunk)):
                     p = pos + j
                     if self.batch.logits[j]:
@@ -270,8 +271,8 @@ class LlamaCppBackend(Backend):
                 self.batch.n_tokens = 0
                 for pos in range(start, min(start + 512, len(tokens))):
                     self._add(tokens[pos], pos, 0, pos == len(tokens) - 1)
-                if L.llama_decode(self.ctx, self.batch) != 0:
-                    raise RuntimeError("llama_decode failed")
+                if (rc := L.llama_decode(self.ctx, self.batch)) != 0:
+                    raise FatalBackendError(_decode_failed(rc))
             logits = np.ctypeslib.as_array(L.llama_get_logits_ith(self.ctx, -1), shape=(self.n_vocab,))
             m = logits.max()
             log_z = m + np.log(np.exp(logits - m).sum())
@@ -299,6 +300,14 @@ class LlamaCppBackend(Backend):
             self.close()
         except Exception:
             pass
+
+
+def _decode_failed(rc: int) -> str:
+    """Why llama_decode failed. What one record can cause (a prompt longer than n_ctx) is refused per record
+    before decoding, so a failure here is the backend's, not a record's."""
+    why = {1: "no room in the KV cache (lower n_parallel or raise n_ctx)", 2: "aborted"}.get(
+        rc, "invalid batch" if rc == -1 else "llama.cpp error")
+    return f"llama_decode failed with code {rc}: {why}"
 
 
 def _quiet(level, text, user_data):  # llama.cpp prints every tensor load otherwise

@@ -11,8 +11,16 @@ import os
 import shutil
 from pathlib import Path
 
-from xinstruct.config import ModelConfig
-from xinstruct.models.base import Backend, Completion, GenerationResult, SamplingParams, Score, truncate_at_stop
+from xinstruct.config import TransformersConfig
+from xinstruct.models.base import (
+    Backend,
+    Completion,
+    GenerationResult,
+    SamplingParams,
+    Score,
+    clean_error,
+    truncate_at_stop,
+)
 from xinstruct.models.bundled import BUNDLED_MODEL_ID, bundled_gguf
 
 
@@ -72,10 +80,16 @@ class TransformersBackend(Backend):
     name = "transformers"
     capabilities = frozenset({"generate", "loglikelihood", "option_logprobs"})
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: TransformersConfig):
         self.cfg = cfg
         self.model, self.tok = load_causal_lm(cfg.model, cfg.device, cfg.dtype, cfg.lora)
         self.device = next(self.model.parameters()).device
+        self.n_ctx = getattr(self.model.config, "max_position_embeddings", None)
+
+    def _too_long(self, n_tokens: int) -> str | None:
+        if self.n_ctx and n_tokens > self.n_ctx:
+            return f"{n_tokens} tokens exceed the model's context of {self.n_ctx}"
+        return None
 
     @property
     def model_id(self) -> str:
@@ -89,9 +103,17 @@ class TransformersBackend(Backend):
         import torch
 
         self.tok.padding_side = "left"
-        results = []
-        for start in range(0, len(prompts), self.cfg.batch_size):
-            chunk = prompts[start:start + self.cfg.batch_size]
+        results = [None] * len(prompts)
+        fit = []
+        for i, prompt in enumerate(prompts):  # a prompt too long for the context fails alone, not its batch
+            error = self._too_long(len(self.tok(prompt)["input_ids"]) + params.max_tokens)
+            if error:
+                results[i] = GenerationResult(error=error)
+            else:
+                fit.append(i)
+        batched = []
+        for start in range(0, len(fit), self.cfg.batch_size):
+            chunk = [prompts[i] for i in fit[start:start + self.cfg.batch_size]]
             try:
                 # each prompt n times: greedy decoding refuses num_return_sequences > 1
                 enc = self.tok([p for p in chunk for _ in range(params.n)], return_tensors="pt",
@@ -106,7 +128,7 @@ class TransformersBackend(Backend):
                         top_p=params.top_p if sample else None, top_k=None,
                         pad_token_id=self.tok.pad_token_id)
             except (RuntimeError, ValueError) as e:
-                results.extend(GenerationResult(error=f"{type(e).__name__}: {e}") for _ in chunk)
+                batched.extend(GenerationResult(error=clean_error(f"{type(e).__name__}: {e}")) for _ in chunk)
                 continue
             new = out[:, enc["input_ids"].shape[1]:]
             for i in range(len(chunk)):
@@ -118,7 +140,9 @@ class TransformersBackend(Backend):
                     text, hit_stop = truncate_at_stop(self.tok.decode(ids, skip_special_tokens=True), params.stop)
                     done = hit_eos or hit_stop or n_tok < params.max_tokens
                     comps.append(Completion(text, "stop" if done else "length", n_tok))
-                results.append(GenerationResult(completions=comps))
+                batched.append(GenerationResult(completions=comps))
+        for i, result in zip(fit, batched):
+            results[i] = result
         return results
 
     def score(self, requests: list[tuple[str, str]]) -> list[Score]:
@@ -128,8 +152,16 @@ class TransformersBackend(Backend):
         for context, continuation in requests:
             ctx = self.tok(context, return_tensors="pt")["input_ids"]
             full = self.tok(context + continuation, return_tensors="pt")["input_ids"].to(self.device)
-            with torch.no_grad():
-                logprobs = torch.log_softmax(self.model(full).logits[0, :-1].float(), dim=-1)
+            error = self._too_long(full.shape[1])
+            if error:
+                scores.append(Score(error=error))
+                continue
+            try:
+                with torch.no_grad():
+                    logprobs = torch.log_softmax(self.model(full).logits[0, :-1].float(), dim=-1)
+            except RuntimeError as e:  # e.g. out of memory on a long text: this request fails, not the batch
+                scores.append(Score(error=clean_error(f"{type(e).__name__}: {e}")))
+                continue
             targets = full[0, 1:]
             token_lp = logprobs.gather(1, targets[:, None])[:, 0]
             scores.append(Score(float(token_lp[ctx.shape[1] - 1:].sum()), int(full.shape[1] - ctx.shape[1])))

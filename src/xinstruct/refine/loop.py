@@ -17,7 +17,7 @@ import shutil
 import time
 from pathlib import Path
 
-from xinstruct.config import ModelConfig, RunConfig
+from xinstruct.config import ModelConfig, RunConfig, with_adapter
 from xinstruct.core.stage import RunContext
 from xinstruct.io.files import read_jsonl, write_json, write_jsonl
 from xinstruct.refine.label import compare, keep_rule, label_candidates, pair_key, select
@@ -81,8 +81,8 @@ def evaluator_backend_config(cfg: RunConfig, trained_dir: Path | None) -> ModelC
     model = cfg.refine.evaluator.model
     if trained_dir is None:
         return model
-    lora = trained_dir / "adapter" if model.backend == "transformers" else trained_dir / "evaluator-lora.gguf"
-    return model.model_copy(update={"lora": str(lora)})
+    return with_adapter(model, trained_dir / "evaluator-lora.gguf", trained_dir / "adapter",
+                        "the trained evaluator (refine.evaluator.kind: trained)")
 
 
 def train_round_evaluator(cfg: RunConfig, t: int, ctx: RunContext) -> Path | None:
@@ -93,6 +93,7 @@ def train_round_evaluator(cfg: RunConfig, t: int, ctx: RunContext) -> Path | Non
     if ecfg.kind != "trained":
         return None
     out = iteration_dir(cfg, t) / "evaluator"
+    evaluator_backend_config(cfg, out)  # a grading backend that cannot load the adapter fails before training
     if t > 1 and cfg.refine.retrain not in ("evaluator", "both"):
         return train_round_evaluator(cfg, t - 1, ctx)
     if (out / "train_summary.json").exists():
@@ -121,6 +122,9 @@ def regenerate(cfg: RunConfig, t: int, ctx: RunContext, fingerprint: str, work: 
     if done.exists() and read_json_or(done).get("fingerprint") == fingerprint:
         return
     gen_dir = folder / "generator"
+    # before training: a generator that cannot load the adapter should fail now, not after an hour of training
+    gen_cfg = with_adapter(cfg.generator, gen_dir / "generator-lora.gguf", gen_dir / "adapter",
+                           "the retrained generator (refine.retrain: generator)")
     if not (gen_dir / "train_summary.json").exists():
         kept = [{"instruction": r["instruction"], "output": r["output"]}
                 for lang in cfg.languages for r in read_jsonl(iteration_dir(cfg, t - 1) / "kept" / f"{lang}.jsonl")]
@@ -128,7 +132,6 @@ def regenerate(cfg: RunConfig, t: int, ctx: RunContext, fingerprint: str, work: 
         ctx.log(f"refine {t}: retraining the generator on {len(pairs)} pairs (seed + kept)")
         set_cpu_threads()
         train_generator(pairs, cfg.train, gen_dir)
-    gen_cfg = cfg.generator.model_copy(update={"lora": str(gen_dir / "generator-lora.gguf")})
     with load_backend(gen_cfg) as backend:
         for lang in cfg.languages:
             docs = clean_documents(ctx.layout, lang, ctx.limit)

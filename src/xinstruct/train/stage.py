@@ -10,19 +10,25 @@ from xinstruct.io.files import read_jsonl
 
 
 def uses_trained_adapter(cfg) -> bool:
-    """Does the generator take the adapter this run trains? Yes for the bundled model (llama.cpp or
-    transformers) when no model or adapter of its own is configured; a served model is the user's business."""
+    """Does the generator take the adapter this run trains? Yes when it runs the model training starts from
+    (both unset: the bundled Gemma) on a backend that loads adapters (llama.cpp, transformers, a managed server)
+    and has no adapter of its own; a model served elsewhere is the user's business."""
+    from xinstruct.config import adapter_format
+
     gen = cfg.generator
-    return gen.backend in ("llamacpp", "transformers") and gen.model is None and gen.lora is None
+    return (adapter_format(gen) is not None and getattr(gen, "lora", None) is None
+            and getattr(gen, "model", None) == cfg.train.base.model)
 
 
 def generator_config(cfg, layout):
-    """The configured generator, with the adapter this run trained where it takes one."""
+    """The configured generator, with the adapter this run trained in the form its backend loads."""
+    from xinstruct.config import with_adapter
+
     gen = cfg.generator
-    if uses_trained_adapter(cfg):
-        adapter = layout.generator_adapter if gen.backend == "llamacpp" else layout.generator / "adapter"
-        if adapter.exists():
-            gen = gen.model_copy(update={"lora": str(adapter)})
+    gguf, peft = layout.generator_adapter, layout.generator / "adapter"
+    if uses_trained_adapter(cfg) and (gguf.exists() or peft.exists()):
+        gen = with_adapter(gen, gguf if gguf.exists() else None, peft if peft.exists() else None,
+                           "the generator this run trained")
     return gen
 
 
