@@ -140,8 +140,8 @@ def write_outputs(docs: Iterable[dict], lang: str, shards: int, folder: Path) ->
             f.close()
         for c in caches.values():
             c.close()
-    for k in paths:
-        tmp[k].replace(paths[k])
+    for k, path in paths.items():
+        tmp[k].replace(path)
     unresolved = {k: v for k, v in (("generate:backend_error", rejected.get(RETRYABLE, 0)),
                                     ("generate:not_done", counts["missing"])) if v}
     return {"documents": counts["documents"], "candidates": counts["candidates"], "rejected": dict(rejected),
