@@ -1,0 +1,165 @@
+"""Stage II grader: likelihood features, the fitted grader, the fast llama.cpp scoring path, the noise check."""
+
+import zlib
+
+import numpy as np
+import pytest
+from fake_backend import FakeBackend
+
+from xinstruct.models.base import Backend, MissingCapability, Score
+from xinstruct.prompts import generation_prompt
+from xinstruct.refine.evaluator import make_evaluator
+from xinstruct.refine.experiment import expected_calibration_error, quality
+from xinstruct.refine.features import (
+    FEATURES,
+    FeatureScorer,
+    ScoreCache,
+    cut_mid_sentence,
+    instruction_segments,
+    text_halves,
+)
+from xinstruct.refine.grader import DEFAULT_FEATURES, GraderModel, LikelihoodEvaluator, fit_grader
+from xinstruct.refine.ratings import GRADES
+
+TEXT = "Mvua kubwa imenyesha jijini Dar es Salaam usiku wa kuamkia leo. Mafuriko yameharibu nyumba nyingi."
+
+
+class TableScorer(Backend):
+    """Scores from a rule, so feature formulas can be checked by hand: a continuation is likelier after a
+    context that contains its first word; every request is logged."""
+
+    name = "table"
+    capabilities = frozenset({"generate", "loglikelihood"})
+    model_id = "table-model"
+
+    def __init__(self):
+        self.seen: list[tuple[str, str]] = []
+
+    def score(self, requests):
+        self.seen += requests
+        out = []
+        for ctx, cont in requests:
+            n = len(cont.split())
+            base = -2.0 * n - (zlib.crc32(cont.encode()) % 7) / 10
+            bonus = 1.5 * n if cont.split()[0].lower() in ctx.lower() else 0.0
+            out.append(Score(base + bonus, n) if "FAIL" not in cont else Score(error="boom"))
+        return out
+
+
+def test_instruction_segments_and_text_halves():
+    assert instruction_segments("Describe the floods in Dar es Salaam.") == ["Describe the floods in Dar es Salaam."]
+    assert instruction_segments("Summarise the recent floods, including how many houses were lost.") == [
+        "Summarise the recent floods,", "including how many houses were lost."]
+    # a short lead-in ("In one sentence,") joins its clause rather than standing as a content-free segment
+    assert instruction_segments("In one sentence, what did the flood destroy?") == [
+        "In one sentence, what did the flood destroy?"]
+    a, b = text_halves(TEXT)
+    assert a.endswith("leo.") and b.startswith("Mafuriko") and f"{a} {b}" == TEXT
+
+
+def test_cut_mid_sentence():
+    assert cut_mid_sentence(TEXT) == 0.0
+    assert cut_mid_sentence("Mvua kubwa imenyesha jijini Dar es") == 1.0
+    assert cut_mid_sentence('Alisema "tutarudi."') == 0.0
+    assert cut_mid_sentence("ฝนตกหนักในกรุงเทพ") == 0.0  # Thai marks no sentence end: no evidence either way
+
+
+def test_features_by_hand_and_requests_deduplicated():
+    backend = TableScorer()
+    items = [{"instruction": "Describe the floods in Dar es Salaam.", "output": TEXT},
+             {"instruction": "Explain coffee farming, and when to harvest beans.", "output": TEXT},
+             {"instruction": "Describe the floods in Dar es Salaam.", "output": "Kahawa inalimwa Kilimanjaro."}]
+    rows = FeatureScorer(backend, ["pmi", "pmi_per_token", "pmi_segment_min", "echo"]).compute(items)
+    assert all(r.error is None for r in rows)
+    # "Describe" is not in the text, "Dar" is: PMI is what the text adds, the baseline's share cancels
+    t, e = backend.score([(generation_prompt(TEXT), " Describe the floods in Dar es Salaam."),
+                          (generation_prompt(""), " Describe the floods in Dar es Salaam.")])
+    assert rows[0].values["pmi"] == pytest.approx(t.logprob - e.logprob)
+    assert rows[0].values["pmi_per_token"] == pytest.approx(rows[0].values["pmi"] / 7)
+    assert rows[0].values["echo"] > 0.2 and rows[1].values["echo"] == 0.0  # "Dar es Salaam" is copied
+    # the same empty-text baseline request serves both items that share the instruction: sent once
+    sent = backend.seen[:-2]
+    assert len(sent) == len(set(sent))
+    assert sent.count((generation_prompt(""), " Describe the floods in Dar es Salaam.")) == 1
+
+
+def test_a_failed_score_is_an_error_never_a_value():
+    rows = FeatureScorer(TableScorer(), ["pmi"]).compute([{"instruction": "FAIL here", "output": TEXT}])
+    assert rows[0].values is None and rows[0].error.startswith("backend_error")
+
+
+def test_backend_without_loglikelihood_is_refused():
+    with pytest.raises(MissingCapability, match="loglikelihood|log-likelihood|can loglikelihood"):
+        FeatureScorer(FakeBackend(), ["pmi"])
+    model = _fitted(["pmi", "echo"], model_id="fake")
+    with pytest.raises(MissingCapability):
+        LikelihoodEvaluator(FakeBackend(), model)
+    # cheap features alone need no likelihoods
+    assert FeatureScorer(FakeBackend(), ["echo", "cut_mid_sentence"]).compute(
+        [{"instruction": "Describe it.", "output": TEXT}])[0].values is not None
+
+
+def _fitted(features, model_id="table-model", seed=0):
+    rng = np.random.default_rng(seed)
+    grades = [GRADES[k % 3] for k in range(90)]
+    x = np.array([[3.0 - 2 * GRADES.index(g) + rng.normal()] + [rng.normal() for _ in features[1:]] for g in grades])
+    return fit_grader(x, grades, features, model_id)
+
+
+def test_grader_round_trip_and_fingerprint(tmp_path):
+    model = _fitted(["pmi", "echo"])
+    path = tmp_path / "grader.json"
+    model.save(path)
+    again = GraderModel.load(path)
+    x = np.array([[4.0, 0.1], [-1.0, 0.0], [1.0, 0.5]])
+    assert np.allclose(model.predict_proba(x), again.predict_proba(x))
+    assert again.fingerprint == model.fingerprint and len(model.fingerprint) == 12
+    assert model.predict_proba(x)[0].argmax() == 0 and model.predict_proba(x)[1].argmax() == 2
+    assert np.allclose(model.predict_proba(x).sum(axis=1), 1)
+    other = _fitted(["pmi", "echo"], seed=1)
+    assert other.fingerprint != model.fingerprint
+
+
+def test_likelihood_evaluator_keeps_features_and_refuses_another_model():
+    model = _fitted(["pmi", "echo"])
+    grades = LikelihoodEvaluator(TableScorer(), model).grade(
+        [{"instruction": "Describe the floods in Dar es Salaam.", "output": TEXT},
+         {"instruction": "FAIL now", "output": TEXT}])
+    assert grades[0].grade in GRADES and set(grades[0].features) == {"pmi", "echo"}
+    assert abs(sum(grades[0].probs.values()) - 1) < 1e-5
+    assert grades[1].grade is None and grades[1].error.startswith("backend_error")
+    with pytest.raises(ValueError, match="fitted on features scored by"):
+        LikelihoodEvaluator(TableScorer(), _fitted(["pmi", "echo"], model_id="another-model"))
+
+
+def test_bundled_grader_loads_with_documented_features():
+    model = GraderModel.load("bundled")
+    assert model.features == DEFAULT_FEATURES and all(f in FEATURES for f in model.features)
+    assert np.asarray(model.coef).shape == (3, len(model.features))
+
+
+def test_calibration_error_and_quality_figures():
+    probs = np.array([[0.9, 0.05, 0.05], [0.1, 0.1, 0.8], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1]])
+    gold = np.array([0, 2, 1, 1])
+    # bins: 0.9 right, 0.8 right, 0.6 wrong, 0.7 right -> |1-.9|/4 + |1-.8|/4 + |0-.6|/4 + |1-.7|/4
+    assert expected_calibration_error(probs, gold) == pytest.approx((0.1 + 0.2 + 0.6 + 0.3) / 4)
+    rows = [{"kind": k, "grade": g} for k, g in
+            [("true", "best"), ("mismatched", "worst"), ("compound", "flawed"), ("truncated", "flawed")]]
+    q = quality(probs, rows)
+    assert q["auc_true_vs_mismatched"] == 1.0 and q["auc_true_vs_flawed"] == 1.0 and q["accuracy"] == 0.75
+    assert q["confusion"]["flawed"] == {"best": 1, "flawed": 1, "worst": 0}
+
+
+def test_make_evaluator_likelihood_uses_the_bundled_grader():
+    with pytest.raises(ValueError, match="fitted on features scored by"):
+        make_evaluator("likelihood", TableScorer())  # the bundled grader is for the bundled Gemma's scores
+
+
+def test_score_cache_round_trip(tmp_path):
+    cache = ScoreCache(tmp_path / "scores.jsonl")
+    backend = TableScorer()
+    items = [{"instruction": "Describe the floods in Dar es Salaam.", "output": TEXT}]
+    first = FeatureScorer(backend, ["pmi"], cache).compute(items)
+    n = len(backend.seen)
+    again = FeatureScorer(backend, ["pmi"], ScoreCache(tmp_path / "scores.jsonl")).compute(items)
+    assert len(backend.seen) == n and again[0].values == first[0].values
