@@ -163,3 +163,57 @@ def test_score_cache_round_trip(tmp_path):
     n = len(backend.seen)
     again = FeatureScorer(backend, ["pmi"], ScoreCache(tmp_path / "scores.jsonl")).compute(items)
     assert len(backend.seen) == n and again[0].values == first[0].values
+
+
+SW_TEXTS = [TEXT, "Wakulima wa kahawa mkoani Kilimanjaro wanasema mvua za mwaka huu zimeongeza mavuno.",
+            "Timu ya taifa ilishinda mechi ya jana kwa mabao mawili kwa moja."]
+INSTRUCTIONS = ["Describe the floods in Dar es Salaam.", "Explain how the rains helped coffee farmers.",
+                "Report on yesterday's football match, including the score."]
+
+
+@pytest.mark.slow
+def test_fast_scoring_equals_one_at_a_time(llama):
+    """The prefix-tree path scores what the one-at-a-time path scores. llama.cpp's CPU kernels round differently
+    with a batch's shape: the one-at-a-time path against itself with 16-token chunks moved 20-token sums by up
+    to 1.35 nats (mean 0.48) in benchmarks/bench_scoring.py, so the bound is 0.1 nats a token; a wrong position
+    or a sequence reading another's cache is off by nats per token. With batches shaped alike it is exact."""
+    requests = [(generation_prompt(t), " " + q) for t in SW_TEXTS for q in INSTRUCTIONS]
+    requests += [(generation_prompt(""), " " + q) for q in INSTRUCTIONS]
+    requests += [(generation_prompt(SW_TEXTS[0]), " Describe the floods"),  # a prefix of another request
+                 (generation_prompt(SW_TEXTS[0]) + " Describe the floods", " in Dar es Salaam."),
+                 requests[0],  # the same request twice
+                 (generation_prompt(SW_TEXTS[1]), ""),  # nothing to score
+                 ("word " * 5000, " too long")]
+    fast, slow = llama.score(requests), llama.score_sequential(requests)
+    for f, s in zip(fast[:-1], slow[:-1]):
+        assert f.error is None and f.n_tokens == s.n_tokens
+        assert abs(f.logprob - s.logprob) <= 0.1 * max(1, f.n_tokens), (f, s)
+    assert fast[-1].error and "n_ctx" in fast[-1].error and fast[-2].logprob == 0.0
+    assert fast[0].logprob == fast[-3].logprob
+    distinct = requests[:12]
+    saved, llama.n_parallel = llama.n_parallel, 1
+    try:
+        one = llama.score(distinct)
+    finally:
+        llama.n_parallel = saved
+    assert [s.logprob for s in one] == [s.logprob for s in slow[:12]]
+
+
+@pytest.mark.slow
+def test_pmi_prefers_the_instruction_written_for_the_text(llama):
+    rows = FeatureScorer(llama, ["pmi", "pmi_per_token"]).compute(
+        [{"instruction": q, "output": t} for t in SW_TEXTS for q in INSTRUCTIONS])
+    pmi = np.array([r.values["pmi"] for r in rows]).reshape(3, 3)
+    assert (pmi.argmax(axis=1) == [0, 1, 2]).all()
+
+
+@pytest.mark.slow
+def test_noise_injection_drops_mismatched_keeps_true(llama, shared_data):
+    """Issue 11's check on a small sample: held-out Thai FLORES pairs with 30% mismatched ones mixed in, graded by
+    the default evaluator and kept by the default rule."""
+    from xinstruct.refine.experiment import noise_injection
+
+    evaluator = make_evaluator("likelihood", llama)
+    result = noise_injection(evaluator, "th", shared_data / "text" / "flores_sib200", limit=14)
+    assert result["errors"] == 0 and result["mismatched"] == 6
+    assert result["mismatched_dropped"] >= 0.95 and result["true_kept"] >= 0.8, result

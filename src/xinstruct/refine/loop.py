@@ -150,7 +150,7 @@ def run_iteration(cfg: RunConfig, t: int, console: Console) -> dict:
     cand_folder = candidate_folder(cfg, t)
     summary: dict = {"iteration": t, "candidates_from": str(cand_folder), "languages": {}}
     with load_backend(evaluator_backend_config(cfg, trained)) as backend, progress_bar(console) as progress:
-        evaluator = make_evaluator(ecfg.kind, backend, ecfg.scoring, ecfg.max_tokens)
+        evaluator = make_evaluator(ecfg.kind, backend, ecfg.scoring, ecfg.max_tokens, ecfg.grader)
         summary["evaluator"] = evaluator.id
         heldout = rating_rows(cfg, "heldout")
         if heldout:  # how well this round's evaluator grades held-out seed pairs it never saw
