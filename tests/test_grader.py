@@ -217,3 +217,64 @@ def test_noise_injection_drops_mismatched_keeps_true(llama, shared_data):
     result = noise_injection(evaluator, "th", shared_data / "text" / "flores_sib200", limit=14)
     assert result["errors"] == 0 and result["mismatched"] == 6
     assert result["mismatched_dropped"] >= 0.95 and result["true_kept"] >= 0.8, result
+
+
+@pytest.fixture(scope="module")
+def scoring_server():
+    """llama-cpp-python's OpenAI server on loopback. It returns prompt log-probabilities for echo + logprobs only
+    with `logits_all` (its default; passed explicitly), and builds them in Python over Gemma's 262k vocabulary,
+    which makes it slow (about a minute a request here): one pair, one feature."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    pytest.importorskip("llama_cpp.server")
+    from xinstruct.models.bundled import bundled_gguf
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_gguf()), "--host",
+                             "127.0.0.1", "--port", str(port), "--n_ctx", "512", "--logits_all", "true",
+                             "--model_alias", "gemma"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("llama.cpp server did not start")
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.slow
+def test_features_agree_on_llamacpp_and_openai_server(llama, scoring_server):
+    """The same feature from the in-process backend and from the server's echo + logprobs. Tolerance 0.15 nats a
+    token per log-likelihood (PMI: two of them): the two run different batch shapes and llama.cpp's kernels
+    round with the shape (0.07 nats a token between chunkings of one path, benchmarks/bench_scoring.py; 0.14
+    measured between these two on a 2-token continuation). The token counts must agree exactly."""
+    from xinstruct.config import ModelConfig
+    from xinstruct.models.openai import OpenAIBackend
+
+    item = {"instruction": INSTRUCTIONS[0], "output": SW_TEXTS[0]}
+    with OpenAIBackend(ModelConfig(backend="openai", base_url=scoring_server, max_concurrency=1,
+                                   timeout_s=900)) as server:
+        remote = FeatureScorer(server, ["pmi", "pmi_per_token"]).compute([item])[0]
+    local = FeatureScorer(llama, ["pmi", "pmi_per_token"]).compute([item])[0]
+    assert remote.error is None, remote.error
+    n = len(llama.tokenize(" " + item["instruction"], add_bos=False))
+    assert remote.values["pmi"] / remote.values["pmi_per_token"] == pytest.approx(n)
+    assert abs(remote.values["pmi"] - local.values["pmi"]) <= 2 * 0.15 * n

@@ -39,8 +39,9 @@ _SEGMENT_END = re.compile(r"(?<=[.?!;:,])\s+")
 MIN_SEGMENT_WORDS = 4
 # Sentence ends in the scripts of the paper's languages (Thai marks them with a space), for splitting texts.
 _SENTENCE_END = re.compile(r"(?<=[.!?।॥۔。])\s+|(?<=[\u0E00-\u0E7F])\s+")
-_CLOSERS = "\"'”’»)]*"
-_TERMINAL = ".!?।॥۔。…"
+_TRAILING = re.compile(r"[\s\"'“”‘’«»)\]*\u200e\u200f]+$")  # closing quotes, brackets, marks after the last word
+_TERMINAL = ".!?।॥۔。…|-"  # "|" stands for the danda and "-" for the Urdu full stop in some web text
+_THAI = re.compile(r"[\u0E00-\u0E7F]")
 
 
 def instruction_segments(instruction: str) -> list[str]:
@@ -73,10 +74,10 @@ def cut_mid_sentence(text: str) -> float:
     """1 when the text visibly stops inside a sentence (its last character, closing quotes aside, is no sentence
     end), 0 otherwise; 0 for Thai, whose sentences carry no end mark. A clipped page or a generation stopped by
     its length limit gives a partial answer."""
-    end = text.rstrip().rstrip(_CLOSERS)
+    end = _TRAILING.sub("", text)
     if not end:
         return 1.0
-    if "\u0E00" <= end[-1] <= "\u0E7F":
+    if _THAI.search(text):
         return 0.0
     return 0.0 if end[-1] in _TERMINAL else 1.0
 
