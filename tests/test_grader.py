@@ -132,6 +132,19 @@ def test_likelihood_evaluator_keeps_features_and_refuses_another_model():
         LikelihoodEvaluator(TableScorer(), _fitted(["pmi", "echo"], model_id="another-model"))
 
 
+def test_labels_keep_features_and_probabilities(tmp_path):
+    from xinstruct.pipeline.journal import read_jsonl
+    from xinstruct.refine.label import label_candidates
+
+    items = [{"id": f"d{i}", "instruction": q, "output": TEXT} for i, q in
+             enumerate(["Describe the floods in Dar es Salaam.", "Explain coffee farming.", "FAIL to score"])]
+    stats = label_candidates(items, "sw", LikelihoodEvaluator(TableScorer(), _fitted(["pmi", "echo"])), tmp_path, 1)
+    labels = list(read_jsonl(tmp_path / "sw.labels.jsonl"))
+    assert stats["labelled"] == 2 and stats["error:backend_error"] == 1
+    assert all(set(lb["features"]) == {"pmi", "echo"} and set(lb["probs"]) == set(GRADES) for lb in labels)
+    assert labels[0]["evaluator"].startswith("likelihood:table-model:")
+
+
 def test_bundled_grader_loads_with_documented_features():
     model = GraderModel.load("bundled")
     assert model.features == DEFAULT_FEATURES and all(f in FEATURES for f in model.features)

@@ -214,12 +214,22 @@ def print_report(report: dict, console) -> None:
                       "share the machine)")
 
 
-def noise_injection(evaluator, lang: str, passages: Path, share: float = 0.3, min_best_prob: float = 0.0,
-                    limit: int | None = None, seed: int = 0) -> dict:
+KEEP_RULES = {
+    "grade best": lambda p: p[0] == max(p),
+    "P(best) >= 0.3": lambda p: p[0] >= 0.3,
+    "P(best) >= 0.4": lambda p: p[0] >= 0.4,
+    "not worst (best or flawed)": lambda p: p[2] < max(p),
+    "P(worst) < 0.5": lambda p: p[2] < 0.5,
+}
+DEFAULT_KEEP_RULE = "grade best"  # what refine.select keeps with min_best_prob 0 and no quota
+
+
+def noise_injection(evaluator, lang: str, passages: Path, share: float = 0.3, limit: int | None = None,
+                    seed: int = 0, rule: str = DEFAULT_KEEP_RULE) -> dict:
     """Issue 11's check: a language's held-out FLORES pairs (known good), mixed with deliberately mismatched ones
     (a text with another document's instruction) to make `share` of the whole; everything is graded and the
-    keep rule applied (grade best, P(best) at or above `min_best_prob`). Returns the share of mismatched pairs
-    dropped and of true pairs kept."""
+    keep rule applied. Returns the share of mismatched pairs dropped and of true pairs kept, under `rule` and
+    under each of KEEP_RULES."""
     from xinstruct.seed.parallel import load_instructions, parallel_pairs
 
     instructions = load_instructions("bundled:flores")
@@ -231,16 +241,17 @@ def noise_injection(evaluator, lang: str, passages: Path, share: float = 0.3, mi
     for k, pair in enumerate(rng.sample(good, min(n_bad, len(good)))):
         other = rng.choice([o for o in others if o["id"] != pair["id"]])
         bad.append({**pair, "id": f"{pair['id']}#mismatched{k}", "instruction": other["instruction"]})
-    items = good + bad
-    grades = evaluator.grade(items)
-    kept = [g.error is None and g.grade == "best" and g.probs["best"] >= min_best_prob for g in grades]
-    n_good = len(good)
-    return {"lang": lang, "true": n_good, "mismatched": len(bad),
-            "mismatched_dropped": round(1 - sum(kept[n_good:]) / max(1, len(bad)), 4),
-            "true_kept": round(sum(kept[:n_good]) / max(1, n_good), 4),
-            "errors": sum(g.error is not None for g in grades),
-            "p_best": [round(g.probs["best"], 4) if g.probs else None for g in grades],
-            "is_true": [True] * n_good + [False] * len(bad)}
+    grades = evaluator.grade(good + bad)
+    probs = [[g.probs[k] for k in GRADES] if g.error is None else None for g in grades]
+    is_true = [True] * len(good) + [False] * len(bad)
+
+    def figures(keep) -> dict:
+        kept = [p is not None and keep(p) for p in probs]
+        return {"mismatched_dropped": round(1 - sum(k for k, t in zip(kept, is_true) if not t) / max(1, len(bad)), 4),
+                "true_kept": round(sum(k for k, t in zip(kept, is_true) if t) / max(1, len(good)), 4)}
+
+    return {"lang": lang, "true": len(good), "mismatched": len(bad), "rule": rule, **figures(KEEP_RULES[rule]),
+            "errors": sum(p is None for p in probs), "rules": {name: figures(f) for name, f in KEEP_RULES.items()}}
 
 
 def run_trained(langs: list[str], passages: Path, evaluator: Path | None, output_dir: Path, epochs: float,
