@@ -1,6 +1,6 @@
 """Issue 11's noise-injection check: each language's held-out FLORES pairs (known good) with 30% deliberately
 mismatched pairs mixed in (a text with another document's instruction), graded by the default evaluator (the
-bundled likelihood grader on the bundled Gemma) and kept by the default rule (grade best). Prints the share of
+bundled likelihood grader on the bundled Gemma) and kept by the proposed rule (P(best) >= 0.37). Prints the share of
 mismatched pairs dropped (target >= 95%) and of true pairs kept (target >= 80%), and the same figures under
 other keep rules, per language and over all languages.
 
