@@ -9,7 +9,7 @@ from killing import cache_records, run_and_kill
 from xinstruct.config import GenerateConfig
 from xinstruct.corpus.langid import LanguageIdentifier
 from xinstruct.generate.candidates import generate_candidates
-from xinstruct.generate.checks import check_instruction
+from xinstruct.generate.checks import check_instruction, is_english
 from xinstruct.io.files import read_jsonl
 from xinstruct.models.base import Completion
 from xinstruct.seed import bundled_path
@@ -32,6 +32,22 @@ def test_instruction_checks():
     seen = set()
     assert check("Describe the coffee harvest in Kilimanjaro.", seen=seen) is None
     assert check("describe the coffee  harvest in Kilimanjaro.", seen=seen) == "duplicate"
+
+
+def test_english_check_keeps_short_english_and_rejects_other_languages(shared_data):
+    """Short plain English once read as Hausa or Aragonese passes; the bundled FLORES instructions pass; natural
+    sentences in the paper's languages are still rejected (at most 0.1% let through: names and "na", "la")."""
+    lid = LanguageIdentifier()
+    assert is_english("Summarise Tanganyika's history.", lid)[0]
+    assert is_english("Describe a natural disaster.", lid)[0]
+    flores = [r["instruction"] for r in read_jsonl(bundled_path("flores_instructions.jsonl"))]
+    assert all(is_english(t, lid)[0] for t in flores)
+    let_through = total = 0
+    for lang in ("bn", "fi", "hi", "id", "sw", "ta", "th", "tr", "ur", "vi"):
+        sentences = [r["text"] for r in read_jsonl(shared_data / "text" / "leipzig_sentences" / f"{lang}.jsonl")]
+        let_through += sum(is_english(t, lid)[0] for t in sentences)
+        total += len(sentences)
+    assert let_through <= 0.001 * total
 
 
 def docs(n=40):

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from xinstruct.config import ConfigError, RunConfig, load_config, validated_copy
+from xinstruct.languages import PAPER_LANGUAGES
 
 app = typer.Typer(help="Build instruction data for low-resource languages the X-Instruction way "
                        "(native text as responses, model-written English instructions).\n\n"
@@ -533,66 +534,36 @@ def eval_generator(
 
 @app.command("eval-evaluator")
 def eval_evaluator(
-    languages: Annotated[str, typer.Option(help="comma-separated; default: three scripts")] = "sw,th,hi",
+    languages: Annotated[str, typer.Option(help="comma-separated; default: the paper's 10")] = ",".join(
+        PAPER_LANGUAGES),
     passages: PassagesOpt = FLORES_DIR,
-    evaluator: Annotated[Path | None, typer.Option(help="trained evaluator GGUF LoRA; trained here if absent")]
-        = None,
+    kind: Annotated[str, typer.Option(help="likelihood (features + fitted grader) | trained (LoRA grader)")]
+        = "likelihood",
+    features: Annotated[str | None, typer.Option(help="grader features, comma-separated; default: the "
+                                                      "bundled grader's")] = None,
+    ablate: Annotated[str, typer.Option(help="more features to compare in the ablation, comma-separated")] = "",
+    save_grader: Annotated[Path | None, typer.Option(help="write the pooled fitted grader (JSON) here")] = None,
     output_dir: Annotated[Path, typer.Option()] = Path("runs/eval-evaluator"),
-    epochs: Annotated[float, typer.Option(help="epochs when training here")] = 1.0,
+    evaluator: Annotated[Path | None, typer.Option(help="trained: GGUF LoRA; trained here if absent")] = None,
+    epochs: Annotated[float, typer.Option(help="trained: epochs when training here")] = 1.0,
 ):
-    """Evaluator quality on held-out FLORES seed pairs: ROC-AUC of P(best), true vs mismatched, and the
-    3×3 confusion matrix on the synthetic held-out rating set, per language."""
-    from xinstruct.config import EvaluatorConfig, model_config
-    from xinstruct.models.llamacpp import LlamaCppBackend
-    from xinstruct.refine.evaluator import ScoringEvaluator
-    from xinstruct.refine.quality import evaluator_quality
-    from xinstruct.refine.ratings import GRADES, rating_set
-    from xinstruct.refine.training import train_evaluator
-    from xinstruct.seed.parallel import load_instructions, parallel_pairs
+    """Grader quality on held-out FLORES seed pairs: ROC-AUC of P(best) (true vs mismatched, true vs flawed),
+    3-grade accuracy, calibration, confusion, fits and ablation; writes quality.json (refine/experiment.py)."""
+    from xinstruct.refine import experiment
 
     _require_passages(passages)
     langs = languages.split(",")
-    instructions = load_instructions("bundled:flores")
-    pairs = [p for lang in langs for p in parallel_pairs(instructions, passages, lang)]
-    rows = rating_set(pairs)
-    heldout = [r for r in rows if r["split"] == "heldout"]
-    if evaluator is None:
-        evaluator = output_dir / "evaluator" / "evaluator-lora.gguf"
-        if not evaluator.exists():
-            ecfg = EvaluatorConfig()
-            train_cfg = validated_copy(ecfg.train, epochs=epochs)
-            train = [r for r in rows if r["split"] == "train"]
-            console.print(f"training the evaluator on {len(train)} graded FLORES train pairs ({epochs:g} epochs)")
-            train_evaluator(train, train_cfg, output_dir / "evaluator")
-    started = time.perf_counter()
-    with LlamaCppBackend(model_config(lora=str(evaluator))) as backend:
-        grades = ScoringEvaluator(backend).grade(heldout)
-    seconds = time.perf_counter() - started
-    report = evaluator_quality(heldout, grades)
-    table = Table(title=f"evaluator quality on held-out FLORES rating pairs ({evaluator})")
-    for col in ("lang", "n", "errors", "ROC-AUC best: true vs mismatched", "accuracy (3 grades)"):
-        table.add_column(col)
-    for lang, r in report.items():
-        table.add_row(lang, str(r["n"]), str(r["errors"]), f"{r['auc_true_vs_mismatched']:.4f}",
-                      f"{r['accuracy']:.4f}")
-    console.print(table)
-    for lang, r in report.items():
-        matrix = Table(title=f"{lang}: built as (rows) → graded as (columns)")
-        matrix.add_column("")
-        for g in GRADES:
-            matrix.add_column(g)
-        for gold in GRADES:
-            matrix.add_row(gold, *(str(r["confusion"][gold][g]) for g in GRADES))
-        console.print(matrix)
-    console.print(f"graded {len(heldout)} pairs in {seconds:.1f}s ({len(heldout) / seconds:.1f} pairs/s)")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "quality.json").write_text(json.dumps(report, indent=2))
+    if kind == "trained":
+        experiment.run_trained(langs, passages, evaluator, output_dir, epochs, console)
+        return
+    experiment.run_experiment(langs, passages, output_dir, features.split(",") if features else None,
+                              [f for f in ablate.split(",") if f], save_grader=save_grader, console=console)
 
 
 @app.command()
 def languages():
     """The language table: code, name used in "Answer in {Language}.", script."""
-    from xinstruct.languages import LANGUAGES, PAPER_LANGUAGES
+    from xinstruct.languages import LANGUAGES
 
     table = Table()
     for col in ("code", "name", "script", "accepted as", "confusable with", "paper"):

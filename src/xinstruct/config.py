@@ -296,7 +296,11 @@ class GenerateConfig(Section):
 class EvaluatorConfig(Section):
     """Who grades candidate pairs: a model trained on the synthetic rating set, or a prompted judge."""
 
-    kind: Literal["trained", "judge"] = Field("trained", description="trained | judge")
+    kind: Literal["likelihood", "trained", "judge"] = Field(
+        "likelihood", description="likelihood (base-model features + a fitted grader; no training) | trained "
+                                  "(LoRA grader, slow) | judge (prompted model)")
+    grader: str = Field("bundled", description="likelihood: the fitted grader's JSON; 'bundled' = fitted on FLORES "
+                                               "rating pairs of the paper's 10 languages, for the bundled model")
     model: ModelConfig = Field(LlamaCppConfig(), description="grading backend; a trained evaluator's LoRA is "
                                                           "added to it automatically")
     train: TrainConfig = Field(TrainConfig(epochs=1.0, batch_size=8, max_length=512, learning_rate=3e-4),

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import re
+from functools import cache
 
 from xinstruct.corpus.filters import compression_ratio
 from xinstruct.corpus.langid import LanguageIdentifier
 from xinstruct.models.base import Completion
 
+_WORD = re.compile(r"[^\W\d_]+")
+# Share of an instruction's words that must be common English words for it to pass when the language
+# identifier says otherwise; with 5,000 words this accepts 2 of the issue's 2 misread instructions and 5 of
+# 10,001 Leipzig sentences in the paper's languages (names and "na", "la" do it; docs/RESULTS.md).
+MIN_ENGLISH_WORD_SHARE = 0.6
 _LEAD = re.compile(r"^\s*(#+\s*)?(english\s+)?instruction\s*:\s*", re.IGNORECASE)
 
 
@@ -28,6 +34,32 @@ def echo_share(instruction: str, source: str, n: int = 8) -> float:
     return len(grams & char_ngrams(source, n)) / max(1, len(grams))
 
 
+@cache
+def english_words() -> frozenset[str]:
+    from xinstruct.seed import bundled_path
+
+    lines = bundled_path("english_words.txt").read_text(encoding="utf-8").splitlines()
+    return frozenset(w for w in lines if w and not w.startswith("#"))
+
+
+def english_word_share(text: str) -> float:
+    """Share of the text's words found in a list of 5,000 common English words. Capitalised words after the first
+    are names and count for no language, so "Summarise Tanganyika's history." is judged by its other words."""
+    words = _WORD.findall(text)
+    words = [w for k, w in enumerate(words) if k == 0 or not w[:1].isupper()]
+    if not words:
+        return 0.0
+    vocab = english_words()
+    return sum(w.lower() in vocab for w in words) / len(words)
+
+
+def is_english(text: str, lid: LanguageIdentifier) -> tuple[bool, str]:
+    """(verdict, code the identifier gave). Character n-gram identifiers misread short English (a 30-character
+    instruction read as Hausa or Aragonese), so a second vote by English words overrules a non-English verdict."""
+    code, _ = lid.detect(text)
+    return code == "en" or english_word_share(text) >= MIN_ENGLISH_WORD_SHARE, code
+
+
 def check_instruction(completion: Completion, source_text: str, lid: LanguageIdentifier, *,
                       min_chars: int = 10, max_chars: int = 400, max_echo: float = 0.5,
                       seen: set[str] | None = None) -> tuple[str, str | None]:
@@ -43,8 +75,8 @@ def check_instruction(completion: Completion, source_text: str, lid: LanguageIde
         return text, "repetitive"
     if echo_share(text, source_text) > max_echo:
         return text, "echoes_text"
-    code, _ = lid.detect(text)
-    if code != "en":
+    english, code = is_english(text, lid)
+    if not english:
         return text, f"not_english:{code}"
     if seen is not None:
         key = " ".join(text.lower().split())

@@ -88,6 +88,7 @@ class LlamaCppBackend(Backend):
             adapters = (L.llama_adapter_lora_p_ctypes * 1)(self.adapter)
             L.llama_set_adapters_lora(self.ctx, adapters, 1, (ctypes.c_float * 1)(1.0))
         self.batch = L.llama_batch_init(512, 0, 1)
+        self.tree_batch = None  # score(): up to n_parallel sequences per token, made on first use
         self.tokens_generated = 0
 
     @property
@@ -217,7 +218,109 @@ class LlamaCppBackend(Backend):
         return results
 
     def score(self, requests: list[tuple[str, str]]) -> list[Score]:
-        """log p(continuation tokens | context) per request, one request at a time on sequence 0."""
+        """log p(continuation tokens | context) per request, with shared prefixes computed once.
+
+        The workload repeats contexts (one text scored with several instructions; one empty-text prompt shared
+        by every instruction), so requests are sorted by their tokens and packed, up to n_parallel at a time,
+        into a prefix tree: a token shared by several requests is decoded once, in one cell of the unified
+        KV cache that all their sequences read (a multi-sequence batch entry), and logits are asked for only
+        at positions whose next token is scored. Equal to `score_sequential` within llama.cpp's kernel
+        rounding, which moves with a batch's shape (see the tests and benchmarks/bench_scoring.py).
+        """
+        toks = [(self.tokenize(c), self.tokenize(x, add_bos=False)) for c, x in requests]
+        scores: list[Score | None] = [None] * len(requests)
+        todo = []
+        for i, (ctx, cont) in enumerate(toks):
+            if len(ctx) + len(cont) > self.n_ctx:
+                scores[i] = Score(error=f"{len(ctx) + len(cont)} tokens exceed n_ctx {self.n_ctx}")
+            elif not cont:
+                scores[i] = Score(0.0, 0)
+            else:
+                todo.append(i)
+        # Sorted by tokens, a request that is a prefix of another sits just before it and can ride on its
+        # sequence: its scored positions are nodes of the longer request's path (a clause of an instruction,
+        # the same pair twice). Only the others ("leaves") need a sequence of their own.
+        todo.sort(key=lambda i: toks[i][0] + toks[i][1])
+        fulls = [toks[i][0] + toks[i][1] for i in todo]
+        wave: list[int] = []
+        leaves = cells = 0
+        for k, i in enumerate(todo):
+            full = fulls[k]
+            new_cells = len(full) - (_common_prefix(fulls[k - 1], full) if wave else 0)
+            leaf = k + 1 == len(todo) or _common_prefix(full, fulls[k + 1]) < len(full)
+            # +1: whichever request ends a wave needs a sequence, even one that would have ridden on the next
+            if wave and (leaves + 1 > self.n_parallel or cells + new_cells > self.n_ctx):
+                self._score_wave(wave, toks, scores)
+                wave, leaves, cells, new_cells = [], 0, 0, len(full)
+            wave.append(i)
+            leaves += leaf
+            cells += new_cells
+        if wave:
+            self._score_wave(wave, toks, scores)
+        return scores
+
+    def _score_wave(self, wave: list[int], toks: list[tuple[list[int], list[int]]], scores: list) -> None:
+        """Decode the prefix tree of a wave of requests (sorted by tokens) and sum each request's scores.
+
+        Every node (a token at a position after a given prefix) is one batch entry whose sequence ids are the
+        leaves below it, so the KV cell it fills is read by all of them; a request that is a prefix of the
+        next one is scored on that one's nodes."""
+        L = self.L
+        if self.tree_batch is None:
+            self.tree_batch = L.llama_batch_init(512, 0, self.n_parallel)
+        fulls = [toks[i][0] + toks[i][1] for i in wave]
+        index: dict[tuple[int, int], int] = {}  # (parent node, token) -> node
+        nodes: list[list] = []  # [token, pos, seq ids, wants logits]
+        wanted: dict[int, list[tuple[int, int]]] = {}  # node -> [(request, next token)]
+        seq = 0
+        for k in range(len(wave) - 1, -1, -1):  # from the last, so a prefix request finds its leaf's seq
+            i, full = wave[k], fulls[k]
+            if k + 1 < len(wave) and _common_prefix(full, fulls[k + 1]) == len(full):
+                seq_of = None  # rides on the next request's path
+            else:
+                seq_of = seq
+                seq += 1
+            n_ctx_toks = len(toks[i][0])
+            parent = -1
+            for pos, tok in enumerate(full):
+                node = index.get((parent, tok))
+                if node is None:
+                    node = index[(parent, tok)] = len(nodes)
+                    nodes.append([tok, pos, [], False])
+                if seq_of is not None:
+                    nodes[node][2].append(seq_of)
+                if n_ctx_toks - 1 <= pos < len(full) - 1:
+                    nodes[node][3] = True
+                    wanted.setdefault(node, []).append((i, full[pos + 1]))
+                parent = node
+        totals = dict.fromkeys(wave, 0.0)
+        b = self.tree_batch
+        L.llama_memory_seq_rm(self.mem, -1, -1, -1)
+        for start in range(0, len(nodes), 512):  # a node is made after its parent, so chunks stay causal
+            chunk = range(start, min(start + 512, len(nodes)))
+            b.n_tokens = 0
+            for j, n in enumerate(chunk):
+                tok, pos, seqs, logits = nodes[n]
+                b.token[j], b.pos[j], b.n_seq_id[j], b.logits[j] = tok, pos, len(seqs), logits
+                for k, s in enumerate(seqs):
+                    b.seq_id[j][k] = s
+            b.n_tokens = len(chunk)
+            rc = L.llama_decode(self.ctx, b)
+            if rc != 0:
+                raise FatalBackendError(_decode_failed(rc))
+            for j, n in enumerate(chunk):
+                if nodes[n][3]:
+                    logits = np.ctypeslib.as_array(L.llama_get_logits_ith(self.ctx, j), shape=(self.n_vocab,))
+                    m = logits.max()
+                    log_z = m + np.log(np.exp(logits - m).sum())
+                    for i, nxt in wanted[n]:
+                        totals[i] += float(logits[nxt] - log_z)
+        L.llama_memory_seq_rm(self.mem, -1, -1, -1)
+        for i in wave:
+            scores[i] = Score(totals[i], len(toks[i][1]))
+
+    def score_sequential(self, requests: list[tuple[str, str]]) -> list[Score]:
+        """The reference path: one request at a time on sequence 0, nothing shared (tests and benchmarks)."""
         L = self.L
         scores = []
         for context, continuation in requests:
@@ -282,9 +385,10 @@ class LlamaCppBackend(Backend):
 
     def close(self) -> None:
         L = self.L
-        if getattr(self, "batch", None) is not None:
-            L.llama_batch_free(self.batch)
-            self.batch = None
+        for name in ("batch", "tree_batch"):
+            if getattr(self, name, None) is not None:
+                L.llama_batch_free(getattr(self, name))
+                setattr(self, name, None)
         if getattr(self, "ctx", None):
             L.llama_free(self.ctx)
             self.ctx = None
@@ -308,6 +412,15 @@ def _decode_failed(rc: int) -> str:
     why = {1: "no room in the KV cache (lower n_parallel or raise n_ctx)", 2: "aborted"}.get(
         rc, "invalid batch" if rc == -1 else "llama.cpp error")
     return f"llama_decode failed with code {rc}: {why}"
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _quiet(level, text, user_data):  # llama.cpp prints every tensor load otherwise

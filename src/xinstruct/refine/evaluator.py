@@ -1,6 +1,8 @@
 """Grade (English instruction, target-language answer) pairs as best / flawed / worst, with a probability each.
 
-Two evaluators behind one `grade(items)` call:
+Three evaluators behind one `grade(items)` call:
+- LikelihoodEvaluator (refine/grader.py, kind `likelihood`, the default): log-likelihood features of the pair on
+  the base model (refine/features.py), graded by a small fitted logistic regression; no training run needed.
 - ScoringEvaluator: a model fine-tuned on the rating set (see ratings.py) reads the pair and the grade is
   its next word; one prefill per pair, and the grade probabilities are the softmax over the three grade
   words' log-probabilities.
@@ -33,6 +35,7 @@ class Grade:
     probs: dict[str, float] | None = None  # None where the backend gives no log-probabilities
     error: str | None = None  # "backend_error: ...", "parse_failure", ...
     reason: str | None = None  # the judge's stated reason, or its unparsable text
+    features: dict[str, float] | None = None  # the likelihood evaluator's evidence, so a label says why
 
     @property
     def confidence(self) -> float | None:
@@ -130,9 +133,15 @@ def evaluator_examples(rows: list[dict]) -> list[dict]:
              "completion": " " + r["grade"]} for r in rows]
 
 
-def make_evaluator(kind: str, backend: Backend, scoring: str = "auto", max_tokens: int = 96):
+def make_evaluator(kind: str, backend: Backend, scoring: str = "auto", max_tokens: int = 96,
+                   grader: str = "bundled", cache=None):
+    """`grader` (likelihood only): a fitted model's JSON, or "bundled"; `cache`: a features.ScoreCache."""
+    if kind == "likelihood":
+        from xinstruct.refine.grader import GraderModel, LikelihoodEvaluator
+
+        return LikelihoodEvaluator(backend, GraderModel.load(grader), cache)
     if kind == "trained":
         return ScoringEvaluator(backend)
     if kind == "judge":
         return JudgeEvaluator(backend, scoring, max_tokens)
-    raise ValueError(f"unknown evaluator kind {kind!r}: use trained or judge")
+    raise ValueError(f"unknown evaluator kind {kind!r}: use likelihood, trained or judge")

@@ -65,7 +65,10 @@ def label_candidates(items: Iterable[dict], lang: str, evaluator, folder, iterat
                 if g.error:
                     errors.append({**base, "reason": error_kind(g.error), "error": g.error, "raw": g.reason})
                 else:
-                    labels.append({**base, "grade": g.grade, "probs": g.probs, "reason": g.reason})
+                    label = {**base, "grade": g.grade, "probs": g.probs, "reason": g.reason}
+                    if g.features is not None:
+                        label["features"] = g.features
+                    labels.append(label)
             journal.commit({"labels": labels, "errors": errors})
             stats["labelled"] += len(labels)
             stats.update(f"error:{e['reason']}" for e in errors)

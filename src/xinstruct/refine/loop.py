@@ -157,7 +157,7 @@ def run_iteration(cfg: RunConfig, t: int, ctx: RunContext, fingerprint: str, wor
     summary: dict = {"iteration": t, "fingerprint": fingerprint, "candidates_from": str(cand_folder),
                      "languages": {}}
     with load_backend(evaluator_backend_config(cfg, trained)) as backend:
-        evaluator = make_evaluator(ecfg.kind, backend, ecfg.scoring, ecfg.max_tokens)
+        evaluator = make_evaluator(ecfg.kind, backend, ecfg.scoring, ecfg.max_tokens, ecfg.grader)
         summary["evaluator"] = evaluator.id
         heldout = rating_rows(cfg, "heldout")
         if heldout:  # how well this round's evaluator grades held-out seed pairs it never saw

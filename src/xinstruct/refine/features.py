@@ -1,0 +1,284 @@
+"""Evidence for grading an (English instruction, target-language text) pair, from log-likelihoods of the base model.
+
+The central signal is pointwise mutual information in the instruction direction (the direction Stage I writes):
+how much likelier the instruction becomes once the model has read the text,
+
+    PMI = log p(" " + instruction | generation_prompt(text)) − log p(" " + instruction | generation_prompt("")).
+
+A raw conditional log-likelihood mostly measures how common an instruction's words are; subtracting the
+empty-text baseline leaves what the text explains. The other features ask narrower questions a real candidate
+can fail: is every part of the instruction supported by the text (segments), does the whole text stay on the
+instruction (halves), does the instruction help predict the text (response direction), is the text one piece.
+
+Every score goes through `Backend.score()`, so any backend with the "loglikelihood" capability serves (llama.cpp
+in-process, transformers, an OpenAI-compatible server with echo + logprobs). Requests are deduplicated before
+they are sent, and llama.cpp computes shared prefixes once (one text with several instructions, the empty-text
+prompt with every instruction). Scores can be cached on disk by (model, context, continuation), so a rerun
+costs nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from xinstruct.generate.checks import echo_share
+from xinstruct.models.base import Backend, require
+from xinstruct.prompts import RESPONSE_SEPARATOR, answer_prompt, generation_prompt
+
+FEATURE_VERSION = 1  # bump when a request or a formula changes: cached grades and fitted graders then differ
+END_MARKER = "\n\n###"  # what follows a finished response in the Alpaca format: the next section
+
+# Where a clause or sentence of an English instruction ends; pieces under MIN_SEGMENT_WORDS words join the last.
+_SEGMENT_END = re.compile(r"(?<=[.?!;:,])\s+")
+MIN_SEGMENT_WORDS = 4
+# Sentence ends in the scripts of the paper's languages (Thai marks them with a space), for splitting texts.
+_SENTENCE_END = re.compile(r"(?<=[.!?।॥۔。])\s+|(?<=[\u0E00-\u0E7F])\s+")
+_TRAILING = re.compile(r"[\s\"'“”‘’«»)\]*\u200e\u200f]+$")  # closing quotes, brackets, marks after the last word
+_TERMINAL = ".!?।॥۔。…|-"  # "|" stands for the danda and "-" for the Urdu full stop in some web text
+_THAI = re.compile(r"[\u0E00-\u0E7F]")
+
+
+def instruction_segments(instruction: str) -> list[str]:
+    """The instruction's sentences and clauses (split after . ? ! ; : ,), short pieces merged into the one before,
+    so that each segment is a request or a qualification of its own."""
+    segments: list[str] = []
+    for piece in _SEGMENT_END.split(instruction.strip()):
+        if segments and min(len(piece.split()), len(segments[-1].split())) < MIN_SEGMENT_WORDS:
+            segments[-1] += " " + piece
+        else:
+            segments.append(piece)
+    return segments
+
+
+def text_halves(text: str) -> tuple[str, str]:
+    """The text cut in two at the sentence boundary nearest its middle, else at the space nearest it."""
+    text = text.strip()
+    middle = len(text) / 2
+    cuts = [m.start() for m in _SENTENCE_END.finditer(text)]
+    if not cuts:
+        cuts = [m.start() for m in re.finditer(r"\s+", text)]
+    if not cuts:
+        cut = len(text) // 2
+        return text[:cut], text[cut:]
+    cut = min(cuts, key=lambda c: abs(c - middle))
+    return text[:cut].strip(), text[cut:].strip()
+
+
+def cut_mid_sentence(text: str) -> float:
+    """1 when the text visibly stops inside a sentence (its last character, closing quotes aside, is no sentence
+    end), 0 otherwise; 0 for Thai, whose sentences carry no end mark. A clipped page or a generation stopped by
+    its length limit gives a partial answer."""
+    end = _TRAILING.sub("", text)
+    if not end:
+        return 1.0
+    if _THAI.search(text):
+        return 0.0
+    return 0.0 if end[-1] in _TERMINAL else 1.0
+
+
+# -- requests -------------------------------------------------------------------------------------------------
+def _gen(text: str) -> str:
+    return generation_prompt(text)
+
+
+def _ans(instruction: str) -> str:
+    return answer_prompt(instruction, "alpaca") + RESPONSE_SEPARATOR["alpaca"]
+
+
+def _requests(item: dict, families: set[str]) -> dict[str, tuple[str, str]]:
+    """Named (context, continuation) requests for one pair; shared ones (the empty-text baseline) repeat across
+    pairs and are scored once."""
+    q, t = item["instruction"].strip(), item["output"].strip()
+    out: dict[str, tuple[str, str]] = {}
+    if families & {"pmi", "segments"}:
+        out["q|t"] = (_gen(t), " " + q)
+        out["q|-"] = (_gen(""), " " + q)
+    if "segments" in families:
+        segments = instruction_segments(q)
+        for k, seg in enumerate(segments if len(segments) > 1 else []):
+            before = "".join(" " + s for s in segments[:k])
+            out[f"seg{k}|t"] = (_gen(t) + before, " " + seg)
+            out[f"seg{k}|-"] = (_gen("") + before, " " + seg)
+    if "halves" in families:
+        a, b = text_halves(t)
+        out["q|ta"] = (_gen(a), " " + q)
+        out["q|tb"] = (_gen(b), " " + q)
+    if "response" in families:
+        a, b = text_halves(t)
+        out["t|q"] = (_ans(q), t)
+        out["t|-"] = (_ans(""), t)
+        out["tb|q,ta"] = (_ans(q) + a, " " + b)
+        out["tb|-,ta"] = (_ans("") + a, " " + b)
+        out["tb|-"] = (_ans(""), b)
+        out["end|q,t"] = (_ans(q) + t, END_MARKER)
+        out["end|-,t"] = (_ans("") + t, END_MARKER)
+    return out
+
+
+# -- features -------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    family: str  # which requests it needs: pmi | segments | halves | response | cheap
+    doc: str  # what it means for a real candidate
+    fn: Callable[[dict, dict], float]  # (item, {request name: (logprob, n_tokens)}) -> value
+
+
+def _lp(s, key):
+    return s[key][0]
+
+
+def _n(s, key):
+    return max(1, s[key][1])
+
+
+def _pmi(s):
+    return _lp(s, "q|t") - _lp(s, "q|-")
+
+
+def _segment_pmis(s) -> list[float]:
+    ks = sorted({int(k[3:].split("|")[0]) for k in s if k.startswith("seg")})
+    if not ks:
+        return [_pmi(s) / _n(s, "q|t")]
+    return [(_lp(s, f"seg{k}|t") - _lp(s, f"seg{k}|-")) / _n(s, f"seg{k}|t") for k in ks]
+
+
+def _half_pmis(s) -> tuple[float, float]:
+    return _lp(s, "q|ta") - _lp(s, "q|-"), _lp(s, "q|tb") - _lp(s, "q|-")
+
+
+FEATURES: dict[str, Feature] = {f.name: f for f in [
+    Feature("pmi", "pmi", "How much the text raises the instruction's likelihood, in nats: an instruction the text "
+            "answers is predicted by it; a generic or unrelated one is not.", lambda it, s: _pmi(s)),
+    Feature("pmi_per_token", "pmi", "PMI per instruction token: the same evidence without favouring long "
+            "instructions.", lambda it, s: _pmi(s) / _n(s, "q|t")),
+    Feature("npmi", "pmi", "Share of the instruction's surprisal (without the text) that the text explains: near "
+            "1 when the text predicts the whole instruction, near 0 when it predicts none of it.",
+            lambda it, s: _pmi(s) / max(1e-6, -_lp(s, "q|-"))),
+    Feature("cond_per_token", "pmi", "log p(instruction | text) per token, no baseline: mostly how common the "
+            "instruction's words are (kept for the ablation).", lambda it, s: _lp(s, "q|t") / _n(s, "q|t")),
+    Feature("pmi_segment_min", "segments", "The least-supported clause of the instruction, PMI per token: an "
+            "instruction that asks for something the text does not contain has one clause the text does not "
+            "predict, however well it predicts the rest.", lambda it, s: min(_segment_pmis(s))),
+    Feature("pmi_segment_spread", "segments", "Best minus worst clause PMI per token: an instruction the text "
+            "answers in part has one clause well supported and another not.",
+            lambda it, s: max(_segment_pmis(s)) - min(_segment_pmis(s))),
+    Feature("pmi_half_min", "halves", "PMI per instruction token given the weaker half of the text alone: a text "
+            "that drifts off the instruction (a page that changes subject) leaves one half unrelated to it.",
+            lambda it, s: min(_half_pmis(s)) / _n(s, "q|t")),
+    Feature("pmi_half_share", "halves", "The weaker half's PMI as a share of the whole text's: near or above 1 when "
+            "both halves are on the point, low when only one is.",
+            lambda it, s: min(_half_pmis(s)) / max(1.0, abs(_pmi(s)))),
+    Feature("ifd", "response", "Response direction (IFD-style), per text token: how much the instruction helps "
+            "predict the text. Small for long texts whatever the pair, since most tokens are locally predictable.",
+            lambda it, s: (_lp(s, "t|q") - _lp(s, "t|-")) / _n(s, "t|q")),
+    Feature("ifd_total", "response", "The same, summed over the text (nats).",
+            lambda it, s: _lp(s, "t|q") - _lp(s, "t|-")),
+    Feature("ifd_second_half", "response", "Response direction on the second half, given the first: does the "
+            "instruction still help once the text has started? Not if the text has drifted off.",
+            lambda it, s: (_lp(s, "tb|q,ta") - _lp(s, "tb|-,ta")) / _n(s, "tb|q,ta")),
+    Feature("coherence", "response", "How much the first half of the text helps predict the second, per token: "
+            "low for a page glued from unrelated pieces.",
+            lambda it, s: (_lp(s, "tb|-,ta") - _lp(s, "tb|-")) / _n(s, "tb|-")),
+    Feature("end_pmi", "response", "How much the instruction raises the chance that the answer ends where the "
+            "text ends: a partial answer stops before an answer to this instruction would.",
+            lambda it, s: _lp(s, "end|q,t") - _lp(s, "end|-,t")),
+    Feature("echo", "cheap", "Share of the instruction's character 8-grams found in the text: names and numbers "
+            "the instruction shares with the text (Latin-script languages mainly).",
+            lambda it, s: echo_share(it["instruction"], it["output"])),
+    Feature("cut_mid_sentence", "cheap", "1 when the text stops inside a sentence (a clipped page): a partial "
+            "answer. Never fires on the synthetic rating set, whose cuts fall at sentence ends.",
+            lambda it, s: cut_mid_sentence(it["output"])),
+]}
+
+
+@dataclass
+class FeatureRow:
+    values: dict[str, float] | None = None
+    error: str | None = None
+
+
+class ScoreCache:
+    """log-likelihoods on disk, one JSON line per (model, context, continuation): a rerun scores nothing twice."""
+
+    def __init__(self, path: str | Path | None):
+        self.path = Path(path) if path else None
+        self.data: dict[str, tuple[float, int]] = {}
+        if self.path and self.path.exists():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    r = json.loads(line)
+                    self.data[r["k"]] = (r["lp"], r["n"])
+
+    @staticmethod
+    def key(model_id: str, request: tuple[str, str]) -> str:
+        return hashlib.sha1(json.dumps([model_id, *request]).encode()).hexdigest()
+
+    def add(self, items: dict[str, tuple[float, int]]) -> None:
+        self.data.update(items)
+        if self.path and items:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as f:
+                f.writelines(json.dumps({"k": k, "lp": lp, "n": n}) + "\n" for k, (lp, n) in items.items())
+
+
+def families_of(names: list[str]) -> set[str]:
+    unknown = [n for n in names if n not in FEATURES]
+    if unknown:
+        raise ValueError(f"unknown features {unknown}: choose from {sorted(FEATURES)}")
+    return {FEATURES[n].family for n in names}
+
+
+class FeatureScorer:
+    """Computes the named features for many pairs with as few model calls as the requests allow."""
+
+    def __init__(self, backend: Backend, names: list[str], cache: ScoreCache | None = None, chunk: int = 256):
+        self.names = list(names)
+        self.families = families_of(self.names)
+        if self.families - {"cheap"}:
+            require(backend, "loglikelihood", "likelihood features (" + ", ".join(self.names) + ")")
+        self.backend = backend
+        self.cache = cache or ScoreCache(None)
+        self.chunk = chunk
+        self.model_id = backend.model_id
+
+    def compute(self, items: list[dict], on_progress: Callable[[int], None] | None = None) -> list[FeatureRow]:
+        per_item = [_requests(it, self.families) for it in items]
+        keys = [{name: ScoreCache.key(self.model_id, req) for name, req in reqs.items()} for reqs in per_item]
+        missing: dict[str, tuple[str, str]] = {}
+        for reqs, ks in zip(per_item, keys):
+            for name, req in reqs.items():
+                if ks[name] not in self.cache.data:
+                    missing[ks[name]] = req
+        errors: dict[str, str] = {}
+        todo = list(missing.items())
+        # texts grouped together, so that each chunk shares as many prefixes as possible
+        todo.sort(key=lambda kv: kv[1])
+        for start in range(0, len(todo), self.chunk):
+            part = todo[start:start + self.chunk]
+            found = {}
+            for (k, _), s in zip(part, self.backend.score([req for _, req in part])):
+                if s.error:
+                    errors[k] = s.error
+                else:
+                    found[k] = (s.logprob, s.n_tokens)
+            self.cache.add(found)
+            if on_progress:
+                on_progress(len(part))
+        rows = []
+        for item, ks in zip(items, keys):
+            failed = [errors[k] for k in ks.values() if k in errors]
+            if failed:
+                rows.append(FeatureRow(error=f"backend_error: {failed[0]}"))
+                continue
+            scores = {name: self.cache.data[k] for name, k in ks.items()}
+            values = {name: float(FEATURES[name].fn(item, scores)) for name in self.names}
+            bad = [name for name, v in values.items() if not math.isfinite(v)]
+            rows.append(FeatureRow(error=f"nonfinite_feature: {bad}") if bad else FeatureRow(values=values))
+        return rows

@@ -1,0 +1,301 @@
+"""Stage II grader: likelihood features, the fitted grader, the fast llama.cpp scoring path, the noise check."""
+
+import zlib
+
+import numpy as np
+import pytest
+from fake_backend import FakeBackend
+
+from xinstruct.models.base import Backend, MissingCapability, Score
+from xinstruct.prompts import generation_prompt
+from xinstruct.refine.evaluator import make_evaluator
+from xinstruct.refine.experiment import expected_calibration_error, quality
+from xinstruct.refine.features import (
+    FEATURES,
+    FeatureScorer,
+    ScoreCache,
+    cut_mid_sentence,
+    instruction_segments,
+    text_halves,
+)
+from xinstruct.refine.grader import DEFAULT_FEATURES, GraderModel, LikelihoodEvaluator, fit_grader
+from xinstruct.refine.ratings import GRADES
+
+TEXT = "Mvua kubwa imenyesha jijini Dar es Salaam usiku wa kuamkia leo. Mafuriko yameharibu nyumba nyingi."
+
+
+class TableScorer(Backend):
+    """Scores from a rule, so feature formulas can be checked by hand: a continuation is likelier after a
+    context that contains its first word; every request is logged."""
+
+    name = "table"
+    capabilities = frozenset({"generate", "loglikelihood"})
+    model_id = "table-model"
+
+    def __init__(self):
+        self.seen: list[tuple[str, str]] = []
+
+    def score(self, requests):
+        self.seen += requests
+        out = []
+        for ctx, cont in requests:
+            n = len(cont.split())
+            base = -2.0 * n - (zlib.crc32(cont.encode()) % 7) / 10
+            bonus = 1.5 * n if cont.split()[0].lower() in ctx.lower() else 0.0
+            out.append(Score(base + bonus, n) if "FAIL" not in cont else Score(error="boom"))
+        return out
+
+
+def test_instruction_segments_and_text_halves():
+    assert instruction_segments("Describe the floods in Dar es Salaam.") == ["Describe the floods in Dar es Salaam."]
+    assert instruction_segments("Summarise the recent floods, including how many houses were lost.") == [
+        "Summarise the recent floods,", "including how many houses were lost."]
+    # a short lead-in ("In one sentence,") joins its clause rather than standing as a content-free segment
+    assert instruction_segments("In one sentence, what did the flood destroy?") == [
+        "In one sentence, what did the flood destroy?"]
+    a, b = text_halves(TEXT)
+    assert a.endswith("leo.") and b.startswith("Mafuriko") and f"{a} {b}" == TEXT
+
+
+def test_cut_mid_sentence():
+    assert cut_mid_sentence(TEXT) == 0.0
+    assert cut_mid_sentence("Mvua kubwa imenyesha jijini Dar es") == 1.0
+    assert cut_mid_sentence('Alisema "tutarudi."') == 0.0
+    assert cut_mid_sentence("ฝนตกหนักในกรุงเทพ") == 0.0  # Thai marks no sentence end: no evidence either way
+
+
+def test_features_by_hand_and_requests_deduplicated():
+    backend = TableScorer()
+    items = [{"instruction": "Describe the floods in Dar es Salaam.", "output": TEXT},
+             {"instruction": "Explain coffee farming, and when to harvest beans.", "output": TEXT},
+             {"instruction": "Describe the floods in Dar es Salaam.", "output": "Kahawa inalimwa Kilimanjaro."}]
+    rows = FeatureScorer(backend, ["pmi", "pmi_per_token", "pmi_segment_min", "echo"]).compute(items)
+    assert all(r.error is None for r in rows)
+    # "Describe" is not in the text, "Dar" is: PMI is what the text adds, the baseline's share cancels
+    t, e = backend.score([(generation_prompt(TEXT), " Describe the floods in Dar es Salaam."),
+                          (generation_prompt(""), " Describe the floods in Dar es Salaam.")])
+    assert rows[0].values["pmi"] == pytest.approx(t.logprob - e.logprob)
+    assert rows[0].values["pmi_per_token"] == pytest.approx(rows[0].values["pmi"] / 7)
+    assert rows[0].values["echo"] > 0.2 and rows[1].values["echo"] == 0.0  # "Dar es Salaam" is copied
+    # the same empty-text baseline request serves both items that share the instruction: sent once
+    sent = backend.seen[:-2]
+    assert len(sent) == len(set(sent))
+    assert sent.count((generation_prompt(""), " Describe the floods in Dar es Salaam.")) == 1
+
+
+def test_a_failed_score_is_an_error_never_a_value():
+    rows = FeatureScorer(TableScorer(), ["pmi"]).compute([{"instruction": "FAIL here", "output": TEXT}])
+    assert rows[0].values is None and rows[0].error.startswith("backend_error")
+
+
+def test_backend_without_loglikelihood_is_refused():
+    with pytest.raises(MissingCapability, match="loglikelihood|log-likelihood|can loglikelihood"):
+        FeatureScorer(FakeBackend(), ["pmi"])
+    model = _fitted(["pmi", "echo"], model_id="fake")
+    with pytest.raises(MissingCapability):
+        LikelihoodEvaluator(FakeBackend(), model)
+    # cheap features alone need no likelihoods
+    assert FeatureScorer(FakeBackend(), ["echo", "cut_mid_sentence"]).compute(
+        [{"instruction": "Describe it.", "output": TEXT}])[0].values is not None
+
+
+def _fitted(features, model_id="table-model", seed=0):
+    rng = np.random.default_rng(seed)
+    grades = [GRADES[k % 3] for k in range(90)]
+    x = np.array([[3.0 - 2 * GRADES.index(g) + rng.normal()] + [rng.normal() for _ in features[1:]] for g in grades])
+    return fit_grader(x, grades, features, model_id)
+
+
+def test_grader_round_trip_and_fingerprint(tmp_path):
+    model = _fitted(["pmi", "echo"])
+    path = tmp_path / "grader.json"
+    model.save(path)
+    again = GraderModel.load(path)
+    x = np.array([[4.0, 0.1], [-1.0, 0.0], [1.0, 0.5]])
+    assert np.allclose(model.predict_proba(x), again.predict_proba(x))
+    assert again.fingerprint == model.fingerprint and len(model.fingerprint) == 12
+    assert model.predict_proba(x)[0].argmax() == 0 and model.predict_proba(x)[1].argmax() == 2
+    assert np.allclose(model.predict_proba(x).sum(axis=1), 1)
+    other = _fitted(["pmi", "echo"], seed=1)
+    assert other.fingerprint != model.fingerprint
+
+
+def test_likelihood_evaluator_keeps_features_and_refuses_another_model():
+    model = _fitted(["pmi", "echo"])
+    grades = LikelihoodEvaluator(TableScorer(), model).grade(
+        [{"instruction": "Describe the floods in Dar es Salaam.", "output": TEXT},
+         {"instruction": "FAIL now", "output": TEXT}])
+    assert grades[0].grade in GRADES and set(grades[0].features) == {"pmi", "echo"}
+    assert abs(sum(grades[0].probs.values()) - 1) < 1e-5
+    assert grades[1].grade is None and grades[1].error.startswith("backend_error")
+    with pytest.raises(ValueError, match="fitted on features scored by"):
+        LikelihoodEvaluator(TableScorer(), _fitted(["pmi", "echo"], model_id="another-model"))
+
+
+def test_labels_keep_features_and_probabilities(tmp_path):
+    from xinstruct.io.files import read_jsonl
+    from xinstruct.refine.label import label_candidates
+
+    items = [{"id": f"d{i}", "instruction": q, "output": TEXT} for i, q in
+             enumerate(["Describe the floods in Dar es Salaam.", "Explain coffee farming.", "FAIL to score"])]
+    stats = label_candidates(items, "sw", LikelihoodEvaluator(TableScorer(), _fitted(["pmi", "echo"])), tmp_path, 1)
+    labels = list(read_jsonl(tmp_path / "sw.labels.jsonl"))
+    assert stats["labelled"] == 2 and stats["error:backend_error"] == 1
+    assert all(set(lb["features"]) == {"pmi", "echo"} and set(lb["probs"]) == set(GRADES) for lb in labels)
+    assert labels[0]["evaluator"].startswith("likelihood:table-model:")
+
+
+def test_bundled_grader_loads_with_documented_features():
+    model = GraderModel.load("bundled")
+    assert model.features == DEFAULT_FEATURES and all(f in FEATURES for f in model.features)
+    assert np.asarray(model.coef).shape == (3, len(model.features))
+
+
+def test_calibration_error_and_quality_figures():
+    probs = np.array([[0.9, 0.05, 0.05], [0.1, 0.1, 0.8], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1]])
+    gold = np.array([0, 2, 1, 1])
+    # bins: 0.9 right, 0.8 right, 0.6 wrong, 0.7 right -> |1-.9|/4 + |1-.8|/4 + |0-.6|/4 + |1-.7|/4
+    assert expected_calibration_error(probs, gold) == pytest.approx((0.1 + 0.2 + 0.6 + 0.3) / 4)
+    rows = [{"kind": k, "grade": g} for k, g in
+            [("true", "best"), ("mismatched", "worst"), ("compound", "flawed"), ("truncated", "flawed")]]
+    q = quality(probs, rows)
+    assert q["auc_true_vs_mismatched"] == 1.0 and q["auc_true_vs_flawed"] == 1.0 and q["accuracy"] == 0.75
+    assert q["confusion"]["flawed"] == {"best": 1, "flawed": 1, "worst": 0}
+
+
+def test_make_evaluator_likelihood_uses_the_bundled_grader():
+    with pytest.raises(ValueError, match="fitted on features scored by"):
+        make_evaluator("likelihood", TableScorer())  # the bundled grader is for the bundled Gemma's scores
+
+
+def test_score_cache_round_trip(tmp_path):
+    cache = ScoreCache(tmp_path / "scores.jsonl")
+    backend = TableScorer()
+    items = [{"instruction": "Describe the floods in Dar es Salaam.", "output": TEXT}]
+    first = FeatureScorer(backend, ["pmi"], cache).compute(items)
+    n = len(backend.seen)
+    again = FeatureScorer(backend, ["pmi"], ScoreCache(tmp_path / "scores.jsonl")).compute(items)
+    assert len(backend.seen) == n and again[0].values == first[0].values
+
+
+SW_TEXTS = [TEXT, "Wakulima wa kahawa mkoani Kilimanjaro wanasema mvua za mwaka huu zimeongeza mavuno.",
+            "Timu ya taifa ya mpira wa miguu ilishinda mechi ya jana kwa mabao mawili kwa moja."]
+INSTRUCTIONS = ["Describe last night's heavy rain and the floods it caused.",
+                "Explain how this year's rains helped coffee farmers in Kilimanjaro.",
+                "Report on yesterday's football match, including the score."]
+
+
+@pytest.mark.slow
+def test_fast_scoring_equals_one_at_a_time(llama):
+    """The prefix-tree path scores what the one-at-a-time path scores. llama.cpp's CPU kernels round differently
+    with a batch's shape: the one-at-a-time path against itself fed in 16-token chunks moved a single token's
+    log-probability by up to 0.32 nats and sums by up to 2.9 nats (mean 0.35; benchmarks/bench_scoring.py, sw),
+    so the bound is 0.5 + 0.1 nats a token; a wrong position or a sequence reading another's cache is off by
+    nats per token. With batches shaped alike the two agree to float32 rounding."""
+    requests = [(generation_prompt(t), " " + q) for t in SW_TEXTS for q in INSTRUCTIONS]
+    requests += [(generation_prompt(""), " " + q) for q in INSTRUCTIONS]
+    requests += [(generation_prompt(SW_TEXTS[0]), " Describe last night's"),  # a prefix of another request
+                 (generation_prompt(SW_TEXTS[0]) + " Describe last night's", " heavy rain and the floods it caused."),
+                 requests[0],  # the same request twice
+                 (generation_prompt(SW_TEXTS[1]), ""),  # nothing to score
+                 ("word " * 5000, " too long")]
+    fast, slow = llama.score(requests), llama.score_sequential(requests)
+    for f, s in zip(fast[:-1], slow[:-1]):
+        assert f.error is None and f.n_tokens == s.n_tokens
+        assert abs(f.logprob - s.logprob) <= 0.5 + 0.1 * f.n_tokens, (f, s)
+    assert fast[-1].error and "n_ctx" in fast[-1].error and fast[-2].logprob == 0.0
+    assert fast[0].logprob == fast[-3].logprob
+    distinct = requests[:12]
+    saved, llama.n_parallel = llama.n_parallel, 1
+    try:
+        one = llama.score(distinct)
+    finally:
+        llama.n_parallel = saved
+    assert [s.logprob for s in one] == pytest.approx([s.logprob for s in slow[:12]], abs=1e-4)  # float32 sums
+
+
+@pytest.mark.slow
+def test_pmi_prefers_the_instruction_written_for_the_text(llama, shared_data):
+    """For each of four held-out Thai FLORES passages, its own instruction has the highest PMI of the four."""
+    from xinstruct.seed.parallel import load_instructions, parallel_pairs
+
+    pairs = parallel_pairs(load_instructions("bundled:flores"), shared_data / "text" / "flores_sib200", "th",
+                           split="heldout")[:4]
+    rows = FeatureScorer(llama, ["pmi"]).compute([{"instruction": q["instruction"], "output": t["output"]}
+                                                  for t in pairs for q in pairs])
+    pmi = np.array([r.values["pmi"] for r in rows]).reshape(4, 4)
+    assert (pmi.argmax(axis=1) == [0, 1, 2, 3]).all(), pmi.round(2)
+
+
+@pytest.mark.slow
+def test_noise_injection_drops_mismatched_keeps_true(llama, shared_data):
+    """Issue 11's check on a small sample: 20 held-out Indonesian FLORES pairs with 30% mismatched ones mixed in,
+    graded by the default evaluator and kept by the proposed rule (P(best) >= 0.37). A grader at chance drops
+    about half of the mismatched pairs and fails. All 10 languages: benchmarks/bench_noise.py."""
+    from xinstruct.refine.experiment import noise_injection
+
+    evaluator = make_evaluator("likelihood", llama)
+    result = noise_injection(evaluator, "id", shared_data / "text" / "flores_sib200", limit=20)
+    assert result["errors"] == 0 and result["mismatched"] == 9
+    assert result["mismatched_dropped"] >= 0.95 and result["true_kept"] >= 0.8, result
+
+
+@pytest.fixture(scope="module")
+def scoring_server():
+    """llama-cpp-python's OpenAI server on loopback. It returns prompt log-probabilities for echo + logprobs only
+    with `logits_all` (its default; passed explicitly), and builds them in Python over Gemma's 262k vocabulary,
+    which makes it slow (about a minute a request here): one pair, one feature."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    pytest.importorskip("llama_cpp.server")
+    from xinstruct.models.bundled import bundled_gguf
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_gguf()), "--host",
+                             "127.0.0.1", "--port", str(port), "--n_ctx", "512", "--logits_all", "true",
+                             "--model_alias", "gemma"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("llama.cpp server did not start")
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.slow
+def test_features_agree_on_llamacpp_and_openai_server(llama, scoring_server):
+    """The same feature from the in-process backend and from the server's echo + logprobs, within the bound of
+    test_fast_scoring_equals_one_at_a_time for each of PMI's two log-likelihoods: the two run different batch
+    shapes, and llama.cpp's kernels round with the shape (measured between them: 0.19 nats on an 8-token PMI,
+    0.57 on a 12-token one, 0.28 on a 2-token log-likelihood). The token counts must agree exactly."""
+    from xinstruct.config import model_config
+    from xinstruct.models.openai import OpenAIBackend
+
+    item = {"instruction": INSTRUCTIONS[0], "output": SW_TEXTS[0]}
+    with OpenAIBackend(model_config(backend="openai", base_url=scoring_server, max_concurrency=1,
+                                     read_timeout_s=900, request_timeout_s=900)) as server:
+        remote = FeatureScorer(server, ["pmi", "pmi_per_token"]).compute([item])[0]
+    local = FeatureScorer(llama, ["pmi", "pmi_per_token"]).compute([item])[0]
+    assert remote.error is None, remote.error
+    n = len(llama.tokenize(" " + item["instruction"], add_bos=False))
+    assert remote.values["pmi"] / remote.values["pmi_per_token"] == pytest.approx(n)
+    assert abs(remote.values["pmi"] - local.values["pmi"]) <= 2 * (0.5 + 0.1 * n)
