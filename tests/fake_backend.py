@@ -69,3 +69,33 @@ class FakePositionBiasedJudge(FakeJudge):
         if self.garbage_every and h % self.garbage_every == 0:
             return [Completion("N</score1><score2>N</score2>", "stop", 8)]
         return [Completion("8</score1><score2>3</score2> The first answer is better.", "stop", 12)]
+
+
+class FakeScorer(FakeBackend):
+    """A stand-in that scores log-likelihoods: each continuation word costs 3 nats, 1 if the context contains
+    it. So an instruction whose words appear in the text has a high PMI, as with a real model, and orchestration
+    tests of the likelihood grader run in milliseconds. FAKE_FAIL_EVERY fails every n-th request."""
+
+    name = "fake-scorer"
+    capabilities = frozenset({"generate", "loglikelihood"})
+
+    @property
+    def model_id(self) -> str:
+        return "fake-scorer"
+
+    def score(self, requests):
+        from xinstruct.models.base import Score
+
+        out = []
+        for context, continuation in requests:
+            self.calls += 1
+            if self.log:
+                with open(self.log, "a") as f:
+                    f.write(f"{zlib.crc32((context + continuation).encode())}\n")
+            if self.fail_every and self.calls % self.fail_every == 0:
+                out.append(Score(error="HTTP 503: overloaded"))
+                continue
+            seen = set(context.lower().split())
+            words = continuation.lower().split()
+            out.append(Score(-sum(1.0 if w in seen else 3.0 for w in words), max(1, len(words))))
+        return out

@@ -7,13 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from fake_backend import FakeJudge
-from killing import run_and_kill
+from fake_backend import FakeJudge, FakeScorer
+from killing import cache_records, run_and_kill
 
 from xinstruct.config import LanguageQuota, RefineConfig, RunConfig, model_config
 from xinstruct.io.files import read_jsonl, write_jsonl
 from xinstruct.refine.evaluator import GRADE_TOKENS, JudgeEvaluator, ScoringEvaluator, grade_from_logprobs, parse_score
-from xinstruct.refine.label import compare, keep_rule, label_candidates, pair_key, select
+from xinstruct.refine.label import compare, keep_rule, select
 from xinstruct.refine.ratings import rating_set, truncate_answer
 from xinstruct.seed import bundled_path
 
@@ -93,69 +93,168 @@ def test_prompted_judge_on_llamacpp_gives_probabilities(llama):
         assert abs(sum(g.probs.values()) - 1) < 1e-6 and g.reason is not None
 
 
-def test_garbage_and_backend_errors_are_counted_not_labelled(tmp_path, monkeypatch):
-    monkeypatch.setenv("FAKE_GARBAGE_EVERY", "5")
-    monkeypatch.setenv("FAKE_FAIL_EVERY", "7")
-    items = candidates()
-    judge = JudgeEvaluator(FakeJudge(), scoring="parse")
-    stats = label_candidates(items, "sw", judge, tmp_path, iteration=1, batch_size=8, retries=1)
-    labels = list(read_jsonl(tmp_path / "sw.labels.jsonl"))
-    errors = list(read_jsonl(tmp_path / "sw.errors.jsonl"))
-    assert stats["retried"] > 0
-    assert {e["reason"] for e in errors} <= {"parse_failure", "backend_error"}
-    assert any(e["reason"] == "parse_failure" for e in errors)
-    # a garbage answer never became a grade, and every pair is either labelled or set aside with a reason
-    garbage = {e["id"] for e in errors if e["reason"] == "parse_failure"}
-    assert not garbage & {lb["id"] for lb in labels}
-    assert sorted({lb["id"] for lb in labels} | {e["id"] for e in errors}) == sorted(i["id"] for i in items)
-    for lb in labels:
-        assert lb["grade"] == parse_score(lb["reason"])
-    # the next run retries backend errors only; parse failures stay set aside
+def graded(doc: str, k: int, p: float, grade: str | None = None) -> dict:
+    return {"id": f"{doc}#c{k}", "doc_id": doc, "candidate_index": k, "instruction": f"q{doc}{k}", "output": "t",
+            "grade": grade or ("best" if p > 0.5 else "worst"), "probs": {"best": p, "flawed": 0.0, "worst": 1 - p}}
+
+
+def test_keep_rule_one_instruction_per_document_and_quotas():
+    rows = [graded("a", 0, 0.9), graded("a", 1, 0.95), graded("b", 0, 0.6), graded("c", 0, 0.2), graded("d", 0, 0.1),
+            graded("e", 0, 0.3), graded("e", 1, 0.35)]
+    cfg = RefineConfig(min_best_prob=0.5, languages={"th": LanguageQuota(min_keep=4)})
+    kept, dropped = select(rows, keep_rule(cfg, "sw"))
+    assert [k["id"] for k in kept] == ["a#c1", "b#c0"] and {k["kept_by"] for k in kept} == {"best"}
+    reasons = {d["id"]: d["drop_reason"] for d in dropped}
+    assert reasons["a#c0"] == "another_instruction_of_the_document"
+    assert reasons["c#c0"].startswith("grade:worst (P(best) 0.20 < 0.5")
+    assert len(kept) + len(dropped) == len(rows)
+    # the quota tops up with the best of the documents that have none, one per document
+    kept, _ = select(rows, keep_rule(cfg, "th"))
+    assert [(k["id"], k["kept_by"]) for k in kept] == [("a#c1", "best"), ("b#c0", "best"), ("c#c0", "quota"),
+                                                       ("e#c1", "quota")]
+    # per_document None keeps every pair that passes
+    kept, _ = select(rows, keep_rule(cfg, "sw"), per_document=None)
+    assert [k["id"] for k in kept] == ["a#c0", "a#c1", "b#c0"]
+    # a judge without probabilities: kept when it says best
+    judged = [{**graded("x", 0, 0), "grade": "best", "probs": None}, {**graded("y", 0, 0), "grade": "flawed",
+                                                                       "probs": None}]
+    assert [k["id"] for k in select(judged, keep_rule(cfg, "sw"))[0]] == ["x#c0"]
+
+
+def test_a_round_earns_its_place_or_the_rounds_stop():
+    from xinstruct.refine.loop import round_improves
+
+    def q(auc_m, auc_f, ece):
+        return {"mean": {"auc_true_vs_mismatched": auc_m, "auc_true_vs_flawed": auc_f, "accuracy": 0.7, "ece": ece}}
+
+    assert round_improves(q(0.90, 0.80, 0.10), q(0.92, 0.81, 0.10), 0.002)[0]
+    assert round_improves(q(0.90, 0.80, 0.10), q(0.90, 0.80, 0.05), 0.002)[0]  # better calibrated, same AUC
+    ok, why = round_improves(q(0.90, 0.80, 0.10), q(0.89, 0.80, 0.10), 0.002)
+    assert not ok and "0.850 → 0.845" in why
+    assert not round_improves(q(0.90, 0.80, 0.10), q(0.95, 0.85, 0.20), 0.002)[0]  # AUC bought with calibration
+    assert not round_improves({}, q(0.9, 0.8, 0.1), 0.002)[0]
+
+
+def run_refine(tmp_path, monkeypatch, langs=("sw", "th"), write=True, **refine):
+    """The refine stage alone (as the runner calls it), on hand-made candidates and seed pairs, with a stand-in
+    model; raises StageIncomplete like the runner when records are left to retry."""
+    from xinstruct.core.stage import RunContext
+    from xinstruct.pipeline.run import StageIncomplete
+    from xinstruct.refine.stage import RefineStage
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    out = tmp_path / "run"
+    cfg = RunConfig(output_dir=str(out), languages=list(langs), refine={
+        "iterations": 2, "evaluator": {"model": {"backend": "fake_backend:FakeScorer"}}, **refine})
+    if write:
+        write_jsonl(out / "seed" / "pairs.jsonl", [p for lang in langs for p in seed_pairs(lang, 40)])
+        for lang in langs:
+            write_jsonl(out / "candidates" / f"{lang}.candidates.jsonl", candidates(lang))
+    lines = []
+    stage = RefineStage(RunContext(cfg, log=lambda m: lines.append(m) if isinstance(m, str) else None, quiet=True))
+    result = stage.run()
+    if result.unresolved:
+        raise StageIncomplete("refine", result.unresolved)
+    return result.summary, out, lines
+
+
+def test_refinement_rounds_with_the_likelihood_grader(tmp_path, monkeypatch):
+    """Two rounds on stand-in log-likelihoods: round 1's grader is fitted on the seed pairs' rating set and checked
+    on its held-out part; the final pairs hold at most one instruction per document, each with its evidence."""
+    summary, out, _ = run_refine(tmp_path, monkeypatch, min_best_prob=0.3)  # the stand-in's grades are near 1/3
+    first = summary["iterations"][0]
+    assert first["accepted"] and 0 <= first["heldout"]["mean"]["auc_true_vs_mismatched"] <= 1
+    assert first["evaluator"].startswith("likelihood:")
+    for lang in ("sw", "th"):
+        final = list(read_jsonl(out / "refine" / "final" / f"{lang}.jsonl"))
+        dropped = list(read_jsonl(out / "refine" / "final" / f"{lang}.dropped.jsonl"))
+        assert len(final) + len(dropped) == 40 and final
+        assert len({r["doc_id"] for r in final}) == len(final), "two instructions of one document"
+        assert all(r["probs"]["best"] >= 0.3 and r["features"]["pmi"] is not None for r in final)
+        labels = list(read_jsonl(out / "refine" / f"iter-{summary['final_round']}" / "labels" / f"{lang}.labels.jsonl"))
+        assert all(set(lb["features"]) >= {"pmi", "pmi_per_token"} for lb in labels)
+
+
+def test_a_round_that_does_not_improve_stops_the_rounds(tmp_path, monkeypatch):
+    summary, out, lines = run_refine(tmp_path, monkeypatch, iterations=3, min_gain=1.0)
+    second = summary["iterations"][1]
+    assert not second["accepted"] and "round 2 not kept, refinement stops" in second["decision"]
+    assert summary["final_round"] == 1 and len(summary["iterations"]) == 2
+    assert not (out / "refine" / "iter-3").exists()
+    assert [r["id"] for r in read_jsonl(out / "refine" / "final" / "sw.jsonl")] == \
+        [r["id"] for r in read_jsonl(out / "refine" / "iter-1" / "kept" / "sw.jsonl")]
+
+
+def test_evidence_is_scored_once_and_only_for_new_pairs(tmp_path, monkeypatch):
+    log = tmp_path / "scored.log"
+    monkeypatch.setenv("FAKE_LOG", str(log))
+    run_refine(tmp_path, monkeypatch, langs=("sw",))
+    first = len(log.read_text().splitlines())
+    run_refine(tmp_path, monkeypatch, langs=("sw",), write=False, min_best_prob=0.5)  # keep rule: no model call
+    assert len(log.read_text().splitlines()) == first
+    extra = candidates("sw", 40)[:2]
+    extra = [{**c, "id": c["id"].replace("#c0", "#c1"), "instruction": "Describe something else entirely."}
+             for c in extra]
+    path = tmp_path / "run" / "candidates" / "sw.candidates.jsonl"
+    write_jsonl(path, list(read_jsonl(path)) + extra)
+    log.write_text("")
+    run_refine(tmp_path, monkeypatch, langs=("sw",), write=False)
+    scored = len(log.read_text().splitlines())
+    assert 0 < scored <= 2 * 6, f"{scored} requests: only the two new pairs should be scored"
+
+
+def test_server_errors_in_scoring_are_retried_on_the_next_run(tmp_path, monkeypatch):
+    from xinstruct.pipeline.run import StageIncomplete
+
+    monkeypatch.setenv("FAKE_FAIL_EVERY", "17")
+    with pytest.raises(StageIncomplete) as stop:
+        run_refine(tmp_path, monkeypatch, langs=("sw",), retries=0)
+    assert stop.value.unresolved["refine:backend_error"] > 0
     monkeypatch.setenv("FAKE_FAIL_EVERY", "0")
-    again = label_candidates(items, "sw", JudgeEvaluator(FakeJudge(), scoring="parse"), tmp_path, 1, 8)
-    backend_failed = {e["id"] for e in errors if e["reason"] == "backend_error"} - {lb["id"] for lb in labels}
-    assert again.get("labelled", 0) + again.get("error:parse_failure", 0) == len(backend_failed)
+    summary, out, _ = run_refine(tmp_path, monkeypatch, langs=("sw",), write=False)
+    assert summary["unresolved"] == {"sw": 0}
+    labels = list(read_jsonl(out / "refine" / "iter-1" / "labels" / "sw.labels.jsonl"))
+    assert len(labels) == 40
 
 
-RUNNER = """
+def test_a_judge_is_not_retrained_so_one_round_is_all(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_GARBAGE_EVERY", "9")
+    summary, out, lines = run_refine(tmp_path, monkeypatch, langs=("sw",), evaluator={
+        "kind": "judge", "scoring": "parse", "model": {"backend": "fake_backend:FakeJudge"}})
+    assert len(summary["iterations"]) == 1
+    assert any("a prompted judge is not retrained" in line for line in lines)
+    errors = list(read_jsonl(out / "refine" / "iter-1" / "labels" / "sw.errors.jsonl"))
+    assert errors and {e["error"] for e in errors} == {"parse_failure"}  # set aside, never guessed into a grade
+
+
+def test_a_backend_without_log_likelihoods_is_refused_before_any_work(tmp_path, monkeypatch):
+    from xinstruct.models.base import MissingCapability
+
+    with pytest.raises(MissingCapability, match="likelihood grader's features"):
+        run_refine(tmp_path, monkeypatch, evaluator={"model": {"backend": "fake_backend:FakeBackend"}})
+
+
+SCORER = """
 import sys; sys.path.insert(0, {tests!r})
-from fake_backend import FakeJudge
-from killing import run_and_kill
+from fake_backend import FakeScorer
 from test_refine import candidates
-from xinstruct.refine.evaluator import JudgeEvaluator
-from xinstruct.refine.label import label_candidates
-label_candidates(candidates(), "sw", JudgeEvaluator(FakeJudge(), scoring="parse"), {out!r}, 1, batch_size=4)
+from xinstruct.core.tasks import Task
+from xinstruct.refine.evidence import Evidence, score_task
+score_task(candidates(), Task("sw"), Evidence("likelihood", FakeScorer(), ["pmi", "pmi_per_token"]), {out!r}, "fp",
+           batch_size=4)
 """
 
 
-def test_sigkill_mid_labelling_resumes_without_relabelling(tmp_path):
-    script, out, log = tmp_path / "run.py", tmp_path / "labels", tmp_path / "graded.log"
-    script.write_text(RUNNER.format(tests=str(Path(__file__).parent), out=str(out)))
+def test_sigkill_mid_scoring_resumes_without_rescoring(tmp_path):
+    script, out, log = tmp_path / "run.py", tmp_path / "ev", tmp_path / "scored.log"
+    script.write_text(SCORER.format(tests=str(Path(__file__).parent), out=str(out)))
     env = {**os.environ, "FAKE_DELAY": "0.3", "FAKE_LOG": str(log)}
-    committed = run_and_kill(script, out / "sw.commit.json", env)
-    assert 3 <= committed < 10, "killed too late to test resume"
-    first = len(log.read_text().splitlines())
+    done = run_and_kill(script, cache_records(out / "cache" / "sw.sqlite"), env, after=12)
+    assert 12 <= done < 40, "killed too late to test resume"
     subprocess.run([sys.executable, str(script)], env={**env, "FAKE_DELAY": "0"}, check=True)
-    second = len(log.read_text().splitlines()) - first
-    labelled = [r["id"] for r in read_jsonl(out / "sw.labels.jsonl")]
-    assert len(labelled) == len(set(labelled)) == 40, "lost or duplicated labels"
-    # only the uncommitted pairs were graded again: at most the one batch in flight when killed
-    assert second == 40 - 4 * committed
-
-
-def test_keep_rule_quota_and_overrides():
-    cands = [{"id": str(i), "instruction": "x", "output": "y"} for i in range(10)]
-    probs = [0.9, 0.6, 0.2, 0.1, 0.05, 0.3, 0.4, 0.7, 0.01, 0.02]
-    labels = {pair_key(cands[i]): {"grade": "best" if p > 0.5 else "worst",
-                                   "probs": {"best": p, "flawed": 0.0, "worst": 1 - p}, "iteration": 1,
-                                   "evaluator": "e"} for i, p in enumerate(probs)}
-    cfg = RefineConfig(min_best_prob=0.65, languages={"th": LanguageQuota(min_keep=5)})
-    kept = select(cands, labels, keep_rule(cfg, "sw"))
-    assert [k["id"] for k in kept] == ["0", "7"]
-    kept = select(cands, labels, keep_rule(cfg, "th"))
-    assert [k["id"] for k in kept] == ["0", "7", "1", "6", "5"]
-    assert [k["kept_by"] for k in kept] == ["best", "best", "quota", "quota", "quota"]
-    assert keep_rule(cfg, "th").min_best_prob == 0.65
+    from xinstruct.io.cache import RecordCache
+    with RecordCache(out / "cache" / "sw.sqlite", readonly=True) as cache:
+        assert cache.count() == 40 and cache.count("done") == 40
 
 
 def test_compare_counts_moves():
@@ -163,38 +262,6 @@ def test_compare_counts_moves():
     cur = {"a": {"grade": "flawed"}, "b": {"grade": "worst"}, "c": {"grade": "flawed"}, "e": {"grade": "best"}}
     assert compare(prev, cur) | {"cohen_kappa": 0} == {"compared": 3, "agreement": 0.3333, "moved_up": 1,
                                                        "moved_down": 1, "cohen_kappa": 0}
-
-
-def test_refinement_loop_two_rounds_and_resume(tmp_path, monkeypatch):
-    """Orchestration with a stand-in judge: per-round outputs and summaries, final files, finished rounds
-    skipped on rerun."""
-    from xinstruct.core.stage import RunContext
-    from xinstruct.refine.loop import run_refinement
-
-    monkeypatch.syspath_prepend(str(Path(__file__).parent))
-    monkeypatch.setenv("FAKE_GARBAGE_EVERY", "9")
-    cfg = RunConfig(output_dir=str(tmp_path), languages=["sw", "th"], refine={
-        "iterations": 2, "retrain": "none", "min_keep": 15,
-        "evaluator": {"kind": "judge", "scoring": "parse", "model": {"backend": "fake_backend:FakeJudge"}}})
-    pairs = [p for lang in ("sw", "th") for p in seed_pairs(lang)]
-    write_jsonl(tmp_path / "seed" / "pairs.jsonl", pairs)
-    for lang in ("sw", "th"):
-        write_jsonl(tmp_path / "candidates" / f"{lang}.candidates.jsonl", candidates(lang))
-    ctx = RunContext(cfg, log=lambda *_: None)
-    summary = run_refinement(cfg, ctx, "fp", "work")
-    assert [r["iteration"] for r in summary["iterations"]] == [1, 2]
-    for lang in ("sw", "th"):
-        r1 = json.loads((tmp_path / "refine" / "iter-1" / "summary.json").read_text())["languages"][lang]
-        assert r1["labelled"] + sum(r1["errors"].values()) == 40 and r1["errors"].get("parse_failure")
-        r2 = summary["iterations"][1][lang]
-        assert r2["vs_previous"]["agreement"] == 1.0  # the same deterministic judge twice
-        final = list(read_jsonl(tmp_path / "refine" / "final" / f"{lang}.jsonl"))
-        assert len(final) == summary["final"][lang] >= 15
-        assert all(k["grade"] == "best" for k in final if k["kept_by"] == "best")
-    marker = tmp_path / "refine" / "iter-2" / "summary.json"
-    stamp = marker.stat().st_mtime_ns
-    run_refinement(cfg, ctx, "fp", "work")
-    assert marker.stat().st_mtime_ns == stamp, "a finished round was redone"
 
 
 def test_evaluator_config_round_trips():

@@ -270,6 +270,26 @@ def manifest(run_dir: Annotated[Path, typer.Argument(help="a run folder")],
 
 
 @app.command()
+def audit(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder")],
+    lang: Annotated[str | None, typer.Option("--lang", help="one language; default: every language of the run")]
+        = None,
+    n: Annotated[int, typer.Option("--n", min=1, help="pairs shown on each side")] = 20,
+    seed: Annotated[int, typer.Option(help="which random pairs")] = 0,
+):
+    """Read Stage II's decisions: random kept and dropped pairs side by side, with grade, P(best), why, and the
+    evidence (PMI per token, the instruction's weakest clause...)."""
+    from xinstruct.refine.audit import audit_table
+
+    cfg = _load(run_dir)
+    if not (run_dir / "refine" / "final").is_dir():
+        console.print(f"[red]{run_dir}: no refined pairs yet[/red] (run `xinstruct refine {run_dir}`)")
+        raise typer.Exit(2)
+    for code in [lang] if lang else cfg.languages:
+        console.print(audit_table(run_dir, code, n, seed))
+
+
+@app.command()
 def status(run_dir: Annotated[Path, typer.Argument(help="a run folder")]):
     """Where a run stands: each stage's state, and each model task's progress (on Ray or Slurm, the way to follow
     a run from the login node)."""

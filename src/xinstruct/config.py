@@ -294,13 +294,17 @@ class GenerateConfig(Section):
 
 
 class EvaluatorConfig(Section):
-    """Who grades candidate pairs: a model trained on the synthetic rating set, or a prompted judge."""
+    """Who grades candidate pairs: log-likelihood evidence and a fitted grader (default), a model trained on the
+    synthetic rating set, or a prompted judge."""
 
     kind: Literal["likelihood", "trained", "judge"] = Field(
         "likelihood", description="likelihood (base-model features + a fitted grader; no training) | trained "
                                   "(LoRA grader, slow) | judge (prompted model)")
-    grader: str = Field("bundled", description="likelihood: the fitted grader's JSON; 'bundled' = fitted on FLORES "
-                                               "rating pairs of the paper's 10 languages, for the bundled model")
+    grader: str = Field("fit", description="likelihood, round 1: 'fit' = fitted on this run's rating set (seed "
+                                           "pairs); 'bundled' = the grader fitted on FLORES rating pairs of the "
+                                           "paper's 10 languages (bundled model only); or a grader JSON")
+    features: list[str] | None = Field(None, description="likelihood: the grader's features; None = the default "
+                                                         "set (docs/REFINEMENT.md)")
     model: ModelConfig = Field(LlamaCppConfig(), description="grading backend; a trained evaluator's LoRA is "
                                                           "added to it automatically")
     train: TrainConfig = Field(TrainConfig(epochs=1.0, batch_size=8, max_length=512, learning_rate=3e-4),
@@ -326,9 +330,12 @@ class RefineConfig(Section):
         0.8, ge=0, le=1, description="a label joins the evaluator's next training set only at this probability "
                                      "or above")
     self_label_max_per_grade: int = Field(200, ge=0, description="per language and grade, to keep retraining short")
-    min_best_prob: float = Field(0.0, ge=0, le=1, description="keep a 'best' pair only at this probability or above")
-    keep_flawed_above: float | None = Field(None, ge=0, le=1, description="also keep 'flawed' pairs with P(best) "
-                                                                          "at or above this")
+    min_best_prob: float = Field(0.37, ge=0, le=1, description="keep a pair whose P(best) is at or above this (a "
+                                                                "judge without probabilities: when it says best)")
+    per_document: int | None = Field(1, ge=1, description="at most this many instructions per document, the "
+                                                          "best-graded; None = every pair that passes")
+    min_gain: float = Field(0.002, ge=0, description="a round whose grader does not raise the held-out mean AUC by "
+                                                     "this much, or lower its calibration error, stops the rounds")
     min_keep: int = Field(0, ge=0, description="per language: top up with the highest P(best) pairs to this count")
     min_keep_share: float = Field(0.0, ge=0, le=1, description="per language: ... or to this share of its "
                                                                "candidates")

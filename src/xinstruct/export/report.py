@@ -24,8 +24,10 @@ def _json(path: Path) -> dict:
 
 
 def last_round(out: Path) -> dict:
+    """The summary of the refinement round whose grades stand (a later round that did not improve is not it)."""
     rounds = sorted((out / "refine").glob("iter-*/summary.json"), key=lambda p: int(p.parent.name.split("-")[1]))
-    return _json(rounds[-1]) if rounds else {}
+    kept = [s for s in map(_json, rounds) if s.get("accepted", True)]
+    return kept[-1] if kept else {}
 
 
 def funnels(out: Path, langs: list[str]) -> dict[str, dict[str, int]]:

@@ -23,7 +23,7 @@ EVAL_QUESTIONS = tuple(Path("../shared/data/eval") / f for f in ("vicuna_bench_q
 
 
 def demo_config(output_dir: str = "runs/demo", languages: tuple[str, ...] = DEMO_LANGUAGES,
-                epochs: float = 1.0, eval_questions: list[str] | None = None) -> RunConfig:
+                epochs: float = 1.0, eval_questions: list[str] | None = None, n_per_doc: int = 2) -> RunConfig:
     corpus = [InputSpec(path=str(bundled_path(f"demo/{lang}/corpus.jsonl")), lang=lang) for lang in languages]
     # a file of deliberately broken records, so the demo shows what is set aside and why
     corpus.append(InputSpec(path=str(bundled_path("demo/noise.jsonl"))))
@@ -33,12 +33,11 @@ def demo_config(output_dir: str = "runs/demo", languages: tuple[str, ...] = DEMO
         corpus={"inputs": corpus},
         seed=SeedConfig(inputs=seeds, split="all"),
         train=TrainConfig(epochs=epochs, batch_size=4, max_length=320),
-        generate=GenerateConfig(n_per_doc=2, max_tokens=64, batch_docs=16),
-        # two rounds, as the paper; round 2 retrains the evaluator on up to 20 labels per grade and language
-        # graded at P >= 0.5 (the small model is rarely surer); every language keeps at least half its
-        # candidates, so that Stage III has a pool twice its target to draw from
-        refine=RefineConfig(iterations=2, self_label_min_confidence=0.5, self_label_max_per_grade=20,
-                            min_keep_share=0.5, batch_size=32),
+        generate=GenerateConfig(n_per_doc=n_per_doc, max_tokens=64, batch_docs=16),
+        # two rounds, as the paper: the likelihood grader fitted on the demo's seed pairs grades, then is refitted
+        # on its confident labels and kept only if it grades the held-out seed pairs better; one instruction per
+        # document, the best-graded
+        refine=RefineConfig(iterations=2, batch_size=32),
         # 20 of ~40 pairs per language across 5 clusters (the paper: 32k per language)
         diversify=DiversifyConfig(target_per_language=20, n_clusters=5,
                                   decontaminate={"questions": list(eval_questions or [])}),

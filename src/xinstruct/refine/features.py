@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from xinstruct.generate.checks import echo_share
 from xinstruct.models.base import Backend, require
 from xinstruct.prompts import RESPONSE_SEPARATOR, answer_prompt, generation_prompt
@@ -91,6 +93,14 @@ def _ans(instruction: str) -> str:
     return answer_prompt(instruction, "alpaca") + RESPONSE_SEPARATOR["alpaca"]
 
 
+def distractors() -> list[str]:
+    """Fixed English instructions on unrelated everyday topics (prompts/distractors.txt): what any text is scored
+    against, to tell an instruction this text picks out from one it would raise as much as any other."""
+    from xinstruct.prompts import template
+
+    return [line.strip() for line in template("distractors").splitlines() if line.strip()]
+
+
 def _requests(item: dict, families: set[str]) -> dict[str, tuple[str, str]]:
     """Named (context, continuation) requests for one pair; shared ones (the empty-text baseline) repeat across
     pairs and are scored once."""
@@ -105,6 +115,10 @@ def _requests(item: dict, families: set[str]) -> dict[str, tuple[str, str]]:
             before = "".join(" " + s for s in segments[:k])
             out[f"seg{k}|t"] = (_gen(t) + before, " " + seg)
             out[f"seg{k}|-"] = (_gen("") + before, " " + seg)
+    if "distractors" in families:
+        for k, d in enumerate(distractors()):
+            out[f"d{k}|t"] = (_gen(t), " " + d)
+            out[f"d{k}|-"] = (_gen(""), " " + d)
     if "halves" in families:
         a, b = text_halves(t)
         out["q|ta"] = (_gen(a), " " + q)
@@ -149,6 +163,12 @@ def _segment_pmis(s) -> list[float]:
     return [(_lp(s, f"seg{k}|t") - _lp(s, f"seg{k}|-")) / _n(s, f"seg{k}|t") for k in ks]
 
 
+def _distractor_pmis(s) -> list[float]:
+    """PMI per token of each distractor instruction given this text."""
+    ks = sorted({int(k[1:].split("|")[0]) for k in s if k.startswith("d") and k[1].isdigit()})
+    return [(_lp(s, f"d{k}|t") - _lp(s, f"d{k}|-")) / _n(s, f"d{k}|t") for k in ks]
+
+
 def _half_pmis(s) -> tuple[float, float]:
     return _lp(s, "q|ta") - _lp(s, "q|-"), _lp(s, "q|tb") - _lp(s, "q|-")
 
@@ -169,6 +189,13 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
     Feature("pmi_segment_spread", "segments", "Best minus worst clause PMI per token: an instruction the text "
             "answers in part has one clause well supported and another not.",
             lambda it, s: max(_segment_pmis(s)) - min(_segment_pmis(s))),
+    Feature("pmi_vs_distractors", "distractors", "PMI per token of the instruction minus the mean over fixed "
+            "unrelated instructions given the same text: some texts (many names, numbers, English words) raise any "
+            "instruction's likelihood; what counts is how much more they raise this one.",
+            lambda it, s: _pmi(s) / _n(s, "q|t") - float(np.mean(_distractor_pmis(s)))),
+    Feature("distractor_rank", "distractors", "Share of the unrelated instructions this text supports less than "
+            "the instruction (per-token PMI): 1 when the text picks this instruction out, lower for a generic one.",
+            lambda it, s: float(np.mean([_pmi(s) / _n(s, "q|t") > d for d in _distractor_pmis(s)]))),
     Feature("pmi_half_min", "halves", "PMI per instruction token given the weaker half of the text alone: a text "
             "that drifts off the instruction (a page that changes subject) leaves one half unrelated to it.",
             lambda it, s: min(_half_pmis(s)) / _n(s, "q|t")),

@@ -1,81 +1,19 @@
-"""Label candidate pairs with an evaluator, resumably, and decide which to keep.
+"""Which graded pairs to keep: the keep rule, one instruction per document, quotas. Pure functions over labels.
 
-Labels go through a Journal per language (<lang>.labels.jsonl / <lang>.errors.jsonl), committed batch by
-batch, so a run killed mid-iteration resumes where it stopped and never relabels a committed pair. A pair
-whose grading failed is retried at once (`retries`); if it still fails it is written to errors with its
-reason: backend errors are tried again on the next run, unparsable judgements stay set aside and counted.
+A pair is kept when its P(best) reaches the language's `min_best_prob` (a judge that gives no probabilities:
+when it says `best`). Of a document's kept pairs only the best-graded `per_document` stay: for supervised
+tuning, one text with two instructions is one answer to two questions. A language's quota (`min_keep`,
+`min_keep_share`) then tops up with the highest P(best) pairs of documents that have none, so no language is
+emptied. Every pair ends with `kept_by` (best / quota) or `drop_reason`, so the audit view can say why.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections import defaultdict
 
 from xinstruct.config import LanguageQuota, RefineConfig
-from xinstruct.io.journal import Journal, batches
 from xinstruct.refine.ratings import GRADES
-
-RETRYABLE = "backend_error"
-
-
-def error_kind(error: str) -> str:
-    return error.split(":", 1)[0]
-
-
-def pair_key(item: dict) -> str:
-    """A candidate's id and a hash of its content: a regenerated candidate with the same id is graded again."""
-    blob = f"{item['instruction']}\x00{item['output']}".encode()
-    return f"{item['id']}@{hashlib.sha256(blob).hexdigest()[:16]}"
-
-
-def label_candidates(items: Iterable[dict], lang: str, evaluator, folder, iteration: int, batch_size: int = 64,
-                     retries: int = 1, on_progress: Callable[[int], None] | None = None,
-                     fingerprint: str | None = None) -> dict:
-    """Grade every candidate not yet labelled in `folder` (by the same evaluator and settings: `fingerprint`);
-    returns this run's counts."""
-    stats: Counter = Counter()
-    with Journal(folder, lang, ("labels", "errors"), fingerprint) as journal:
-        done = {r["key"] for r in journal.records("labels")}
-        done |= {r["key"] for r in journal.records("errors") if r["reason"] != RETRYABLE}
-
-        def todo():
-            for it in items:
-                if pair_key(it) in done:
-                    stats["skipped_done"] += 1
-                    if on_progress:
-                        on_progress(1)
-                else:
-                    yield it
-
-        for batch in batches(todo(), batch_size):
-            grades = evaluator.grade(batch)
-            for _ in range(retries):
-                failed = [i for i, g in enumerate(grades) if g.error]
-                if not failed:
-                    break
-                stats["retried"] += len(failed)
-                for i, g in zip(failed, evaluator.grade([batch[i] for i in failed])):
-                    grades[i] = g
-            labels, errors = [], []
-            for item, g in zip(batch, grades):
-                base = {"id": item["id"], "key": pair_key(item), "lang": lang, "iteration": iteration,
-                        "evaluator": evaluator.id}
-                if g.error:
-                    errors.append({**base, "reason": error_kind(g.error), "error": g.error, "raw": g.reason})
-                else:
-                    label = {**base, "grade": g.grade, "probs": g.probs, "reason": g.reason}
-                    if g.features is not None:
-                        label["features"] = g.features
-                    labels.append(label)
-            journal.commit({"labels": labels, "errors": errors})
-            stats["labelled"] += len(labels)
-            stats.update(f"error:{e['reason']}" for e in errors)
-            stats.update(f"grade:{r['grade']}" for r in labels)
-            if on_progress:
-                on_progress(len(batch))
-    return dict(stats)
 
 
 def p_best(label: dict) -> float:
@@ -94,40 +32,70 @@ def keep_rule(cfg: RefineConfig, lang: str) -> LanguageQuota:
         min_keep_share=cfg.min_keep_share if own.min_keep_share is None else own.min_keep_share)
 
 
-def select(candidates: list[dict], labels: dict[str, dict], rule: LanguageQuota,
-           keep_flawed_above: float | None = None) -> list[dict]:
-    """Keep 'best' pairs (at or above rule.min_best_prob), optionally confident 'flawed' ones, then top up
-    to the language's quota with the highest-P(best) remaining labelled pairs, so no language is emptied."""
-    kept, rest = [], []
-    for cand in candidates:
-        label = labels.get(pair_key(cand))
-        if label is None:
-            continue
-        row = {**cand, "grade": label["grade"], "probs": label["probs"], "iteration": label["iteration"],
-               "evaluator": label["evaluator"]}
-        if label["grade"] == "best" and p_best(label) >= rule.min_best_prob:
-            kept.append({**row, "kept_by": "best"})
-        elif label["grade"] == "flawed" and keep_flawed_above is not None and p_best(label) >= keep_flawed_above:
-            kept.append({**row, "kept_by": "flawed_above_threshold"})
+def passes(label: dict, rule: LanguageQuota) -> bool:
+    if label.get("probs"):
+        return label["probs"]["best"] >= rule.min_best_prob
+    return label["grade"] == "best"
+
+
+def _rank(row: dict) -> tuple:
+    """Best first: higher P(best), then better grade, then the earlier candidate (stable across runs)."""
+    return -p_best(row), GRADES.index(row["grade"]), row.get("candidate_index", 0), str(row["id"])
+
+
+def select(graded: list[dict], rule: LanguageQuota, per_document: int | None = 1) -> tuple[list[dict], list[dict]]:
+    """(kept, dropped) of one language's graded pairs (candidates with `grade`, `probs`); each dropped pair says
+    why: `grade:<grade>` (below the rule), `another_instruction_of_the_document` (per_document)."""
+    passing, dropped = [], []
+    for row in graded:
+        if passes(row, rule):
+            passing.append(row)
         else:
-            rest.append(row)
-    quota = max(rule.min_keep, math.ceil(rule.min_keep_share * len(candidates)))
+            dropped.append({**row, "drop_reason": f"grade:{row['grade']}"
+                            + (f" (P(best) {p_best(row):.2f} < {rule.min_best_prob:g})" if row.get("probs") else "")})
+    kept = []
+    by_doc: dict[str, list[dict]] = defaultdict(list)
+    for row in passing:
+        by_doc[_doc(row)].append(row)
+    for rows in by_doc.values():
+        rows.sort(key=_rank)
+        limit = per_document or len(rows)
+        kept += [{**r, "kept_by": "best"} for r in rows[:limit]]
+        dropped += [{**r, "drop_reason": "another_instruction_of_the_document"} for r in rows[limit:]]
+    quota = max(rule.min_keep, math.ceil(rule.min_keep_share * len({_doc(r) for r in graded})))
     if len(kept) < quota:
-        rest.sort(key=lambda r: (-p_best(r), GRADES.index(r["grade"])))
-        kept += [{**r, "kept_by": "quota"} for r in rest[:quota - len(kept)]]
-    return kept
+        have = {_doc(r) for r in kept}
+        spare = sorted((r for r in dropped if r["drop_reason"].startswith("grade:")), key=_rank)
+        topped = []
+        for r in spare:
+            if len(kept) + len(topped) >= quota:
+                break
+            if per_document and _doc(r) in have:
+                continue
+            have.add(_doc(r))
+            topped.append(r)
+        ids = {id(r) for r in topped}
+        dropped = [r for r in dropped if id(r) not in ids]
+        kept += [{**{k: v for k, v in r.items() if k != "drop_reason"}, "kept_by": "quota"} for r in topped]
+    order = {id_: i for i, id_ in enumerate(r["id"] for r in graded)}
+    kept.sort(key=lambda r: order[r["id"]])
+    return kept, dropped
+
+
+def _doc(row: dict) -> str:
+    return row.get("doc_key") or row.get("doc_id") or str(row["id"])
 
 
 def compare(previous: dict[str, dict], current: dict[str, dict]) -> dict:
-    """How labels moved between iterations, on the pairs labelled in both."""
+    """How labels moved between rounds, on the pairs labelled in both."""
     common = [i for i in current if i in previous]
     if not common:
         return {"compared": 0}
     rank = {g: k for k, g in enumerate(GRADES)}  # 0 = best
     before = [previous[i]["grade"] for i in common]
     after = [current[i]["grade"] for i in common]
-    up = sum(rank[a] < rank[b] for b, a in zip(before, after))
-    down = sum(rank[a] > rank[b] for b, a in zip(before, after))
+    up = sum(rank[a] < rank[b] for b, a in zip(before, after, strict=True))
+    down = sum(rank[a] > rank[b] for b, a in zip(before, after, strict=True))
     same = len(common) - up - down
     out = {"compared": len(common), "agreement": round(same / len(common), 4), "moved_up": up, "moved_down": down}
     if len(set(before) | set(after)) > 1:

@@ -1,245 +1,305 @@
-"""Stage II, X-Instruction refinement: k rounds of label → keep → retrain.
+"""Stage II, X-Instruction refinement: k rounds of grade → keep → retrain, each round earning its place.
 
-Round t (1-based) lives in <run>/refine/iter-<t>/:
-  evaluator/         the trained evaluator of this round (round 1: rating set; later: + confident labels)
-  generator/, candidates/   only when `retrain` includes the generator (round ≥ 2): retrained on seed + kept
-  labels/            <lang>.labels.jsonl / <lang>.errors.jsonl, journaled (resumable mid-round)
-  kept/<lang>.jsonl  what this round keeps
-  summary.json       grade distribution per language, moves vs the previous round; written last, so a round
-                     with a summary is finished and skipped on resume
-The last round's kept pairs are copied to <run>/refine/final/<lang>.jsonl for Stage III.
+Round 1 grades every candidate with the first grader: by default a small logistic regression over
+log-likelihood features (refine/grader.py), fitted on this run's synthetic rating set (refine/ratings.py: true /
+flawed / mismatched pairs built from the seed pairs). Round t > 1 is the paper's refinement: the grader is
+refitted (or, for `kind: trained`, the LoRA grader retrained) on the rating set plus round t-1's confident
+labels, and grades again. Every round is checked on the held-out seed pairs' rating set (ROC-AUC true vs
+mismatched and true vs flawed, 3-grade accuracy, calibration error): a round that improves neither the mean AUC
+(by `min_gain`) nor the calibration is not kept, and the rounds stop there, saying why. With `retrain:
+generator` the generator is retrained on seed + kept pairs and writes new candidates; that round counts as an
+improvement when more documents end with a kept instruction.
+
+Per-pair model work (features, or a judge's grades) is cached (refine/evidence.py), so rounds, reruns and
+new candidates cost only what is new. Round t's files, in <run>/refine/iter-<t>/: labels/<lang>.labels.jsonl
+(grade, probabilities, features), labels/<lang>.errors.jsonl, kept/<lang>.jsonl, dropped/<lang>.jsonl (with
+reasons), summary.json. The last kept round's pairs go to <run>/refine/final/<lang>.jsonl (and
+<lang>.dropped.jsonl) for Stage III.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 
-from xinstruct.config import ModelConfig, RunConfig, with_adapter
-from xinstruct.core.stage import RunContext
+import numpy as np
+
+from xinstruct.config import RunConfig, with_adapter
 from xinstruct.io.files import read_jsonl, write_json, write_jsonl
-from xinstruct.refine.label import compare, keep_rule, label_candidates, pair_key, select
+from xinstruct.refine.evidence import DONE, pair_key
+from xinstruct.refine.label import compare, keep_rule, select
 from xinstruct.refine.ratings import GRADES, rating_set
 
+AUCS = ("auc_true_vs_mismatched", "auc_true_vs_flawed")
 
-def iteration_dir(cfg: RunConfig, t: int) -> Path:
-    return cfg.out / "refine" / f"iter-{t}"
 
+# -- the rating set ------------------------------------------------------------------------------------------------
 
 def seed_pairs(cfg: RunConfig, split: str | None = None) -> list[dict]:
     pairs = list(read_jsonl(cfg.out / "seed" / "pairs.jsonl"))
     return [p for p in pairs if split is None or p["split"] == split]
 
 
-def rating_rows(cfg: RunConfig, split: str) -> list[dict]:
-    """The synthetic rating set of this run's seed pairs, one split of it (train: to learn; heldout: to check)."""
+def rating_rows(cfg: RunConfig) -> list[dict]:
+    """The synthetic rating set of this run's seed pairs; `split` says which rows fit and which check."""
     ecfg = cfg.refine.evaluator
-    return [r for r in rating_set(seed_pairs(cfg), tuple(ecfg.degradations), ecfg.train.seed) if r["split"] == split]
+    return rating_set(seed_pairs(cfg), tuple(ecfg.degradations), ecfg.train.seed)
 
 
-def candidate_folder(cfg: RunConfig, t: int) -> Path:
-    """The candidates round t labels: regenerated ones where the generator was retrained, else Stage I's."""
-    for k in range(t, 1, -1):
-        folder = iteration_dir(cfg, k) / "candidates"
-        if (folder / "done.json").exists():
-            return folder
-    return cfg.out / "candidates"
+def heldout_quality(probs: np.ndarray, rows: list[dict], languages: list[str]) -> dict:
+    """Per language and mean: the grader's figures on held-out rating rows (refine/experiment.quality)."""
+    from xinstruct.refine.experiment import quality
 
-
-def read_candidates(folder: Path, lang: str) -> list[dict]:
-    path = folder / f"{lang}.candidates.jsonl"
-    return list(read_jsonl(path)) if path.exists() else []
-
-
-def read_labels(folder: Path, lang: str) -> dict[str, dict]:
-    """{pair key: label}: a label belongs to a candidate's id and content (see label.pair_key)."""
-    path = folder / f"{lang}.labels.jsonl"
-    return {r["key"]: r for r in read_jsonl(path)} if path.exists() else {}
-
-
-def self_labelled_rows(cfg: RunConfig, t: int) -> list[dict]:
-    """Round t-1's confident labels as graded training rows, the most confident first, capped per grade."""
-    prev = iteration_dir(cfg, t - 1)
-    rows = []
-    for lang in cfg.languages:
-        cands = {pair_key(c): c for c in read_candidates(candidate_folder(cfg, t - 1), lang)}
-        labels = [lb for lb in read_labels(prev / "labels", lang).values()
-                  if lb.get("probs") and lb["probs"][lb["grade"]] >= cfg.refine.self_label_min_confidence
-                  and lb["key"] in cands]
-        for grade in GRADES:
-            mine = sorted((lb for lb in labels if lb["grade"] == grade), key=lambda lb: -lb["probs"][grade])
-            for lb in mine[:cfg.refine.self_label_max_per_grade]:
-                c = cands[lb["key"]]
-                rows.append({"lang": lang, "grade": grade, "kind": "self_label", "instruction": c["instruction"],
-                             "output": c["output"], "split": "train"})
-    return rows
-
-
-def evaluator_backend_config(cfg: RunConfig, trained_dir: Path | None) -> ModelConfig:
-    model = cfg.refine.evaluator.model
-    if trained_dir is None:
-        return model
-    return with_adapter(model, trained_dir / "evaluator-lora.gguf", trained_dir / "adapter",
-                        "the trained evaluator (refine.evaluator.kind: trained)")
-
-
-def train_round_evaluator(cfg: RunConfig, t: int, ctx: RunContext) -> Path | None:
-    """Round t's trained evaluator (reused if already trained); None for a prompted judge."""
-    from xinstruct.refine.training import train_evaluator
-
-    ecfg = cfg.refine.evaluator
-    if ecfg.kind != "trained":
-        return None
-    out = iteration_dir(cfg, t) / "evaluator"
-    evaluator_backend_config(cfg, out)  # a grading backend that cannot load the adapter fails before training
-    if t > 1 and cfg.refine.retrain not in ("evaluator", "both"):
-        return train_round_evaluator(cfg, t - 1, ctx)
-    if (out / "train_summary.json").exists():
-        return out
-    rows = rating_rows(cfg, "train")
-    extra = self_labelled_rows(cfg, t) if t > 1 else []
-    if t > 1 and not extra:  # retraining on the same rows would rebuild the same evaluator
-        ctx.log(f"refine {t}: no label of round {t - 1} reached P ≥ {cfg.refine.self_label_min_confidence}; "
-                f"the evaluator of round {t - 1} grades again")
-        return train_round_evaluator(cfg, t - 1, ctx)
-    ctx.log(f"refine {t}: training the evaluator on {len(rows)} rating-set pairs"
-            + (f" + {len(extra)} confident labels of round {t - 1}" if t > 1 else ""))
-    train_evaluator(rows + extra, ecfg.train, out)
+    out = {}
+    for lang in languages:
+        mine = [i for i, r in enumerate(rows) if r["lang"] == lang]
+        if mine and {rows[i]["kind"] for i in mine} >= {"true", "mismatched"}:
+            out[lang] = quality(probs[mine], [rows[i] for i in mine])
+    if out:
+        out["mean"] = {k: round(float(np.nanmean([q[k] for q in out.values()])), 4)
+                       for k in (*AUCS, "accuracy", "ece")}
     return out
 
 
-def regenerate(cfg: RunConfig, t: int, ctx: RunContext, fingerprint: str, work: str) -> None:
-    """Retrain the generator on seed + round t-1's kept pairs, and write new candidates for round t."""
-    from xinstruct.generate.candidates import generate_candidates
-    from xinstruct.generate.stage import clean_documents
-    from xinstruct.models.base import load_backend
-    from xinstruct.train.sft import set_cpu_threads, train_generator
-
-    folder = iteration_dir(cfg, t)
-    done = folder / "candidates" / "done.json"
-    if done.exists() and read_json_or(done).get("fingerprint") == fingerprint:
-        return
-    gen_dir = folder / "generator"
-    # before training: a generator that cannot load the adapter should fail now, not after an hour of training
-    gen_cfg = with_adapter(cfg.generator, gen_dir / "generator-lora.gguf", gen_dir / "adapter",
-                           "the retrained generator (refine.retrain: generator)")
-    if not (gen_dir / "train_summary.json").exists():
-        kept = [{"instruction": r["instruction"], "output": r["output"]}
-                for lang in cfg.languages for r in read_jsonl(iteration_dir(cfg, t - 1) / "kept" / f"{lang}.jsonl")]
-        pairs = seed_pairs(cfg, None if cfg.seed.split == "all" else "train") + kept
-        ctx.log(f"refine {t}: retraining the generator on {len(pairs)} pairs (seed + kept)")
-        set_cpu_threads()
-        train_generator(pairs, cfg.train, gen_dir)
-    with load_backend(gen_cfg) as backend:
-        for lang in cfg.languages:
-            docs = clean_documents(ctx.layout, lang, ctx.limit)
-            advance = ctx.progress(f"refine {t}: regenerate {lang}", sum(1 for _ in clean_documents(ctx.layout, lang,
-                                                                                                    ctx.limit)))
-            generate_candidates(docs, lang, backend, cfg.generate, folder / "candidates", advance,
-                                fingerprint=f"{work}:{t}:{backend.model_id}")
-    write_json(done, {"fingerprint": fingerprint})
+def mean_auc(q: dict) -> float:
+    m = q.get("mean", {})
+    return float(np.mean([m[k] for k in AUCS])) if m else float("nan")
 
 
-def run_iteration(cfg: RunConfig, t: int, ctx: RunContext, fingerprint: str, work: str) -> dict:
-    from xinstruct.models.base import load_backend
-    from xinstruct.refine.evaluator import make_evaluator
-    from xinstruct.refine.quality import evaluator_quality
-
-    started = time.perf_counter()
-    folder = iteration_dir(cfg, t)
-    ecfg = cfg.refine.evaluator
-    if t > 1 and cfg.refine.retrain in ("generator", "both"):
-        regenerate(cfg, t, ctx, fingerprint, work)
-    trained = train_round_evaluator(cfg, t, ctx)
-    cand_folder = candidate_folder(cfg, t)
-    summary: dict = {"iteration": t, "fingerprint": fingerprint, "candidates_from": str(cand_folder),
-                     "languages": {}}
-    with load_backend(evaluator_backend_config(cfg, trained)) as backend:
-        evaluator = make_evaluator(ecfg.kind, backend, ecfg.scoring, ecfg.max_tokens, ecfg.grader)
-        summary["evaluator"] = evaluator.id
-        heldout = rating_rows(cfg, "heldout")
-        if heldout:  # how well this round's evaluator grades held-out seed pairs it never saw
-            summary["heldout_rating_set"] = evaluator_quality(heldout, evaluator.grade(heldout))
-        for lang in cfg.languages:
-            candidates = read_candidates(cand_folder, lang)[:ctx.limit]
-            advance = ctx.progress(f"refine {t}: grade {lang}", len(candidates))
-            run = label_candidates(candidates, lang, evaluator, folder / "labels", t, cfg.refine.batch_size,
-                                   cfg.refine.retries, on_progress=advance,
-                                   fingerprint=f"{work}:{t}:{evaluator.id}")
-            labels = read_labels(folder / "labels", lang)
-            kept = select(candidates, labels, keep_rule(cfg.refine, lang), cfg.refine.keep_flawed_above)
-            write_jsonl(folder / "kept" / f"{lang}.jsonl", kept)
-            summary["languages"][lang] = language_summary(candidates, labels, kept, folder, lang, run)
-            if t > 1:
-                summary["languages"][lang]["vs_previous"] = compare(
-                    read_labels(iteration_dir(cfg, t - 1) / "labels", lang), labels)
-    summary["seconds"] = round(time.perf_counter() - started, 1)
-    write_json(folder / "summary.json", summary)
-    return summary
+def round_improves(before: dict, after: dict, min_gain: float) -> tuple[bool, str]:
+    """Does the new round's grader earn its place: a higher held-out mean AUC, or a lower calibration error
+    without losing AUC?"""
+    if not before.get("mean") or not after.get("mean"):
+        return False, "no held-out seed pairs to check the round against"
+    a0, a1 = mean_auc(before), mean_auc(after)
+    e0, e1 = before["mean"]["ece"], after["mean"]["ece"]
+    figures = f"held-out mean AUC {a0:.3f} → {a1:.3f}, calibration error {e0:.3f} → {e1:.3f}"
+    if a1 >= a0 + min_gain and e1 <= e0 + 0.02:
+        return True, figures
+    if e1 <= e0 - min_gain and a1 >= a0 - min_gain / 2:
+        return True, figures
+    return False, figures
 
 
-def language_summary(candidates: list[dict], labels: dict, kept: list[dict], folder: Path, lang: str,
-                     run: dict) -> dict:
-    from collections import Counter
+# -- one round -----------------------------------------------------------------------------------------------------
 
-    errors_path = folder / "labels" / f"{lang}.errors.jsonl"
-    current = {pair_key(c) for c in candidates}
-    labels = {k: lb for k, lb in labels.items() if k in current}
-    unresolved = Counter(e["reason"] for e in {e["key"]: e for e in (read_jsonl(errors_path) if errors_path.exists()
-                                                                       else [])}.values()
-                         if e["key"] not in labels and e["key"] in current)
-    grades = Counter(lb["grade"] for lb in labels.values())
-    return {"candidates": len(candidates), "labelled": len(labels), "errors": dict(unresolved),
-            "grades": {g: grades.get(g, 0) for g in GRADES}, "kept": len(kept),
-            "kept_by": dict(Counter(k["kept_by"] for k in kept)), "this_run": run}
+def read_candidates(folder: Path, lang: str, limit: int | None = None) -> list[dict]:
+    path = folder / f"{lang}.candidates.jsonl"
+    rows = list(read_jsonl(path)) if path.exists() else []
+    return rows[:limit] if limit else rows
 
 
-def run_refinement(cfg: RunConfig, ctx: RunContext, fingerprint: str = "", work: str = "") -> dict:
-    """All rounds, skipping those finished with the same stage `fingerprint` (same candidates, settings and
-    models); labels are cached under `work` (settings and models only), so candidates that did not change are
-    not graded again. Returns the per-round summaries and the final kept counts."""
-    rounds = []
-    for t in range(1, cfg.refine.iterations + 1):
-        done = iteration_dir(cfg, t) / "summary.json"
-        previous = read_json_or(done)
-        if fingerprint and previous.get("fingerprint") == fingerprint:
-            ctx.log(f"[dim]refine {t}: done earlier with the same inputs, skipped ({done})[/dim]")
-            rounds.append(previous)
-        else:
-            rounds.append(run_iteration(cfg, t, ctx, fingerprint, work))
-        print_round(rounds[-1], ctx.log)
-    final = cfg.out / "refine" / "final"
-    last = iteration_dir(cfg, cfg.refine.iterations) / "kept"
-    final.mkdir(parents=True, exist_ok=True)
-    for lang in cfg.languages:
-        shutil.copyfile(last / f"{lang}.jsonl", final / f"{lang}.jsonl")
-    return {"iterations": [{"iteration": r["iteration"], "evaluator": r["evaluator"],
-                            **{lang: {k: s[k] for k in ("grades", "kept", "errors")} | (
-                                {"vs_previous": s["vs_previous"]} if "vs_previous" in s else {})
-                               for lang, s in r["languages"].items()}} for r in rounds],
-            "final": {lang: sum(1 for _ in read_jsonl(final / f"{lang}.jsonl")) for lang in cfg.languages}}
+def label(cand: dict, status: str | None, ev: dict, probs: np.ndarray | None, t: int, evaluator: str) -> dict:
+    base = {"id": cand["id"], "key": pair_key(cand), "lang": cand["lang"], "iteration": t, "evaluator": evaluator}
+    if status != DONE:
+        reason = "not_scored" if status is None else ev.get("error", "error").split(":", 1)[0]
+        return {**base, "error": reason, "detail": ev.get("error"), "raw": ev.get("raw")}
+    if probs is not None:
+        p = {g: round(float(v), 6) for g, v in zip(GRADES, probs, strict=True)}
+        return {**base, "grade": GRADES[int(np.argmax(probs))], "probs": p, "features": ev.get("features")}
+    return {**base, "grade": ev["grade"], "probs": ev.get("probs"), "reason": ev.get("reason"),
+            "features": ev.get("features")}
 
 
-def read_json_or(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
+def grade_candidates(candidates: list[dict], evidence: dict, grader, t: int, evaluator_id: str) -> list[dict]:
+    """A label per candidate from its cached evidence: the fitted grader's probabilities over its features
+    (likelihood), else the grade the evaluator gave."""
+    labels = [None] * len(candidates)
+    if grader is not None:
+        scored = [i for i, c in enumerate(candidates) if evidence[pair_key(c)][0] == DONE]
+        if scored:
+            x = np.array([[evidence[pair_key(candidates[i])][1]["features"][f] for f in grader.features]
+                          for i in scored])
+            for i, p in zip(scored, grader.predict_proba(x), strict=True):
+                labels[i] = label(candidates[i], DONE, evidence[pair_key(candidates[i])][1], p, t, evaluator_id)
+    for i, c in enumerate(candidates):
+        if labels[i] is None:
+            status, ev = evidence[pair_key(c)]
+            labels[i] = label(c, status, ev, None, t, evaluator_id)
+    return labels
+
+
+def keep(cfg: RunConfig, lang: str, candidates: list[dict], labels: list[dict]) -> tuple[list[dict], list[dict]]:
+    graded = [{**c, **{k: lb[k] for k in ("grade", "probs", "iteration", "evaluator", "features") if k in lb}}
+              for c, lb in zip(candidates, labels, strict=True) if "grade" in lb]
+    return select(graded, keep_rule(cfg.refine, lang), cfg.refine.per_document)
+
+
+def self_labelled_rows(cfg: RunConfig, labels: dict[str, list[dict]], candidates: dict[str, list[dict]],
+                       evidence: dict[str, dict]) -> list[tuple[dict, dict]]:
+    """A round's confident labels as (training row, evidence): per language and grade the most confident first,
+    at most `self_label_max_per_grade`, at P(grade) ≥ `self_label_min_confidence`."""
+    out = []
+    for lang, lbs in labels.items():
+        by_key = {pair_key(c): c for c in candidates[lang]}
+        sure = [lb for lb in lbs if lb.get("probs") and lb["probs"][lb["grade"]] >= cfg.refine.self_label_min_confidence]
+        for grade in GRADES:
+            mine = sorted((lb for lb in sure if lb["grade"] == grade), key=lambda lb: -lb["probs"][grade])
+            for lb in mine[:cfg.refine.self_label_max_per_grade]:
+                c = by_key[lb["key"]]
+                out.append(({"lang": lang, "grade": grade, "kind": "self_label", "instruction": c["instruction"],
+                             "output": c["output"], "split": "train"}, evidence[lang][lb["key"]][1]))
+    return out
+
+
+def write_round(folder: Path, lang: str, labels: list[dict], kept: list[dict], dropped: list[dict]) -> None:
+    write_jsonl(folder / "labels" / f"{lang}.labels.jsonl", (lb for lb in labels if "grade" in lb))
+    write_jsonl(folder / "labels" / f"{lang}.errors.jsonl", (lb for lb in labels if "grade" not in lb))
+    write_jsonl(folder / "kept" / f"{lang}.jsonl", kept)
+    write_jsonl(folder / "dropped" / f"{lang}.jsonl", dropped)
+
+
+def language_summary(candidates: list[dict], labels: list[dict], kept: list[dict], dropped: list[dict]) -> dict:
+    grades = Counter(lb["grade"] for lb in labels if "grade" in lb)
+    errors = Counter(lb["error"] for lb in labels if "grade" not in lb)
+    docs = {c.get("doc_key") or c.get("doc_id") for c in candidates}
+    return {"candidates": len(candidates), "documents": len(docs), "labelled": sum(grades.values()),
+            "errors": dict(errors), "grades": {g: grades.get(g, 0) for g in GRADES}, "kept": len(kept),
+            "documents_with_kept": len({k.get("doc_key") or k.get("doc_id") for k in kept}),
+            "kept_by": dict(Counter(k["kept_by"] for k in kept)),
+            "dropped": dict(Counter(d["drop_reason"].split(" (")[0] for d in dropped))}
 
 
 def print_round(summary: dict, log) -> None:
     from rich.table import Table
 
     t = summary["iteration"]
-    table = Table(title=f"refinement round {t}: grades per language ({summary['evaluator']})")
-    for col in ("lang", "candidates", *GRADES, "errors", "kept", "vs previous round"):
+    state = "kept" if summary.get("accepted", True) else "not kept"
+    table = Table(title=f"refinement round {t} ({state}): {summary['evaluator']}", title_justify="left")
+    for col in ("lang", "candidates", *GRADES, "errors", "kept", "docs with one", "vs previous round"):
         table.add_column(col)
     for lang, s in summary["languages"].items():
         v = s.get("vs_previous", {})
         moved = (f"agree {v['agreement']:.0%}, up {v['moved_up']}, down {v['moved_down']}"
                  if v.get("compared") else "")
         table.add_row(lang, str(s["candidates"]), *(str(s["grades"][g]) for g in GRADES),
-                      str(sum(s["errors"].values())), str(s["kept"]), moved)
+                      str(sum(s["errors"].values())), str(s["kept"]),
+                      f"{s['documents_with_kept']}/{s['documents']}", moved)
     log(table)
-    for lang, q in summary.get("heldout_rating_set", {}).items():
-        log(f"  held-out seed rating set {lang}: AUC(best: true vs mismatched) "
-                      f"{q['auc_true_vs_mismatched']:.3f}, 3-grade accuracy {q['accuracy']:.3f} (n={q['n']})")
+    q = summary.get("heldout", {})
+    if q.get("mean"):
+        m = q["mean"]
+        per_lang = ", ".join(f"{k} {v['auc_true_vs_mismatched']:.2f}" for k, v in q.items() if k != "mean")
+        log(f"  held-out seed rating set: AUC true/mismatched {m['auc_true_vs_mismatched']:.3f} ({per_lang}), "
+            f"true/flawed {m['auc_true_vs_flawed']:.3f}, accuracy {m['accuracy']:.3f}, "
+            f"calibration error {m['ece']:.3f}")
+    if summary.get("decision"):
+        log(f"  {summary['decision']}")
+
+
+# -- the rounds ----------------------------------------------------------------------------------------------------
+
+class Rounds:
+    """Runs the k rounds of one refinement for a RefineStage (which owns evidence, caches and backends)."""
+
+    def __init__(self, stage):
+        self.stage, self.cfg, self.ctx = stage, stage.cfg, stage.ctx
+        self.layout = stage.layout
+
+    def run(self) -> dict:
+        cfg, ctx = self.cfg, self.ctx
+        rows = rating_rows(cfg)
+        candidates = {lang: read_candidates(self.layout.candidates, lang, ctx.limit) for lang in cfg.languages}
+        rounds, accepted = [], None
+        previous_labels: dict[str, dict] = {}
+        train_extra: list[tuple[dict, dict]] = []
+        for t in range(1, cfg.refine.iterations + 1):
+            started = time.perf_counter()
+            folder = self.layout.round_dir(t)
+            if t > 1:
+                reason = self.why_not_retrain(rounds[-1])
+                if reason:
+                    ctx.log(f"[dim]refine {t}: not run — {reason}[/dim]")
+                    shutil.rmtree(folder, ignore_errors=True)
+                    break
+                if cfg.refine.retrain in ("generator", "both"):
+                    candidates = self.stage.regenerate(t, accepted["kept_files"])
+            rg = self.stage.round_evaluator(t, rows, candidates, train_extra)
+            grader, evaluator_id, evidence = rg.grader, rg.id, rg.evidence
+            summary = {"iteration": t, "evaluator": evaluator_id, "languages": {},
+                       "heldout": heldout_quality(rg.heldout_probs, rg.heldout_rows, cfg.languages)}
+            labels = {}
+            for lang in cfg.languages:
+                labels[lang] = grade_candidates(candidates[lang], evidence[lang], grader, t, evaluator_id)
+                kept, dropped = keep(cfg, lang, candidates[lang], labels[lang])
+                write_round(folder, lang, labels[lang], kept, dropped)
+                summary["languages"][lang] = language_summary(candidates[lang], labels[lang], kept, dropped)
+                if previous_labels:
+                    summary["languages"][lang]["vs_previous"] = compare(
+                        previous_labels.get(lang, {}), {lb["key"]: lb for lb in labels[lang] if "grade" in lb})
+            if t > 1:
+                ok, figures = self.judge_round(rounds[-1], summary)
+                summary["accepted"] = ok
+                summary["decision"] = (f"round {t} kept: {figures}" if ok else
+                                       f"round {t} not kept, refinement stops: {figures}; round {accepted['iteration']}'s "
+                                       "grades stand")
+            else:
+                summary["accepted"] = True
+            summary["seconds"] = round(time.perf_counter() - started, 1)
+            summary["kept_files"] = str(folder / "kept")
+            write_json(folder / "summary.json", summary)
+            rounds.append(summary)
+            print_round(summary, ctx.log)
+            if not summary["accepted"]:
+                break
+            accepted = summary
+            previous_labels = {lang: {lb["key"]: lb for lb in lbs if "grade" in lb} for lang, lbs in labels.items()}
+            train_extra = self_labelled_rows(cfg, labels, candidates, evidence)
+        for t in range(len(rounds) + 1, cfg.refine.iterations + 1):  # rounds of an earlier, longer refinement
+            shutil.rmtree(self.layout.round_dir(t), ignore_errors=True)
+        final = self.layout.refine / "final"
+        for lang in cfg.languages:
+            src = self.layout.round_dir(accepted["iteration"])
+            write_jsonl(final / f"{lang}.jsonl", read_jsonl(src / "kept" / f"{lang}.jsonl"))
+            write_jsonl(final / f"{lang}.dropped.jsonl", read_jsonl(src / "dropped" / f"{lang}.jsonl"))
+        return {"iterations": [{k: r[k] for k in ("iteration", "evaluator", "accepted", "heldout") if k in r}
+                               | {"decision": r.get("decision")}
+                               | {lang: {k: s[k] for k in ("grades", "kept", "errors", "documents_with_kept")}
+                                  for lang, s in r["languages"].items()} for r in rounds],
+                "final_round": accepted["iteration"],
+                "final": {lang: accepted["languages"][lang]["kept"] for lang in cfg.languages},
+                "unresolved": {lang: accepted["languages"][lang]["errors"].get("backend_error", 0)
+                               + accepted["languages"][lang]["errors"].get("not_scored", 0) for lang in cfg.languages}}
+
+    def why_not_retrain(self, last: dict) -> str | None:
+        """Why round t would repeat round t-1, so it is not run."""
+        cfg = self.cfg
+        if cfg.refine.retrain == "none":
+            return "refine.retrain is none: nothing is retrained between rounds"
+        if cfg.refine.retrain == "evaluator" and cfg.refine.evaluator.kind == "judge":
+            return "a prompted judge is not retrained between rounds (retrain: generator retrains the generator)"
+        learns = cfg.refine.retrain in ("evaluator", "both") and cfg.refine.evaluator.kind != "judge"
+        if learns and not any(s["grades"][g] for s in last["languages"].values() for g in GRADES):
+            return f"round {last['iteration']} labelled nothing to learn from"
+        return None
+
+    def judge_round(self, before: dict, after: dict) -> tuple[bool, str]:
+        """Did round t earn its cost? Its grader on held-out seed pairs, or (generator retrained) more documents
+        with a kept instruction."""
+        retrain = self.cfg.refine.retrain
+        checks = []
+        if retrain in ("evaluator", "both") and self.cfg.refine.evaluator.kind != "judge":
+            checks.append(round_improves(before["heldout"], after["heldout"], self.cfg.refine.min_gain))
+        if retrain in ("generator", "both"):
+            def share(s):
+                docs = sum(x["documents"] for x in s["languages"].values())
+                return sum(x["documents_with_kept"] for x in s["languages"].values()) / max(1, docs)
+            b, a = share(before), share(after)
+            checks.append((a > b, f"documents with a kept instruction {b:.1%} → {a:.1%}"))
+        return any(ok for ok, _ in checks), "; ".join(figures for _, figures in checks)
+
+
+def unresolved_of(summary: dict) -> dict[str, int]:
+    n = sum(summary.get("unresolved", {}).values())
+    return {"refine:backend_error": n} if n else {}
+
+
+def evaluator_backend(cfg: RunConfig, trained_dir: Path | None):
+    """The grading backend; a trained evaluator's adapter in the form the backend loads."""
+    model = cfg.refine.evaluator.model
+    if trained_dir is None:
+        return model
+    return with_adapter(model, trained_dir / "evaluator-lora.gguf", trained_dir / "adapter",
+                        "the evaluator trained in this refinement round")

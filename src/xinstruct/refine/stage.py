@@ -1,26 +1,43 @@
-"""Stage II in the run: k rounds of grading candidates (best / flawed / worst), keeping the best, retraining."""
+"""Stage II in the run: per-pair evidence as sharded, cached tasks, then k rounds of grading (refine/loop.py)."""
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from xinstruct.core.fingerprint import digest, path_identity, source_digest
 from xinstruct.core.stage import Stage, StageResult
+from xinstruct.refine.ratings import GRADES
+
+EVIDENCE_CODE = ("refine/features.py", "refine/evaluator.py", "refine/evidence.py", "prompts", "models")
 
 
 class RefineStage(Stage):
     name = "refine"
-    title = ("k rounds of grading candidates (best / flawed / worst), keeping the best and retraining "
-             "(resumes mid-round; rounds finished with the same inputs are skipped)")
+    title = ("k rounds of grading candidates (best / flawed / worst), keeping the best instruction per document "
+             "and refitting the grader on its confident labels while that improves it on held-out seed pairs")
     needs = ("seed", "generate")
     config = ("languages", "refine")
-    code = ("refine", "models", "prompts", "train")
+    code = ("refine", "models", "prompts", "train", "core/tasks.py", "io/cache.py")
     uses_limit = True
+
+    @property
+    def task_folder(self) -> Path:
+        return self.layout.refine
+
+    @property
+    def ecfg(self):
+        return self.cfg.refine.evaluator
 
     def inputs(self) -> dict:
         from xinstruct.models.identity import model_identity
 
-        out = {"evaluator_model": model_identity(self.cfg.refine.evaluator.model)}
+        out = {"evaluator_model": model_identity(self.ecfg.model)}
+        if self.ecfg.kind == "likelihood" and self.ecfg.grader != "fit":
+            out["grader"] = self.ecfg.grader if self.ecfg.grader == "bundled" else path_identity(self.ecfg.grader)
         if self.cfg.refine.retrain in ("generator", "both"):  # it retrains the generator and generates again
             from xinstruct.core.fingerprint import config_section
             out["regenerate"] = {k: config_section(self.cfg, k) for k in ("train", "generator", "generate")}
@@ -32,11 +49,226 @@ class RefineStage(Stage):
     def clear(self) -> None:
         shutil.rmtree(self.layout.refine, ignore_errors=True)
 
-    def run(self) -> StageResult:
-        from xinstruct.refine.loop import run_refinement
+    # -- evidence, as tasks --------------------------------------------------------------------------------------
+    def features(self) -> list[str]:
+        from xinstruct.refine.grader import DEFAULT_FEATURES
 
-        summary = run_refinement(self.cfg, self.ctx, self.fingerprint, self.work_fingerprint)
-        last = summary["iterations"][-1] if summary["iterations"] else {}
-        unresolved = sum(s.get("errors", {}).get("backend_error", 0) for lang, s in last.items()
-                         if isinstance(s, dict) and lang in self.cfg.languages)
-        return StageResult(summary, {"refine:backend_error": unresolved} if unresolved else {})
+        return list(self.ecfg.features or DEFAULT_FEATURES)
+
+    def open_backend(self):
+        from xinstruct.models.base import load_backend
+
+        return load_backend(self.ecfg.model)
+
+    def make_evidence(self, backend, kind: str | None = None):
+        from xinstruct.refine.evidence import Evidence
+
+        return Evidence(kind or self.ecfg.kind, backend, self.features(), self.ecfg.scoring, self.ecfg.max_tokens)
+
+    @staticmethod
+    def evidence_fingerprint(evidence) -> str:
+        """What cached evidence was made with: the evaluator's identity (model, adapter, features) and code."""
+        return digest({"evidence": evidence.id, "code": source_digest(EVIDENCE_CODE)})
+
+    def candidates(self, lang: str) -> list[dict]:
+        from xinstruct.refine.loop import read_candidates
+
+        return read_candidates(self.layout.candidates, lang, self.ctx.limit)
+
+    def run_task(self, task, backend, progress) -> dict:
+        from xinstruct.core.tasks import FileProgress, write_progress
+        from xinstruct.refine.evidence import pair_key, score_task
+
+        items = [c for c in self.candidates(task.lang) if task.owns(pair_key(c))]
+        advance = FileProgress(self.task_folder, task, len(items),
+                               progress and progress(f"refine: evidence {task.name}", len(items)))
+        evidence = self.make_evidence(backend)
+        stats = score_task(items, task, evidence, self.task_folder, self.evidence_fingerprint(evidence),
+                           self.cfg.refine.batch_size, self.cfg.refine.retries, advance)
+        write_progress(self.task_folder, task, done=len(items), total=len(items), state="done", stats=stats)
+        return {**stats, "records": stats["pairs"]}
+
+    def run(self) -> StageResult:
+        from xinstruct.core.tasks import run_tasks, shards_per_language, task_list
+        from xinstruct.refine.loop import Rounds, unresolved_of
+
+        self.shards = shards_per_language(self.cfg.executor)
+        if self.ecfg.kind in ("likelihood", "judge"):  # the same in every round: scored once, as tasks
+            run_tasks(self, task_list(self.cfg.languages, self.shards), self.ctx.progress, self.ctx.log)
+        summary = Rounds(self).run()
+        return StageResult(summary, unresolved_of(summary))
+
+    # -- a round's grader ----------------------------------------------------------------------------------------
+    def round_evaluator(self, t: int, rows: list[dict], candidates: dict[str, list[dict]],
+                        extra: list[tuple[dict, dict]]) -> RoundGrader:
+        """likelihood: features scored once, the grader fitted (or loaded) for this round; judge: its cached
+        grades; trained: the LoRA grader of this round, which grades everything again."""
+        from xinstruct.refine.evidence import read_evidence
+
+        kind = self.ecfg.kind
+        if kind == "trained":
+            return self.trained_round(t, rows, candidates, extra)
+        folder = self.candidate_folder(t)
+        shards = self.shards if folder == self.task_folder else 1
+        evidence = {lang: read_evidence(candidates[lang], lang, shards, folder) for lang in self.cfg.languages}
+        rating = self.rating_evidence(rows, kind)
+        if kind == "judge":
+            return RoundGrader(None, self.judge_id, evidence, *_heldout(rows, rating, _probs_of))
+        grader = self.fit_grader(t, rows, rating, extra)
+        return RoundGrader(grader, f"likelihood:{grader.fingerprint}", evidence,
+                           *_heldout(rows, rating, lambda ev: None, grader))
+
+    def candidate_folder(self, t: int) -> Path:
+        """Where round t's candidate evidence is cached: the stage's tasks, or a round that regenerated."""
+        for k in range(t, 1, -1):
+            if (self.layout.round_dir(k) / "candidates" / "done.json").exists():
+                return self.layout.round_dir(k)
+        return self.task_folder
+
+    def rating_evidence(self, rows: list[dict], kind: str):
+        from xinstruct.refine.evidence import rating_evidence
+
+        with self.open_backend() as backend:
+            evidence = self.make_evidence(backend, kind)
+            if kind == "judge":
+                self.judge_id = evidence.id
+            return rating_evidence(rows, evidence, self.task_folder / "cache" / "ratings.sqlite",
+                                   self.evidence_fingerprint(evidence), self.cfg.refine.batch_size)
+
+    def fit_grader(self, t: int, rows: list[dict], rating: list, extra: list[tuple[dict, dict]]):
+        """Round 1: fitted on the rating set's train rows (or loaded: bundled, a path); round t > 1: refitted on
+        them plus round t-1's confident labels."""
+        from xinstruct.models.bundled import BUNDLED_MODEL_ID
+        from xinstruct.refine.evidence import DONE
+        from xinstruct.refine.grader import GraderModel, fit_grader
+
+        features = self.features()
+        model_id = self.scorer_id()
+        if t == 1 and self.ecfg.grader != "fit":
+            grader = GraderModel.load(self.ecfg.grader)
+            if grader.model_id != model_id:
+                raise ValueError(f"refine.evaluator.grader {self.ecfg.grader} was fitted on features scored by "
+                                 f"{grader.model_id}, not {model_id} (use grader: fit)")
+            return grader
+        train = [(r, ev) for r, (status, ev) in zip(rows, rating, strict=True)
+                 if status == DONE and r["split"] == "train"] + list(extra)
+        have = {r["grade"] for r, _ in train}
+        if have != set(GRADES):
+            raise ValueError(f"the rating set has no train pairs graded {sorted(set(GRADES) - have)}: the run needs "
+                             "seed pairs in at least one language with two or more pairs (seed stage)"
+                             + (f"; or set refine.evaluator.grader: bundled ({BUNDLED_MODEL_ID} only)"))
+        x = np.array([[ev["features"][f] for f in features] for _, ev in train])
+        return fit_grader(x, [r["grade"] for r, _ in train], features, model_id,
+                          info={"round": t, "rating_rows": sum(r.get("kind") != "self_label" for r, _ in train),
+                                "self_labels": len(extra)})
+
+    def scorer_id(self) -> str:
+        with self.open_backend() as backend:
+            return backend.model_id
+
+    # -- the slow paths: a trained grader per round, a regenerating generator ------------------------------------
+    def trained_round(self, t: int, rows: list[dict], candidates: dict[str, list[dict]],
+                      extra: list[tuple[dict, dict]]):
+        from xinstruct.core.tasks import Task
+        from xinstruct.models.base import load_backend
+        from xinstruct.refine.evidence import rating_evidence, read_evidence, score_task
+        from xinstruct.refine.loop import evaluator_backend
+        from xinstruct.refine.training import train_evaluator
+        from xinstruct.train.sft import set_cpu_threads
+
+        folder = self.layout.round_dir(t)
+        train_rows = [r for r in rows if r["split"] == "train"] + [r for r, _ in extra]
+        self.ctx.log(f"refine {t}: training the evaluator on {len(train_rows)} graded pairs")
+        set_cpu_threads()
+        train_evaluator(train_rows, self.ecfg.train, folder / "evaluator", progress=not self.ctx.quiet)
+        with load_backend(evaluator_backend(self.cfg, folder / "evaluator")) as backend:
+            evidence = self.make_evidence(backend, "trained")
+            fp = self.evidence_fingerprint(evidence)
+            for lang in self.cfg.languages:
+                advance = self.ctx.progress(f"refine {t}: grade {lang}", len(candidates[lang]))
+                score_task(candidates[lang], Task(lang), evidence, folder, fp, self.cfg.refine.batch_size,
+                           self.cfg.refine.retries, advance)
+            heldout = [r for r in rows if r["split"] == "heldout"]
+            rating = rating_evidence(heldout, evidence, folder / "cache" / "ratings.sqlite", fp)
+        found = {lang: read_evidence(candidates[lang], lang, 1, folder) for lang in self.cfg.languages}
+        return RoundGrader(None, evidence.id, found, *_heldout(heldout, rating, _probs_of))
+
+    def regenerate(self, t: int, kept_folder: str) -> dict[str, list[dict]]:
+        """Retrain the generator on seed + the kept pairs of the last kept round, write round t's candidates,
+        and score their evidence; returns the new candidates."""
+        from xinstruct.core.tasks import Task
+        from xinstruct.generate.candidates import generate_candidates
+        from xinstruct.generate.stage import clean_documents
+        from xinstruct.io.files import read_jsonl, write_json
+        from xinstruct.models.base import load_backend
+        from xinstruct.refine.evidence import score_task
+        from xinstruct.refine.loop import read_candidates, seed_pairs
+        from xinstruct.train.sft import set_cpu_threads, train_generator
+        from xinstruct.train.stage import generator_config
+
+        cfg, ctx = self.cfg, self.ctx
+        folder = self.layout.round_dir(t)
+        kept = [{"instruction": r["instruction"], "output": r["output"]}
+                for lang in cfg.languages for r in read_jsonl(Path(kept_folder) / f"{lang}.jsonl")]
+        pairs = seed_pairs(cfg, None if cfg.seed.split == "all" else "train") + kept
+        ctx.log(f"refine {t}: retraining the generator on {len(pairs)} pairs (seed + kept)")
+        set_cpu_threads()
+        train_generator(pairs, cfg.train, folder / "generator", progress=not ctx.quiet)
+        gen = generator_config(cfg.model_copy(update={"output_dir": str(folder)}), _RoundLayout(folder))
+        with load_backend(gen) as backend:
+            for lang in cfg.languages:
+                docs = list(clean_documents(self.layout, lang, ctx.limit))
+                generate_candidates(docs, lang, backend, cfg.generate, folder / "candidates",
+                                    ctx.progress(f"refine {t}: regenerate {lang}", len(docs)),
+                                    fingerprint=f"{self.work_fingerprint}:{t}:{backend.model_id}")
+        candidates = {lang: read_candidates(folder / "candidates", lang) for lang in cfg.languages}
+        if self.ecfg.kind != "trained":
+            with self.open_backend() as backend:
+                evidence = self.make_evidence(backend)
+                for lang in cfg.languages:
+                    score_task(candidates[lang], Task(lang), evidence, folder, self.evidence_fingerprint(evidence),
+                               cfg.refine.batch_size, cfg.refine.retries)
+        write_json(folder / "candidates" / "done.json", {"round": t})
+        return candidates
+
+
+@dataclass
+class RoundGrader:
+    """What one round grades with: a fitted grader (likelihood) or None, its id, every candidate's evidence, and
+    the held-out rating rows it could grade with their P(grade)."""
+
+    grader: object
+    id: str
+    evidence: dict[str, dict]
+    heldout_rows: list[dict]
+    heldout_probs: np.ndarray
+
+
+class _RoundLayout:
+    """The paths generator_config reads, for a generator trained inside a round's folder."""
+
+    def __init__(self, folder: Path):
+        self.generator = folder / "generator"
+        self.generator_adapter = self.generator / "generator-lora.gguf"
+
+
+def _probs_of(ev: dict) -> list[float]:
+    """A judge's or trained grader's grade as probabilities (one-hot where it gave none)."""
+    if ev.get("probs"):
+        return [ev["probs"][g] for g in GRADES]
+    return [float(ev.get("grade") == g) for g in GRADES]
+
+
+def _heldout(rows: list[dict], rating: list, probs_of, grader=None) -> tuple[list[dict], np.ndarray]:
+    """The held-out rows that could be graded, and their P(grade): from the fitted grader over their features,
+    or from the grades an evaluator gave."""
+    from xinstruct.refine.evidence import DONE
+
+    scored = [(r, ev) for r, (status, ev) in zip(rows, rating, strict=True)
+              if r["split"] == "heldout" and status == DONE]
+    if not scored:
+        return [], np.zeros((0, len(GRADES)))
+    if grader is not None:
+        x = np.array([[ev["features"][f] for f in grader.features] for _, ev in scored])
+        return [r for r, _ in scored], grader.predict_proba(x)
+    return [r for r, _ in scored], np.array([probs_of(ev) for _, ev in scored])
