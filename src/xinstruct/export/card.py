@@ -115,6 +115,19 @@ def front_matter(langs: list[str], formats: list[str]) -> str:
     return "\n".join(lines + ["---", ""])
 
 
+def refinement_line(provenance: dict) -> str:
+    """One sentence on how Stage II chose the pairs (the grader, the keep rule, instructions per document)."""
+    r = provenance.get("refinement")
+    if not r:
+        return ""
+    per_doc = r["instructions_per_document"]
+    docs = ("each document appears once, with the best-graded of its candidate instructions" if per_doc == 1 else
+            f"at most {per_doc} instructions per document" if isinstance(per_doc, int) else
+            "a document may appear with several instructions")
+    return (f"\n\nStage II graded the pairs with the `{r['evaluator']}` evaluator and kept those with {r['keep']}; "
+            f"{docs}. The grades of refinement round {r['round_kept']} of {r['rounds_run']} stand.")
+
+
 def write_card(folder: Path, rows: dict[str, list[dict]], provenance: dict, formats: list[str]) -> Path:
     """README.md, stats.json and verb_noun.png in `folder`."""
     stats = {lang: length_stats(r) for lang, r in rows.items()}
@@ -138,7 +151,7 @@ def write_card(folder: Path, rows: dict[str, list[dict]], provenance: dict, form
 Instruction-tuning data built by xinstruct the X-Instruction way (Li et al., ACL 2024,
 arXiv 2405.19744): each **output is native text** in the target language, and a model wrote the **English
 instruction** it answers; the pairs were graded, refined and drawn across k-means clusters of the instructions.
-Each `instruction` ends with " Answer in {{Language}}.", as in the paper.
+Each `instruction` ends with " Answer in {{Language}}.", as in the paper.{refinement_line(p)}
 
 ## Statistics
 

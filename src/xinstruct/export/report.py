@@ -155,10 +155,42 @@ def write_report(out: Path, langs: list[str], rows: dict[str, list[dict]], folde
         parts.append(table(["instruction", "output", "grade", "cluster"],
                             [[r["instruction"], r["output"], r["grade"], r["cluster"]] for r in picked])
                      .replace("<td>", "<td class=sample>") if picked else "<p class=muted>no pairs</p>")
+    parts += audit_section(out, langs, samples, seed)
     parts += manifest_section(_json(out / "manifest.json"))
     path = folder / "index.html"
     path.write_text(page("xinstruct run report", parts), encoding="utf-8")
     return path
+
+
+def audit_section(out: Path, langs: list[str], n: int, seed: int) -> list[str]:
+    """Stage II's decisions, as `xinstruct audit` shows them: random kept and dropped pairs side by side, with
+    grade, P(best), why, and the evidence."""
+    from xinstruct.refine.audit import samples, snippet, why
+
+    def cell(row):
+        if row is None:
+            return ""
+        return (f"<b>{html.escape(row['instruction'])}</b><br><span class=muted>{html.escape(snippet(row['output']))}"
+                f"</span><br><i>{html.escape(why(row))}</i>")
+
+    parts = ["<h2>Audit: what Stage II kept and dropped</h2><p class=muted>Random pairs of the refinement round "
+             "whose grades stand (<code>xinstruct audit RUN --lang xx</code> shows more).</p>"]
+    for lang in langs:
+        s = samples(out, lang, n, seed)
+        rows = [[cell(s["kept"][i] if i < len(s["kept"]) else None),
+                 cell(s["dropped"][i] if i < len(s["dropped"]) else None)]
+                for i in range(max(len(s["kept"]), len(s["dropped"])))]
+        parts.append(f"<h3>{html.escape(get_language(lang).name)} ({lang}): {s['kept_total']} kept, "
+                     f"{s['dropped_total']} dropped</h3>")
+        parts.append(table_html(["kept", "dropped"], rows) if rows else "<p class=muted>no pairs</p>")
+    return parts
+
+
+def table_html(header: list[str], rows: list[list[str]]) -> str:
+    """A table whose cells are already HTML (the audit's)."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td class=sample>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def manifest_section(manifest: dict) -> list[str]:

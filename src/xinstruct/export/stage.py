@@ -23,12 +23,26 @@ def provenance(cfg: RunConfig, rows: dict[str, list[dict]]) -> dict:
             "generators": dict(Counter(r["generator"] for r in every)),
             "evaluators": dict(Counter(r["evaluator"] for r in every)),
             "refinement_rounds": cfg.refine.iterations,
+            "refinement": refinement(cfg),
             "embedder": diversified.get("embedder"),
             "target_per_language": {lang: cfg.diversify.target(lang) for lang in rows},
             "clusters": {lang: s.get("clusters") for lang, s in diversified["languages"].items()},
             "decontaminated_against": diversified.get("decontaminated_against"),
             "dropped_before_drawing": {lang: s.get("dropped") for lang, s in diversified["languages"].items()},
             "manifest": made_from(cfg.out)}
+
+
+def refinement(cfg: RunConfig) -> dict:
+    """How Stage II chose the pairs, for the card: the grader, the keep rule, instructions per document, and the
+    round whose grades stand."""
+    from xinstruct.io.files import read_json
+
+    summary = read_json(cfg.out / "summaries" / "refine.json", {}) or {}
+    r = cfg.refine
+    return {"evaluator": r.evaluator.kind, "grader": r.evaluator.grader if r.evaluator.kind == "likelihood" else None,
+            "keep": f"P(best) >= {r.min_best_prob:g}", "instructions_per_document": r.per_document or "all",
+            "rounds_run": len(summary.get("iterations", [])), "round_kept": summary.get("final_round"),
+            "decisions": [it.get("decision") for it in summary.get("iterations", []) if it.get("decision")]}
 
 
 def made_from(out) -> dict:
