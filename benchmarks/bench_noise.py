@@ -5,6 +5,11 @@ mismatched pairs dropped (target >= 95%) and of true pairs kept (target >= 80%),
 other keep rules, per language and over all languages.
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_noise.py [--langs sw,th] [--share 0.3]
+
+With --stage, the same check through the refine stage with its defaults (a grader fitted on the run's seed
+rating set, the rounds, P(best) >= 0.37): seed pairs are the FLORES train pairs, candidates the held-out passages.
+
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_noise.py --stage --langs sw,th,id [--seeds 60]
 """
 
 from __future__ import annotations
@@ -24,7 +29,12 @@ def main() -> None:
     ap.add_argument("--langs", default=",".join(PAPER_LANGUAGES))
     ap.add_argument("--share", type=float, default=0.3)
     ap.add_argument("--out", type=Path, default=Path("runs/bench-noise.json"))
+    ap.add_argument("--stage", action="store_true", help="through the refine stage (refine.noise_refinement)")
+    ap.add_argument("--seeds", type=int, default=None, help="--stage: train seed pairs per language")
     args = ap.parse_args()
+    if args.stage:
+        stage_check(args)
+        return
 
     from xinstruct.config import model_config
     from xinstruct.models.llamacpp import LlamaCppBackend
@@ -50,6 +60,25 @@ def main() -> None:
         print(f"  {rule:28s} mismatched dropped {dropped:.1%} (target >= 95%), true kept {kept:.1%} (target >= 80%)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))
+
+
+def stage_check(args) -> None:
+    import shutil
+
+    from xinstruct.refine.experiment import noise_refinement
+
+    out = args.out.with_suffix("") / "run"
+    shutil.rmtree(out, ignore_errors=True)
+    started = time.perf_counter()
+    report = noise_refinement(args.langs.split(","), SHARED / "text" / "flores_sib200", out, args.share,
+                              seeds=args.seeds, log=print)
+    seconds = time.perf_counter() - started
+    for lang, r in report.items():
+        print(f"{lang}: {r['true']} true + {r['mismatched']} mismatched: mismatched dropped "
+              f"{r['mismatched_dropped']:.1%}, true kept {r['true_kept']:.1%}")
+    print(f"refine stage in {seconds:.0f}s")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".stage.json").write_text(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

@@ -127,7 +127,7 @@ def bench_generation(n_docs: int, max_tokens: int) -> None:
 
     docs = []
     for lang in ("sw", "th", "hi"):
-        rows = [json.loads(line) for line in open(SHARED / "text" / "flores_sib200" / f"{lang}.jsonl")]
+        rows = [json.loads(line) for line in (SHARED / "text" / "flores_sib200" / f"{lang}.jsonl").read_text().splitlines()]
         docs += [{"id": r["id"], "text": r["text"], "lang": lang, "source": "flores"} for r in rows[:n_docs // 3]]
     prompts = [generation_prompt(d["text"]) for d in docs]
     best = (0.0, 0)
@@ -152,7 +152,7 @@ def bench_corpus() -> None:
 
     quiet_datatrove()
     files = sorted((SHARED / "text").glob("*/*.jsonl"))
-    n_docs = sum(1 for f in files for _ in open(f, encoding="utf-8"))
+    n_docs = sum(len(f.read_text(encoding="utf-8").splitlines()) for f in files)
     inputs = [InputSpec(path=str(f), lang=f.stem) for f in files]
     langs = sorted({f.stem for f in files})
     with tempfile.TemporaryDirectory() as out:

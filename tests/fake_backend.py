@@ -86,6 +86,7 @@ class FakeScorer(FakeBackend):
     def score(self, requests):
         from xinstruct.models.base import Score
 
+        time.sleep(self.delay)
         out = []
         for context, continuation in requests:
             self.calls += 1

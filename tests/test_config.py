@@ -108,12 +108,12 @@ def test_yaml_examples_in_the_docs_are_valid_configs():
 def test_a_trained_adapter_on_a_backend_that_cannot_load_one_is_a_clear_error(tmp_path):
     """refine.evaluator.kind: trained with an external openai server: a ValueError naming the problem (was an
     adapter silently ignored), raised before any training."""
-    from xinstruct.refine.loop import evaluator_backend_config
+    from xinstruct.refine.loop import evaluator_backend
 
     cfg = load_config(None, {"output_dir": str(tmp_path),
                              "refine": {"evaluator": {"model": {"backend": "openai", "model": "m"}}}})
-    with pytest.raises(ValueError, match="the trained evaluator .* is a LoRA adapter, which the openai backend"):
-        evaluator_backend_config(cfg, tmp_path / "evaluator")
+    with pytest.raises(ValueError, match="the evaluator trained in this refinement round is a LoRA adapter, which the openai backend"):
+        evaluator_backend(cfg, tmp_path / "evaluator")
     managed = load_config(None, {"refine": {"evaluator": {"model": {"backend": "openai",
                                                                      "managed": {"kind": "llamacpp"}}}}})
-    assert evaluator_backend_config(managed, tmp_path).lora == str(tmp_path / "evaluator-lora.gguf")
+    assert evaluator_backend(managed, tmp_path).lora == str(tmp_path / "evaluator-lora.gguf")

@@ -132,17 +132,22 @@ def test_likelihood_evaluator_keeps_features_and_refuses_another_model():
         LikelihoodEvaluator(TableScorer(), _fitted(["pmi", "echo"], model_id="another-model"))
 
 
-def test_labels_keep_features_and_probabilities(tmp_path):
-    from xinstruct.io.files import read_jsonl
-    from xinstruct.refine.label import label_candidates
+def test_labels_keep_features_and_probabilities():
+    """A label carries the grader's features and its three probabilities, so a user can see why; a pair whose
+    evidence failed gets the error's reason instead of a grade."""
+    from xinstruct.refine.evidence import DONE, pair_key
+    from xinstruct.refine.loop import grade_candidates
 
-    items = [{"id": f"d{i}", "instruction": q, "output": TEXT} for i, q in
+    items = [{"id": f"d{i}", "lang": "sw", "instruction": q, "output": TEXT} for i, q in
              enumerate(["Describe the floods in Dar es Salaam.", "Explain coffee farming.", "FAIL to score"])]
-    stats = label_candidates(items, "sw", LikelihoodEvaluator(TableScorer(), _fitted(["pmi", "echo"])), tmp_path, 1)
-    labels = list(read_jsonl(tmp_path / "sw.labels.jsonl"))
-    assert stats["labelled"] == 2 and stats["error:backend_error"] == 1
-    assert all(set(lb["features"]) == {"pmi", "echo"} and set(lb["probs"]) == set(GRADES) for lb in labels)
-    assert labels[0]["evaluator"].startswith("likelihood:table-model:")
+    evidence = {pair_key(items[0]): (DONE, {"features": {"pmi": 4.0, "echo": 0.1}}),
+                pair_key(items[1]): (DONE, {"features": {"pmi": -1.0, "echo": 0.0}}),
+                pair_key(items[2]): ("error", {"error": "backend_error: HTTP 503"})}
+    labels = grade_candidates(items, evidence, _fitted(["pmi", "echo"]), 1, "likelihood:table-model")
+    assert [lb.get("grade") for lb in labels] == ["best", "worst", None]
+    assert all(set(lb["features"]) == {"pmi", "echo"} and set(lb["probs"]) == set(GRADES) for lb in labels[:2])
+    assert labels[0]["probs"]["best"] > labels[1]["probs"]["best"]
+    assert labels[2]["error"] == "backend_error" and labels[2]["detail"] == "backend_error: HTTP 503"
 
 
 def test_bundled_grader_loads_with_documented_features():

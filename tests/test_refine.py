@@ -1,13 +1,11 @@
 """Stage II: rating set, grade parsing, labelling (errors, garbage, resume), keep rules, the refinement loop."""
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from fake_backend import FakeJudge, FakeScorer
 from killing import cache_records, run_and_kill
 
 from xinstruct.config import LanguageQuota, RefineConfig, RunConfig, model_config
@@ -176,7 +174,7 @@ def test_refinement_rounds_with_the_likelihood_grader(tmp_path, monkeypatch):
 
 
 def test_a_round_that_does_not_improve_stops_the_rounds(tmp_path, monkeypatch):
-    summary, out, lines = run_refine(tmp_path, monkeypatch, iterations=3, min_gain=1.0)
+    summary, out, _lines = run_refine(tmp_path, monkeypatch, iterations=3, min_gain=1.0)
     second = summary["iterations"][1]
     assert not second["accepted"] and "round 2 not kept, refinement stops" in second["decision"]
     assert summary["final_round"] == 1 and len(summary["iterations"]) == 2

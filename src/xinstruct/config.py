@@ -27,7 +27,7 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
-def Knob(default, description: str = "", **bounds):  # noqa: N802 - reads like pydantic's Field
+def Knob(default, description: str = "", **bounds):
     """A field that cannot change a result (batch size, threads, retries): left out of stage fingerprints,
     so changing it redoes nothing."""
     return Field(default, description=description, json_schema_extra={"affects_output": False}, **bounds)

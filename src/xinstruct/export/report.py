@@ -173,8 +173,8 @@ def audit_section(out: Path, langs: list[str], n: int, seed: int) -> list[str]:
         return (f"<b>{html.escape(row['instruction'])}</b><br><span class=muted>{html.escape(snippet(row['output']))}"
                 f"</span><br><i>{html.escape(why(row))}</i>")
 
-    parts = ["<h2>Audit: what Stage II kept and dropped</h2><p class=muted>Random pairs of the refinement round "
-             "whose grades stand (<code>xinstruct audit RUN --lang xx</code> shows more).</p>"]
+    parts = [("<h2>Audit: what Stage II kept and dropped</h2><p class=muted>Random pairs of the refinement round "
+             "whose grades stand (<code>xinstruct audit RUN --lang xx</code> shows more).</p>")]
     for lang in langs:
         s = samples(out, lang, n, seed)
         rows = [[cell(s["kept"][i] if i < len(s["kept"]) else None),

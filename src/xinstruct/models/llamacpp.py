@@ -9,6 +9,7 @@ the shared KV cache, so long and short texts mix safely.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -399,11 +400,9 @@ class LlamaCppBackend(Backend):
             L.llama_model_free(self.model)
             self.model = None
 
-    def __del__(self):
-        try:
+    def __del__(self):  # at interpreter exit the library may already be unloaded; nothing left to free then
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:
-            pass
 
 
 def _decode_failed(rc: int) -> str:

@@ -294,3 +294,53 @@ def run_trained(langs: list[str], passages: Path, evaluator: Path | None, output
                       f"{r['auc_true_vs_flawed']:.3f}, accuracy {r['accuracy']:.3f}, ECE {r['ece']:.3f}")
     console.print(f"graded {len(heldout)} pairs in {seconds:.1f}s")
     return report
+
+
+def noise_refinement(langs: list[str], passages: Path, out: Path, share: float = 0.3, seeds: int | None = None,
+                     documents: int | None = None, seed: int = 0, log=None) -> dict:
+    """Issue 11's check through the refine stage itself, with its defaults: a run whose seed pairs are the FLORES
+    train pairs (at most `seeds` per language) and whose candidates are held-out FLORES passages, `share` of them
+    given another passage's instruction (each on a document of its own, so one-instruction-per-document cannot
+    drop it for the stage). Returns per language and over all: the share of mismatched candidates dropped and of
+    true ones kept."""
+    from xinstruct.config import RunConfig
+    from xinstruct.core.stage import RunContext
+    from xinstruct.io.files import read_jsonl, write_jsonl
+    from xinstruct.refine.stage import RefineStage
+    from xinstruct.seed.parallel import load_instructions, parallel_pairs
+
+    instructions = load_instructions("bundled:flores")
+    rng = random.Random(seed)
+    seed_rows, truth = [], {}
+    for lang in langs:
+        train = parallel_pairs(instructions, passages, lang, "train")
+        seed_rows += train[:seeds] if seeds else train
+        # the held-out seed pairs stay in the rating set (they check each round); candidates reuse their texts
+        seed_rows += parallel_pairs(instructions, passages, lang, "heldout")
+        heldout = parallel_pairs(instructions, passages, lang, "heldout")[:documents]
+        n_bad = round(share * len(heldout))
+        order = rng.sample(range(len(heldout)), len(heldout))
+        bad = set(order[:n_bad])
+        candidates = []
+        for i, pair in enumerate(heldout):
+            instruction = pair["instruction"]
+            if i in bad:
+                instruction = rng.choice([o["instruction"] for o in train if o["instruction"] != instruction])
+            candidates.append({"id": f"{pair['id']}#c0", "doc_id": pair["id"], "doc_key": pair["id"], "lang": lang,
+                               "candidate_index": 0, "instruction": instruction, "output": pair["output"]})
+            truth[candidates[-1]["id"]] = (lang, i not in bad)
+        write_jsonl(out / "candidates" / f"{lang}.candidates.jsonl", candidates)
+    write_jsonl(out / "seed" / "pairs.jsonl", seed_rows)
+    cfg = RunConfig(output_dir=str(out), languages=list(langs))
+    RefineStage(RunContext(cfg, log=log or (lambda *_: None), quiet=True)).run()
+    report = {}
+    for lang in [*langs, "all"]:
+        kept = {r["id"] for code in (langs if lang == "all" else [lang])
+                for r in read_jsonl(out / "refine" / "final" / f"{code}.jsonl")}
+        ids = [i for i, (code, _) in truth.items() if lang in ("all", code)]
+        good = [i for i in ids if truth[i][1]]
+        bad = [i for i in ids if not truth[i][1]]
+        report[lang] = {"true": len(good), "mismatched": len(bad),
+                        "mismatched_dropped": round(1 - sum(i in kept for i in bad) / max(1, len(bad)), 4),
+                        "true_kept": round(sum(i in kept for i in good) / max(1, len(good)), 4)}
+    return report
