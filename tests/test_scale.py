@@ -47,6 +47,20 @@ def test_local_workers_write_the_same_files_as_one_process(tmp_path):
         f"{lang}.{s:03d}-of-002" for lang in LANGS for s in range(2)}
 
 
+def test_records_a_worker_left_to_retry_are_retried_by_the_next_run(tmp_path, monkeypatch):
+    """datatrove marks a task complete when it returns; one that left server errors must still run again."""
+    from xinstruct.pipeline.run import StageIncomplete
+
+    cfg = multilingual(tmp_path, executor={"workers": 2, "shards": 2})
+    monkeypatch.setenv("FAKE_FAIL_EVERY", "3")
+    with pytest.raises(StageIncomplete) as stop:
+        run(cfg, ("generate",))
+    assert stop.value.unresolved["generate:backend_error"] > 0
+    monkeypatch.setenv("FAKE_FAIL_EVERY", "0")
+    results, _ = run(cfg, ("generate",))
+    assert all(results["generate"][lang]["unresolved"] == {} for lang in LANGS)
+
+
 KILLABLE = """
 import sys
 sys.path.insert(0, {tests!r})

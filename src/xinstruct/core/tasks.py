@@ -35,10 +35,12 @@ class Task:
     lang: str
     shard: int = 0
     shards: int = 1
+    group: str = ""  # what else splits the work besides the language (evaluate: the system, the judged pair)
 
     @property
     def name(self) -> str:
-        return self.lang if self.shards == 1 else f"{self.lang}.{self.shard:03d}-of-{self.shards:03d}"
+        name = self.lang if self.shards == 1 else f"{self.lang}.{self.shard:03d}-of-{self.shards:03d}"
+        return f"{self.group}.{name}" if self.group else name
 
     def owns(self, key: str) -> bool:
         return self.shards == 1 or shard_of(key, self.shards) == self.shard
@@ -56,8 +58,43 @@ def shards_per_language(executor) -> int:
     return 1 if executor.kind == "local" and executor.workers == 1 else max(1, executor.workers)
 
 
-def task_list(languages: list[str], shards: int) -> list[Task]:
-    return [Task(lang, s, shards) for lang in languages for s in range(shards)]
+def task_list(languages: list[str], shards: int, group: str = "") -> list[Task]:
+    return [Task(lang, s, shards, group) for lang in languages for s in range(shards)]
+
+
+def other_splits(folder: Path, task: Task, suffix: str = ".sqlite") -> list[Path]:
+    """Files of the same language (and group) written under another number of shards (another `workers`): a
+    task may copy finished records from them instead of redoing the model work."""
+    whole = Task(task.lang, group=task.group).name
+    found = [Path(folder) / f"{whole}{suffix}", *sorted(Path(folder).glob(f"{whole}.*-of-*{suffix}"))]
+    return [p for p in found if p.is_file() and not p.name.endswith(f"-of-{task.shards:03d}{suffix}")
+            and not (task.shards == 1 and p.name == f"{whole}{suffix}")]
+
+
+class ModelSlot:
+    """One model at a time, loaded on first use: a task with nothing left to do loads none, tasks run in one
+    process share it, and asking for another closes the one held. `load(*args)` returns a model; one with a
+    `close()` is closed when replaced or at the end."""
+
+    def __init__(self, load):
+        self.load, self.key, self.model = load, None, None
+
+    def get(self, key, *args):
+        if self.model is None or key != self.key:
+            self.close()
+            self.model, self.key = self.load(*args), key
+        return self.model
+
+    def close(self) -> None:
+        if self.model is not None and hasattr(self.model, "close"):
+            self.model.close()
+        self.model = self.key = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 # -- progress files ---------------------------------------------------------------------------------------------
@@ -100,7 +137,8 @@ class FileProgress:
 
 class TaskStep(PipelineStep):
     """One datatrove pipeline step that runs task `rank` of a sharded stage in whatever process the executor
-    gives it. It carries the run config and the stage's fingerprints, so a worker rebuilds the stage exactly."""
+    gives it. It carries the run config and the stage's fingerprints, so a worker rebuilds the stage exactly;
+    a runner that is no Stage (evaluate) hands over `worker_state()` and is rebuilt by `from_worker_state()`."""
 
     name = "🧠 xinstruct model task"
     type = "🤖 - INFERENCE"
@@ -108,11 +146,13 @@ class TaskStep(PipelineStep):
     def __init__(self, stage, tasks: list[Task]):
         super().__init__()
         self.stage_class = f"{type(stage).__module__}:{type(stage).__qualname__}"
-        self.cfg, self.limit = stage.cfg, stage.ctx.limit
-        self.fingerprint, self.work = stage.fingerprint, stage.work_fingerprint
+        self.state = stage.worker_state() if hasattr(stage, "worker_state") else None
+        if self.state is None:
+            self.cfg, self.limit = stage.cfg, stage.ctx.limit
+            self.fingerprint, self.work = stage.fingerprint, stage.work_fingerprint
         self.tasks = tasks
 
-    def run(self, data=None, rank: int = 0, world_size: int = 1):
+    def rebuild(self):
         import importlib
 
         from loguru import logger
@@ -120,10 +160,16 @@ class TaskStep(PipelineStep):
         from xinstruct.core.stage import RunContext
 
         module, _, cls = self.stage_class.partition(":")
-        stage = getattr(importlib.import_module(module), cls)(RunContext(self.cfg, log=logger.info, limit=self.limit,
-                                                                         quiet=True))
+        cls = getattr(importlib.import_module(module), cls)
+        if self.state is not None:
+            return cls.from_worker_state(self.state)
+        stage = cls(RunContext(self.cfg, log=logger.info, limit=self.limit, quiet=True))
         stage.fingerprint = self.fingerprint
         stage.parts  # noqa: B018 - computed here, in the worker, before any model is loaded
+        return stage
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        stage = self.rebuild()
         task = self.tasks[rank]
         with stage.open_backend() as backend:
             stats = stage.run_task(task, backend, None)
@@ -132,9 +178,11 @@ class TaskStep(PipelineStep):
             yield from data
 
 
-def run_tasks(stage, tasks: list[Task], progress=None, log=print) -> None:
-    """Run every task of `stage` where its executor section says; returns when all are done, else raises."""
-    executor = stage.cfg.executor
+def run_tasks(stage, tasks: list[Task], progress=None, log=print, executor=None) -> None:
+    """Run every task of `stage` where its executor section (`executor`, else the stage's config) says; returns
+    when all are done, else raises. A task whose last run left records to retry (`retry` in its progress file)
+    runs again even where datatrove marked it complete."""
+    executor = executor or stage.cfg.executor
     if executor.kind == "local" and executor.workers == 1:
         with stage.open_backend() as backend:
             for task in tasks:
@@ -144,6 +192,7 @@ def run_tasks(stage, tasks: list[Task], progress=None, log=print) -> None:
 
     logs = stage.task_folder / "logs" / stage.fingerprint
     runner = make_executor([TaskStep(stage, tasks)], logs, executor, len(tasks))
+    _forget_completion_of_retries(stage.task_folder, tasks, logs)
     log(f"{stage.name}: {len(tasks)} tasks on the {executor.kind} executor ({executor.workers} workers); "
         f"logs in {logs}")
     stop, died = threading.Event(), []
@@ -169,6 +218,15 @@ def run_tasks(stage, tasks: list[Task], progress=None, log=print) -> None:
         names = ", ".join(tasks[r].name for r in left[:5])
         raise RuntimeError(f"{stage.name}: {len(left)} of {len(tasks)} tasks did not finish ({names}); see {logs} "
                            "and run the same command again")
+
+
+def _forget_completion_of_retries(folder: Path, tasks: list[Task], logs: Path) -> None:
+    """datatrove marks a task complete when it returns, even with records that failed for a reason worth
+    retrying (a server error); without this, the next run would skip it and never retry them."""
+    retry = {p["task"] for p in read_progress(folder) if p.get("retry")}
+    for rank, task in enumerate(tasks):
+        if task.name in retry:
+            (Path(logs) / "completions" / f"{rank:05d}").unlink(missing_ok=True)
 
 
 def _watch(folder: Path, tasks: list[Task], progress, stop: threading.Event, died: list, watch_pids: bool,

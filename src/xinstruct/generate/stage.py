@@ -50,13 +50,14 @@ class GenerateStage(Stage):
 
     def run_task(self, task, backend, progress) -> dict:
         from xinstruct.core.tasks import FileProgress, write_progress
-        from xinstruct.generate.candidates import doc_key, generate_task
+        from xinstruct.generate.candidates import RETRYABLE, doc_key, generate_task
 
         total = sum(1 for d in self.docs(task.lang) if task.owns(doc_key(d)))
         advance = FileProgress(self.task_folder, task, total, progress and progress(f"generate {task.name}", total))
         stats = generate_task(self.docs(task.lang), task.lang, task, backend, self.cfg.generate, self.task_folder,
                               self.work_fingerprint, advance)
-        write_progress(self.task_folder, task, done=total, total=total, state="done", stats=stats)
+        write_progress(self.task_folder, task, done=total, total=total, state="done", stats=stats,
+                       retry=stats.get(RETRYABLE, 0))
         return {**stats, "records": stats.get("documents", 0)}
 
     def run(self) -> StageResult:
