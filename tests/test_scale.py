@@ -61,6 +61,39 @@ def test_records_a_worker_left_to_retry_are_retried_by_the_next_run(tmp_path, mo
     assert all(results["generate"][lang]["unresolved"] == {} for lang in LANGS)
 
 
+def diversified(out: Path) -> dict[str, bytes]:
+    files = {p.name: p.read_bytes() for p in sorted((out / "diversify").glob("*.jsonl"))}
+    return {**files, **{f"{lang}.vectors": (out / "diversify" / "embeddings" / lang / "vectors.npy").read_bytes()
+                        for lang in LANGS}}
+
+
+def test_sharded_embedding_writes_the_same_files_and_reembeds_only_what_it_lacks(tmp_path):
+    """Diversify's embedding as tasks: the same vectors, clusters and draw from 1 process or 2 workers; a task
+    whose cache is lost redoes its own texts only; another split copies vectors rather than embedding again."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    run(multilingual(one), ("diversify",))
+    results, _ = run(multilingual(two, executor={"workers": 2, "shards": 2}), ("diversify",))
+    assert diversified(one) == diversified(two)
+    pools = {lang: results["diversify"]["languages"][lang]["pool"] for lang in LANGS}
+    assert all(pools.values()) and all(results["diversify"]["languages"][lang]["embedded_this_run"] == pools[lang]
+                                       for lang in LANGS)
+    assert {p["task"] for p in read_progress(two / "diversify")} == {f"{lang}.{s:03d}-of-002" for lang in LANGS
+                                                                    for s in range(2)}
+    lost = Task("sw", 1, 2)  # as if killed before it committed anything (and before datatrove marked it done)
+    (two / "diversify" / "cache" / f"{lost.name}.sqlite").unlink()
+    for marker in (two / "diversify" / "logs").glob("*/completions/00001"):
+        marker.unlink()
+    (two / "stages" / "diversify.json").unlink()
+    results, _ = run(multilingual(two, executor={"workers": 2, "shards": 2}), ("diversify",))
+    pool = [r["id"] for r in read_jsonl(two / "diversify" / "sw.pool.jsonl")]
+    assert results["diversify"]["languages"]["sw"]["embedded_this_run"] == sum(lost.owns(i) for i in pool)
+    assert all(results["diversify"]["languages"][lang]["embedded_this_run"] == 0 for lang in ("th", "hi"))
+    (two / "stages" / "diversify.json").unlink()
+    results, _ = run(multilingual(two, executor={"workers": 1, "shards": 3}), ("diversify",))
+    assert all(results["diversify"]["languages"][lang]["embedded_this_run"] == 0 for lang in LANGS)
+    assert diversified(one) == diversified(two)
+
+
 KILLABLE = """
 import sys
 sys.path.insert(0, {tests!r})

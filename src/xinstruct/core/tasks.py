@@ -181,7 +181,8 @@ class TaskStep(PipelineStep):
 def run_tasks(stage, tasks: list[Task], progress=None, log=print, executor=None) -> None:
     """Run every task of `stage` where its executor section (`executor`, else the stage's config) says; returns
     when all are done, else raises. A task whose last run left records to retry (`retry` in its progress file)
-    runs again even where datatrove marked it complete."""
+    runs again even where datatrove marked it complete. Local workers start as `stage.start_method` says
+    (default fork; see core/executors.py)."""
     executor = executor or stage.cfg.executor
     if executor.kind == "local" and executor.workers == 1:
         with stage.open_backend() as backend:
@@ -191,7 +192,8 @@ def run_tasks(stage, tasks: list[Task], progress=None, log=print, executor=None)
     from xinstruct.core.executors import executor_session, make_executor
 
     logs = stage.task_folder / "logs" / stage.fingerprint
-    runner = make_executor([TaskStep(stage, tasks)], logs, executor, len(tasks))
+    runner = make_executor([TaskStep(stage, tasks)], logs, executor, len(tasks),
+                           start_method=getattr(stage, "start_method", "fork"))
     _forget_completion_of_retries(stage.task_folder, tasks, logs)
     log(f"{stage.name}: {len(tasks)} tasks on the {executor.kind} executor ({executor.workers} workers); "
         f"logs in {logs}")

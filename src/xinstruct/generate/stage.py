@@ -27,6 +27,12 @@ class GenerateStage(Stage):
     def task_folder(self) -> Path:
         return self.layout.candidates
 
+    @property
+    def start_method(self) -> str:
+        """How local workers start: an in-process model runs OpenMP code, which hangs in a worker forked from a
+        process that ran it already (core/executors.py); a client of a server forks safely and faster."""
+        return "spawn" if self.cfg.generator.backend in ("llamacpp", "transformers") else "fork"
+
     def inputs(self) -> dict:
         from xinstruct.models.identity import model_identity
 
