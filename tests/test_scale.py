@@ -150,7 +150,8 @@ STAND_INS = {
 }
 
 
-def test_slurm_executor_with_stand_in_commands_matches_local(tmp_path, monkeypatch):
+def slurm_stand_ins(tmp_path, monkeypatch) -> Path:
+    """sbatch/srun/squeue/scancel/scontrol on PATH that run the array tasks here; their output in slurm.log."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name, body in STAND_INS.items():
@@ -159,10 +160,15 @@ def test_slurm_executor_with_stand_in_commands_matches_local(tmp_path, monkeypat
     monkeypatch.setenv("PATH", f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}")
     monkeypatch.setenv("SLURM_STANDIN_LOG", str(tmp_path / "slurm.log"))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), *sys.path]))
+    return tmp_path / "slurm.log"
+
+
+def test_slurm_executor_with_stand_in_commands_matches_local(tmp_path, monkeypatch):
+    log = slurm_stand_ins(tmp_path, monkeypatch)
     run(multilingual(tmp_path / "local"), ("generate",))
     run(multilingual(tmp_path / "slurm", executor={"kind": "slurm", "workers": 2, "shards": 2,
                                                    "options": {"partition": "test"}}), ("generate",))
-    assert outputs(tmp_path / "slurm") == outputs(tmp_path / "local"), (tmp_path / "slurm.log").read_text()[-3000:]
+    assert outputs(tmp_path / "slurm") == outputs(tmp_path / "local"), log.read_text()[-3000:]
     assert "launch_pickled_pipeline" in next((tmp_path / "slurm" / "candidates" / "logs").rglob(
         "launch_script.slurm")).read_text()
 
@@ -173,3 +179,58 @@ def test_ray_executor_matches_local(tmp_path, monkeypatch):
     run(multilingual(tmp_path / "local"), ("generate",))
     run(multilingual(tmp_path / "ray", executor={"kind": "ray", "workers": 2}), ("generate",))
     assert outputs(tmp_path / "ray") == outputs(tmp_path / "local")
+
+
+# -- evaluate: answering and judging as tasks ------------------------------------------------------------------
+
+def evaluation(tmp_path, executor: dict | None, name: str) -> tuple[dict, dict[str, bytes]]:
+    from test_evaluate import _fake_eval
+
+    from xinstruct.config import ExecutorConfig
+    from xinstruct.evaluate.stage import run_evaluate
+
+    out = tmp_path / name
+    summary = run_evaluate(_fake_eval(tmp_path), ["sw", "th"], out, log=lambda *_: None,
+                           executor=ExecutorConfig(**executor) if executor else None)
+    files = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.glob("*/*.jsonl"))}
+    return {k: v for k, v in summary.items() if k != "report"}, files
+
+
+def test_sharded_evaluation_matches_one_process_and_reuses_every_answer(tmp_path, monkeypatch):
+    """Answers by (system, language, question shard) and judgements by (pair, language, question+order shard):
+    the same summary and files from 1 process or 2 workers; a rerun under another split asks no model."""
+    calls = tmp_path / "calls.log"
+    monkeypatch.setenv("FAKE_LOG", str(calls))
+    one = evaluation(tmp_path, None, "one")
+    asked = len(calls.read_text().splitlines())
+    assert asked == 2 * 2 * 5 + 2 * 5 * 2
+    two = evaluation(tmp_path, {"workers": 2, "shards": 2}, "two")
+    assert two == one and len(calls.read_text().splitlines()) == 2 * asked
+    tasks = {p["task"] for p in read_progress(tmp_path / "two")}
+    assert tasks == {f"{group}.{lang}.{s:03d}-of-002" for group in ("answers-a", "answers-b", "judge-b-vs-a")
+                     for lang in ("sw", "th") for s in range(2)}
+    assert one[0]["judgements"]["a"]["overall"]["judged"] == 10
+    again = evaluation(tmp_path, {"workers": 1, "shards": 3}, "two")  # the caches of the 2-shard split are read
+    assert again == one and len(calls.read_text().splitlines()) == 2 * asked
+
+
+def test_sharded_evaluation_retries_server_errors_on_workers(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_FAIL_EVERY", "3")
+    first, _ = evaluation(tmp_path, {"workers": 2, "shards": 2}, "eval")
+    assert sum(first["answer_errors"].values()) > 0
+    monkeypatch.setenv("FAKE_FAIL_EVERY", "0")
+    second, _ = evaluation(tmp_path, {"workers": 2, "shards": 2}, "eval")
+    assert sum(second["answer_errors"].values()) == 0
+    assert second["judgements"]["a"]["overall"]["judged"] == 10
+    assert second == evaluation(tmp_path, None, "fresh")[0]
+
+
+def test_evaluation_on_slurm_stand_ins_and_ray_matches_local(tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    local = evaluation(tmp_path, None, "local")
+    log = slurm_stand_ins(tmp_path, monkeypatch)
+    slurm = evaluation(tmp_path, {"kind": "slurm", "workers": 2, "shards": 2, "options": {"partition": "test"}},
+                       "slurm")
+    assert slurm == local, log.read_text()[-3000:]
+    assert len(list((tmp_path / "slurm" / "logs").rglob("launch_script.slurm"))) == 2  # answering, judging
+    assert evaluation(tmp_path, {"kind": "ray", "workers": 2}, "ray") == local
