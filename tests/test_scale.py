@@ -94,6 +94,43 @@ def test_sharded_embedding_writes_the_same_files_and_reembeds_only_what_it_lacks
     assert diversified(one) == diversified(two)
 
 
+CLAIM = """
+import os, sys, time
+from xinstruct.core.tasks import claim_gpus
+try:
+    claim_gpus(sys.argv[1], [0, 1, 2], per_task=int(sys.argv[2]))
+    print(os.environ["CUDA_VISIBLE_DEVICES"], flush=True)
+except RuntimeError as e:
+    print("refused:", e, flush=True)
+time.sleep(float(sys.argv[3]))
+"""
+
+
+def test_local_workers_each_claim_their_own_gpus(tmp_path):
+    """executor.options.gpus on local workers: each worker process holds its GPUs until it ends (even killed)."""
+    from xinstruct.config import ExecutorConfig
+    from xinstruct.core.tasks import local_gpus
+
+    def claim(per_task, hold):
+        return subprocess.Popen([sys.executable, "-c", CLAIM, str(tmp_path), str(per_task), str(hold)],
+                                stdout=subprocess.PIPE, text=True)
+
+    first, second = claim(2, 5), claim(1, 5)
+    held = [first.stdout.readline().strip(), second.stdout.readline().strip()]
+    third = claim(1, 0)
+    assert third.communicate(timeout=60)[0].startswith("refused: no 1 free GPU(s) among [0, 1, 2]")
+    assert sorted(held) == ["0,1", "2"] or sorted(held) == ["0", "1,2"], held
+    first.kill()
+    first.wait()
+    assert claim(2, 0).communicate(timeout=60)[0].strip() in ("0,1", "1,2")  # the killed worker's GPUs are free
+    second.wait()
+    assert local_gpus(ExecutorConfig(workers=2, options={"gpus": [0, 1, 2, 3], "gpus_per_task": 2})) == (
+        [0, 1, 2, 3], 2)
+    assert local_gpus(ExecutorConfig(workers=1, options={"gpus": [0, 1]})) is None
+    with pytest.raises(ValueError, match="3 workers × 1 GPU"):
+        local_gpus(ExecutorConfig(workers=3, options={"gpus": [0, 1]}))
+
+
 KILLABLE = """
 import sys
 sys.path.insert(0, {tests!r})

@@ -135,6 +135,48 @@ class FileProgress:
 
 # -- running the tasks ------------------------------------------------------------------------------------------
 
+_HELD_GPUS: list = []  # (gpu, locked file) this worker process holds, for its whole life
+
+
+def claim_gpus(folder: Path, gpus: list[int], per_task: int = 1) -> list[int]:
+    """`per_task` of `gpus` for this worker process alone, set as its CUDA_VISIBLE_DEVICES (local workers on one
+    node with several GPUs: each worker's model, or the server it manages, gets its own). A GPU is held by an
+    exclusive lock on <folder>/gpus/<gpu>.lock, which the kernel drops when the process ends, even killed."""
+    import fcntl
+
+    if not _HELD_GPUS:
+        (Path(folder) / "gpus").mkdir(parents=True, exist_ok=True)
+        for gpu in gpus:
+            f = open(Path(folder) / "gpus" / f"{gpu}.lock", "w")  # noqa: SIM115 - held until the process ends
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                f.close()
+                continue
+            _HELD_GPUS.append((gpu, f))
+            if len(_HELD_GPUS) == per_task:
+                break
+        if len(_HELD_GPUS) < per_task:
+            for _, f in _HELD_GPUS:
+                f.close()
+            _HELD_GPUS.clear()
+            raise RuntimeError(f"no {per_task} free GPU(s) among {gpus} for this worker: other workers hold them")
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g, _ in _HELD_GPUS)
+    return [g for g, _ in _HELD_GPUS]
+
+
+def local_gpus(executor) -> tuple[list[int], int] | None:
+    """(GPUs, per worker) for local workers from `executor.options` {gpus: [...], gpus_per_task: n}, else None."""
+    gpus = executor.options.get("gpus")
+    if executor.kind != "local" or executor.workers == 1 or not gpus:
+        return None
+    per_task = int(executor.options.get("gpus_per_task", 1))
+    if executor.workers * per_task > len(gpus):
+        raise ValueError(f"executor: {executor.workers} workers × {per_task} GPU(s) each need more than the "
+                         f"{len(gpus)} GPU(s) in executor.options.gpus")
+    return list(gpus), per_task
+
+
 class TaskStep(PipelineStep):
     """One datatrove pipeline step that runs task `rank` of a sharded stage in whatever process the executor
     gives it. It carries the run config and the stage's fingerprints, so a worker rebuilds the stage exactly;
@@ -143,8 +185,9 @@ class TaskStep(PipelineStep):
     name = "🧠 xinstruct model task"
     type = "🤖 - INFERENCE"
 
-    def __init__(self, stage, tasks: list[Task]):
+    def __init__(self, stage, tasks: list[Task], gpus: tuple[list[int], int] | None = None):
         super().__init__()
+        self.gpus = gpus  # local workers: (GPUs to share out, per worker)
         self.stage_class = f"{type(stage).__module__}:{type(stage).__qualname__}"
         self.state = stage.worker_state() if hasattr(stage, "worker_state") else None
         if self.state is None:
@@ -170,6 +213,8 @@ class TaskStep(PipelineStep):
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         stage = self.rebuild()
+        if self.gpus:
+            claim_gpus(stage.task_folder, *self.gpus)
         task = self.tasks[rank]
         with stage.open_backend() as backend:
             stats = stage.run_task(task, backend, None)
@@ -192,7 +237,7 @@ def run_tasks(stage, tasks: list[Task], progress=None, log=print, executor=None)
     from xinstruct.core.executors import executor_session, make_executor
 
     logs = stage.task_folder / "logs" / stage.fingerprint
-    runner = make_executor([TaskStep(stage, tasks)], logs, executor, len(tasks),
+    runner = make_executor([TaskStep(stage, tasks, local_gpus(executor))], logs, executor, len(tasks),
                            start_method=getattr(stage, "start_method", "fork"))
     _forget_completion_of_retries(stage.task_folder, tasks, logs)
     log(f"{stage.name}: {len(tasks)} tasks on the {executor.kind} executor ({executor.workers} workers); "
