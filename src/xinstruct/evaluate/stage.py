@@ -32,6 +32,34 @@ def no_progress(_name: str, _total: int) -> Callable[[int], None]:
     return lambda _n: None
 
 
+def collect_answers(plan: Plan, progress: Progress, log, executor: ExecutorConfig) -> dict[str, dict[tuple, dict]]:
+    """Every system's answers, {system: {(lang, set, question id): record}}, asked where no cache has them."""
+    from xinstruct.core.tasks import run_tasks
+
+    answering = Answering(plan)
+    run_tasks(answering, answering.tasks(), progress, log, executor)
+    answers: dict[str, dict[tuple, dict]] = {s.name: {} for s in plan.cfg.systems}
+    for lang in plan.langs:
+        for name, records in plan.lang_answers(lang).items():
+            answers[name].update(records)
+    log("answers: " + ", ".join(f"{n} {sum('error' not in r for r in a.values())}/{len(a)}" for n, a in answers.items()))
+    for name, records in answers.items():
+        write_jsonl(plan.folder / "answers" / f"{file_name(name)}.answers.jsonl", records.values())
+    return answers
+
+
+def collect_judgements(plan: Plan, answers: dict[str, dict[tuple, dict]], progress: Progress, log,
+                       executor: ExecutorConfig) -> list[dict]:
+    """One record per (other system, language, question, order), judged where no cache has it."""
+    from xinstruct.core.tasks import run_tasks
+
+    judging = Judging(plan)
+    run_tasks(judging, judging.tasks(), progress, log, executor)
+    judgements = [r for other in plan.others for lang in plan.langs for r in plan.judgements(other, lang, answers)]
+    log(f"judgements: {sum(r.get('scores') is not None for r in judgements)} scored of {len(judgements)}")
+    return judgements
+
+
 def aggregate_judgements(records: list[dict], langs: list[str]) -> dict:
     """{other: {lang: tally, "overall": tally, "failures": {reason: n}}} for the focus system."""
     by_item: dict[tuple, dict[str, dict]] = defaultdict(dict)
@@ -70,7 +98,8 @@ def objective_checks(answers: dict[str, dict[tuple, dict]], langs: list[str]) ->
 def run_evaluate(cfg: EvaluateConfig, langs: list[str], out_dir: Path, progress: Progress = no_progress,
                  log=print, executor: ExecutorConfig | None = None) -> dict:
     """Answer, check and judge; `executor` says where the tasks run (default: in this process)."""
-    from xinstruct.core.tasks import run_tasks, shards_per_language
+    from xinstruct.core.executors import executor_session
+    from xinstruct.core.tasks import shards_per_language
 
     if len(cfg.systems) < 1:
         raise ValueError("evaluate: no systems configured (evaluate.systems)")
@@ -89,24 +118,9 @@ def run_evaluate(cfg: EvaluateConfig, langs: list[str], out_dir: Path, progress:
     out_dir.mkdir(parents=True, exist_ok=True)
     plan = Plan(cfg, langs, english, out_dir, shards_per_language(executor), focus)
 
-    answering = Answering(plan)
-    run_tasks(answering, answering.tasks(), progress, log, executor)
-    answers = {name: {} for name in names}
-    for lang in langs:
-        for name, records in plan.lang_answers(lang).items():
-            answers[name].update(records)
-    log("answers: " + ", ".join(f"{n} {sum('error' not in r for r in a.values())}/{len(a)}" for n, a in answers.items()))
-    for name, records in answers.items():
-        write_jsonl(out_dir / "answers" / f"{file_name(name)}.answers.jsonl", records.values())
-
-    judgements = []
-    if english and plan.others:
-        judging = Judging(plan)
-        run_tasks(judging, judging.tasks(), progress, log, executor)
-        for other in plan.others:
-            for lang in langs:
-                judgements += plan.judgements(other, lang, answers)
-        log(f"judgements: {sum(r.get('scores') is not None for r in judgements)} scored of {len(judgements)}")
+    with executor_session(executor):  # one Ray cluster for answering and judging, where none is named
+        answers = collect_answers(plan, progress, log, executor)
+        judgements = collect_judgements(plan, answers, progress, log, executor) if english and plan.others else []
     write_jsonl(out_dir / "judgements" / "judgements.jsonl", judgements)
     summary = {"languages": langs, "systems": names, "focus": focus, "questions": cfg.questions,
                "n_english_questions": len(english), "judge": model_fingerprint(cfg.judge),
