@@ -19,11 +19,12 @@ import httpx
 LOOPBACK = Path(__file__).resolve().parents[1] / "tests" / "loopback.py"
 
 
-def start_server() -> tuple[subprocess.Popen, str]:
+def start_server(*options: str) -> tuple[subprocess.Popen, str]:
+    """tests/loopback.py in a process of its own (`options`: --delay S, --instructions); (process, base URL)."""
     from xinstruct.models.managed import free_port
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(LOOPBACK), str(port)], stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, str(LOOPBACK), str(port), *options], stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -36,31 +37,35 @@ def start_server() -> tuple[subprocess.Popen, str]:
     raise SystemExit("the loopback server did not start")
 
 
+def measure(url: str, requests: int, concurrency: int, stream: bool) -> str:
+    """One summary line: requests/s of the openai backend against `url`, and its CPU per request."""
+    from xinstruct.config import model_config
+    from xinstruct.models.base import SamplingParams
+    from xinstruct.models.openai import OpenAIBackend
+
+    prompts = [f"document number {i}" for i in range(requests)]
+    cfg = model_config(backend="openai", base_url=url, model="m", stream=stream, max_concurrency=concurrency)
+    with OpenAIBackend(cfg) as backend:
+        backend.generate(prompts[:500], SamplingParams())  # connections opened, code warm
+        cpu, wall = time.process_time(), time.perf_counter()
+        results = backend.generate(prompts, SamplingParams())
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    failed = sum(r.error is not None for r in results)
+    return (f"client, {'streamed' if stream else 'whole'} answers, {concurrency} in flight: "
+            f"{requests / wall:.0f} requests/s ({1000 * cpu / requests:.2f} ms client CPU a request, "
+            f"{failed} failed; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=5000)
     ap.add_argument("--concurrency", type=int, default=64)
     args = ap.parse_args()
 
-    from xinstruct.config import model_config
-    from xinstruct.models.base import SamplingParams
-    from xinstruct.models.openai import OpenAIBackend
-
     proc, url = start_server()
-    prompts = [f"document number {i}" for i in range(args.requests)]
     try:
         for stream in (True, False):
-            cfg = model_config(backend="openai", base_url=url, model="m", stream=stream,
-                               max_concurrency=args.concurrency)
-            with OpenAIBackend(cfg) as backend:
-                backend.generate(prompts[:500], SamplingParams())  # connections opened, code warm
-                cpu, wall = time.process_time(), time.perf_counter()
-                results = backend.generate(prompts, SamplingParams())
-                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            failed = sum(r.error is not None for r in results)
-            print(f"client, {'streamed' if stream else 'whole'} answers, {args.concurrency} in flight: "
-                  f"{args.requests / wall:.0f} requests/s ({1000 * cpu / args.requests:.2f} ms client CPU a request, "
-                  f"{failed} failed; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f})")
+            print(measure(url, args.requests, args.concurrency, stream), flush=True)
     finally:
         proc.terminate()
         proc.wait(timeout=10)

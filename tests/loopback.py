@@ -1,6 +1,8 @@
 """A tiny OpenAI-compatible server on loopback, for backend fault tests and the client benchmark.
 
-asyncio with keep-alive, in a thread (tests) or its own process (`python tests/loopback.py PORT`, the benchmark).
+asyncio with keep-alive, in a thread (tests) or its own process (`python tests/loopback.py PORT [--delay S]
+[--instructions]`, the benchmarks). `delay` holds every answer that long (a model's latency, with unlimited
+concurrency: requests wait side by side on the event loop).
 One `behaviour(request) -> bytes | None` decides every answer: a completion, an error status, a broken body, or
 None for a hang (the connection stays open and silent). `kill()` drops the listener and every connection, like a
 server killed with SIGKILL; `start()` again brings it back on the same port.
@@ -10,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import threading
 from dataclasses import dataclass
 
@@ -88,12 +89,19 @@ class _Connection(asyncio.Protocol):
             answer = self.server.behaviour(request)
             if answer is None:  # hang: say nothing, keep the connection open
                 return
+            if self.server.delay:
+                asyncio.get_running_loop().call_later(self.server.delay, self._write, answer)
+            else:
+                self.transport.write(answer)
+
+    def _write(self, answer: bytes) -> None:
+        if not self.transport.is_closing():
             self.transport.write(answer)
 
 
 class LoopbackServer:
-    def __init__(self, behaviour=completion, port: int = 0):
-        self.behaviour, self.port = behaviour, port
+    def __init__(self, behaviour=completion, port: int = 0, delay: float = 0.0):
+        self.behaviour, self.port, self.delay = behaviour, port, delay
         self.requests = 0
         self.connections: set = set()
         self.loop = asyncio.new_event_loop()
@@ -137,7 +145,22 @@ class LoopbackServer:
         self.stop()
 
 
-if __name__ == "__main__":  # the benchmark's instant server, in a process of its own
-    server = LoopbackServer(port=int(sys.argv[1]))
+def instruction_text(prompt: str) -> str:
+    """An answer that passes generation's checks (short, English, no echo of the document), named by the prompt."""
+    import zlib
+    return f" Describe the topic of document {zlib.crc32(prompt.encode())} in a short paragraph."
+
+
+if __name__ == "__main__":  # the benchmarks' server, in a process of its own
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("port", type=int)
+    ap.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
+    ap.add_argument("--instructions", action="store_true", help="answer like a generator of instructions")
+    args = ap.parse_args()
+    if args.instructions:
+        answer_text = instruction_text  # completion() looks it up at call time
+    server = LoopbackServer(port=args.port, delay=args.delay)
     print(server.url, flush=True)
     server.thread.join()

@@ -9,7 +9,7 @@ from xinstruct.config import DiversifyConfig, EmbedderConfig
 from xinstruct.diversify.cluster import default_k, kmeans
 from xinstruct.diversify.decontaminate import Decontaminator, question_texts
 from xinstruct.diversify.diversity import coverage_entropy, diversity_report, max_entropy, mean_cosine_distance
-from xinstruct.diversify.embed import embed_to_disk
+from xinstruct.diversify.embed import embed, embed_task, gather
 from xinstruct.diversify.select import round_robin
 from xinstruct.diversify.stage import build_pool, measure_diversity, run_diversify
 
@@ -96,24 +96,47 @@ def test_kmeans_recovers_separated_groups():
 
 
 @pytest.mark.slow
-def test_embeddings_resume_from_shards(tmp_path, embedder):
+def test_embeddings_resume_from_the_cache_and_copy_across_splits(tmp_path, embedder):
+    from xinstruct.io.cache import BlobCache
+
     texts = [p["instruction"] for p in refined_pairs("sw", 30)]
+    items = [(f"r{i}", t) for i, t in enumerate(texts)]
     cfg = EmbedderConfig(shard_size=8)
-    first, computed = embed_to_disk(texts, tmp_path, cfg, lambda _c: embedder)
-    assert computed == 30 and first.shape == (30, 384)
-    assert np.allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-3)
-    (tmp_path / "emb-00002.npy").unlink()  # as if killed while writing the third shard
+    path = tmp_path / "sw.sqlite"
 
-    def no_model(_c):
-        raise AssertionError("the model must not load when every shard is there")
+    class Killed(Exception):
+        pass
 
-    again, computed = embed_to_disk(texts, tmp_path, cfg, lambda _c: embedder)
-    assert computed == 8 and np.allclose(again, first, atol=1e-4)
-    _, computed = embed_to_disk(texts, tmp_path, cfg, no_model)
-    assert computed == 0
-    changed = texts[:5] + ["Something else entirely."] + texts[6:]
-    _, computed = embed_to_disk(changed, tmp_path, cfg, lambda _c: embedder)
-    assert computed == 8  # only the shard whose texts changed
+    calls = []
+
+    def dies_on_third_batch():
+        calls.append(1)
+        if len(calls) == 3:
+            raise Killed
+        return embedder
+
+    with pytest.raises(Killed):
+        embed_task(items, path, "fp", cfg, dies_on_third_batch)
+    assert embed_task(items, path, "fp", cfg, lambda: embedder)["embedded"] == 30 - 16  # two batches were kept
+
+    def no_model():
+        raise AssertionError("the model must not load when every text is cached")
+
+    assert embed_task(items, path, "fp", cfg, no_model)["cached"] == 30
+    with BlobCache(path, readonly=True) as cache:
+        vectors = gather(items, 30, lambda _key: cache)
+    assert vectors.shape == (30, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
+    # no padding: a text's vector does not depend on the texts batched with it, so any split gives the same
+    assert np.array_equal(vectors, np.stack([embed(embedder, [t], cfg)[0] for t in texts]))
+
+    changed = items[:5] + [("r5", "Something else entirely.")] + items[6:]
+    assert embed_task(changed, path, "fp", cfg, lambda: embedder)["embedded"] == 1
+    # another split finds the vectors in this cache (same fingerprint) and copies them
+    half = embed_task(items, tmp_path / "sw.000-of-002.sqlite", "fp", cfg, no_model, lambda k: k < "r2",
+                      reuse=[path])
+    assert half["copied"] == sum(k < "r2" for k, _ in items) and half["embedded"] == 0
+    other = embed_task(items, path, "another embedder", cfg, lambda: embedder)
+    assert other["cache_reset"] == 1 and other["embedded"] == 30
 
 
 @pytest.mark.slow

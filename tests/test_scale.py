@@ -47,6 +47,90 @@ def test_local_workers_write_the_same_files_as_one_process(tmp_path):
         f"{lang}.{s:03d}-of-002" for lang in LANGS for s in range(2)}
 
 
+def test_records_a_worker_left_to_retry_are_retried_by_the_next_run(tmp_path, monkeypatch):
+    """datatrove marks a task complete when it returns; one that left server errors must still run again."""
+    from xinstruct.pipeline.run import StageIncomplete
+
+    cfg = multilingual(tmp_path, executor={"workers": 2, "shards": 2})
+    monkeypatch.setenv("FAKE_FAIL_EVERY", "3")
+    with pytest.raises(StageIncomplete) as stop:
+        run(cfg, ("generate",))
+    assert stop.value.unresolved["generate:backend_error"] > 0
+    monkeypatch.setenv("FAKE_FAIL_EVERY", "0")
+    results, _ = run(cfg, ("generate",))
+    assert all(results["generate"][lang]["unresolved"] == {} for lang in LANGS)
+
+
+def diversified(out: Path) -> dict[str, bytes]:
+    files = {p.name: p.read_bytes() for p in sorted((out / "diversify").glob("*.jsonl"))}
+    return {**files, **{f"{lang}.vectors": (out / "diversify" / "embeddings" / lang / "vectors.npy").read_bytes()
+                        for lang in LANGS}}
+
+
+def test_sharded_embedding_writes_the_same_files_and_reembeds_only_what_it_lacks(tmp_path):
+    """Diversify's embedding as tasks: the same vectors, clusters and draw from 1 process or 2 workers; a task
+    whose cache is lost redoes its own texts only; another split copies vectors rather than embedding again."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    run(multilingual(one), ("diversify",))
+    results, _ = run(multilingual(two, executor={"workers": 2, "shards": 2}), ("diversify",))
+    assert diversified(one) == diversified(two)
+    pools = {lang: results["diversify"]["languages"][lang]["pool"] for lang in LANGS}
+    assert all(pools.values()) and all(results["diversify"]["languages"][lang]["embedded_this_run"] == pools[lang]
+                                       for lang in LANGS)
+    assert {p["task"] for p in read_progress(two / "diversify")} == {f"{lang}.{s:03d}-of-002" for lang in LANGS
+                                                                    for s in range(2)}
+    lost = Task("sw", 1, 2)  # as if killed before it committed anything (and before datatrove marked it done)
+    (two / "diversify" / "cache" / f"{lost.name}.sqlite").unlink()
+    for marker in (two / "diversify" / "logs").glob("*/completions/00001"):
+        marker.unlink()
+    (two / "stages" / "diversify.json").unlink()
+    results, _ = run(multilingual(two, executor={"workers": 2, "shards": 2}), ("diversify",))
+    pool = [r["id"] for r in read_jsonl(two / "diversify" / "sw.pool.jsonl")]
+    assert results["diversify"]["languages"]["sw"]["embedded_this_run"] == sum(lost.owns(i) for i in pool)
+    assert all(results["diversify"]["languages"][lang]["embedded_this_run"] == 0 for lang in ("th", "hi"))
+    (two / "stages" / "diversify.json").unlink()
+    results, _ = run(multilingual(two, executor={"workers": 1, "shards": 3}), ("diversify",))
+    assert all(results["diversify"]["languages"][lang]["embedded_this_run"] == 0 for lang in LANGS)
+    assert diversified(one) == diversified(two)
+
+
+CLAIM = """
+import os, sys, time
+from xinstruct.core.tasks import claim_gpus
+try:
+    claim_gpus(sys.argv[1], [0, 1, 2], per_task=int(sys.argv[2]))
+    print(os.environ["CUDA_VISIBLE_DEVICES"], flush=True)
+except RuntimeError as e:
+    print("refused:", e, flush=True)
+time.sleep(float(sys.argv[3]))
+"""
+
+
+def test_local_workers_each_claim_their_own_gpus(tmp_path):
+    """executor.options.gpus on local workers: each worker process holds its GPUs until it ends (even killed)."""
+    from xinstruct.config import ExecutorConfig
+    from xinstruct.core.tasks import local_gpus
+
+    def claim(per_task, hold):
+        return subprocess.Popen([sys.executable, "-c", CLAIM, str(tmp_path), str(per_task), str(hold)],
+                                stdout=subprocess.PIPE, text=True)
+
+    first, second = claim(2, 5), claim(1, 5)
+    held = [first.stdout.readline().strip(), second.stdout.readline().strip()]
+    third = claim(1, 0)
+    assert third.communicate(timeout=60)[0].startswith("refused: no 1 free GPU(s) among [0, 1, 2]")
+    assert sorted(held) == ["0,1", "2"] or sorted(held) == ["0", "1,2"], held
+    first.kill()
+    first.wait()
+    assert claim(2, 0).communicate(timeout=60)[0].strip() in ("0,1", "1,2")  # the killed worker's GPUs are free
+    second.wait()
+    assert local_gpus(ExecutorConfig(workers=2, options={"gpus": [0, 1, 2, 3], "gpus_per_task": 2})) == (
+        [0, 1, 2, 3], 2)
+    assert local_gpus(ExecutorConfig(workers=1, options={"gpus": [0, 1]})) is None
+    with pytest.raises(ValueError, match="3 workers × 1 GPU"):
+        local_gpus(ExecutorConfig(workers=3, options={"gpus": [0, 1]}))
+
+
 KILLABLE = """
 import sys
 sys.path.insert(0, {tests!r})
@@ -103,7 +187,8 @@ STAND_INS = {
 }
 
 
-def test_slurm_executor_with_stand_in_commands_matches_local(tmp_path, monkeypatch):
+def slurm_stand_ins(tmp_path, monkeypatch) -> Path:
+    """sbatch/srun/squeue/scancel/scontrol on PATH that run the array tasks here; their output in slurm.log."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name, body in STAND_INS.items():
@@ -112,10 +197,15 @@ def test_slurm_executor_with_stand_in_commands_matches_local(tmp_path, monkeypat
     monkeypatch.setenv("PATH", f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}")
     monkeypatch.setenv("SLURM_STANDIN_LOG", str(tmp_path / "slurm.log"))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), *sys.path]))
+    return tmp_path / "slurm.log"
+
+
+def test_slurm_executor_with_stand_in_commands_matches_local(tmp_path, monkeypatch):
+    log = slurm_stand_ins(tmp_path, monkeypatch)
     run(multilingual(tmp_path / "local"), ("generate",))
     run(multilingual(tmp_path / "slurm", executor={"kind": "slurm", "workers": 2, "shards": 2,
                                                    "options": {"partition": "test"}}), ("generate",))
-    assert outputs(tmp_path / "slurm") == outputs(tmp_path / "local"), (tmp_path / "slurm.log").read_text()[-3000:]
+    assert outputs(tmp_path / "slurm") == outputs(tmp_path / "local"), log.read_text()[-3000:]
     assert "launch_pickled_pipeline" in next((tmp_path / "slurm" / "candidates" / "logs").rglob(
         "launch_script.slurm")).read_text()
 
@@ -126,3 +216,58 @@ def test_ray_executor_matches_local(tmp_path, monkeypatch):
     run(multilingual(tmp_path / "local"), ("generate",))
     run(multilingual(tmp_path / "ray", executor={"kind": "ray", "workers": 2}), ("generate",))
     assert outputs(tmp_path / "ray") == outputs(tmp_path / "local")
+
+
+# -- evaluate: answering and judging as tasks ------------------------------------------------------------------
+
+def evaluation(tmp_path, executor: dict | None, name: str) -> tuple[dict, dict[str, bytes]]:
+    from test_evaluate import _fake_eval
+
+    from xinstruct.config import ExecutorConfig
+    from xinstruct.evaluate.stage import run_evaluate
+
+    out = tmp_path / name
+    summary = run_evaluate(_fake_eval(tmp_path), ["sw", "th"], out, log=lambda *_: None,
+                           executor=ExecutorConfig(**executor) if executor else None)
+    files = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.glob("*/*.jsonl"))}
+    return {k: v for k, v in summary.items() if k != "report"}, files
+
+
+def test_sharded_evaluation_matches_one_process_and_reuses_every_answer(tmp_path, monkeypatch):
+    """Answers by (system, language, question shard) and judgements by (pair, language, question+order shard):
+    the same summary and files from 1 process or 2 workers; a rerun under another split asks no model."""
+    calls = tmp_path / "calls.log"
+    monkeypatch.setenv("FAKE_LOG", str(calls))
+    one = evaluation(tmp_path, None, "one")
+    asked = len(calls.read_text().splitlines())
+    assert asked == 2 * 2 * 5 + 2 * 5 * 2
+    two = evaluation(tmp_path, {"workers": 2, "shards": 2}, "two")
+    assert two == one and len(calls.read_text().splitlines()) == 2 * asked
+    tasks = {p["task"] for p in read_progress(tmp_path / "two")}
+    assert tasks == {f"{group}.{lang}.{s:03d}-of-002" for group in ("answers-a", "answers-b", "judge-b-vs-a")
+                     for lang in ("sw", "th") for s in range(2)}
+    assert one[0]["judgements"]["a"]["overall"]["judged"] == 10
+    again = evaluation(tmp_path, {"workers": 1, "shards": 3}, "two")  # the caches of the 2-shard split are read
+    assert again == one and len(calls.read_text().splitlines()) == 2 * asked
+
+
+def test_sharded_evaluation_retries_server_errors_on_workers(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_FAIL_EVERY", "3")
+    first, _ = evaluation(tmp_path, {"workers": 2, "shards": 2}, "eval")
+    assert sum(first["answer_errors"].values()) > 0
+    monkeypatch.setenv("FAKE_FAIL_EVERY", "0")
+    second, _ = evaluation(tmp_path, {"workers": 2, "shards": 2}, "eval")
+    assert sum(second["answer_errors"].values()) == 0
+    assert second["judgements"]["a"]["overall"]["judged"] == 10
+    assert second == evaluation(tmp_path, None, "fresh")[0]
+
+
+def test_evaluation_on_slurm_stand_ins_and_ray_matches_local(tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    local = evaluation(tmp_path, None, "local")
+    log = slurm_stand_ins(tmp_path, monkeypatch)
+    slurm = evaluation(tmp_path, {"kind": "slurm", "workers": 2, "shards": 2, "options": {"partition": "test"}},
+                       "slurm")
+    assert slurm == local, log.read_text()[-3000:]
+    assert len(list((tmp_path / "slurm" / "logs").rglob("launch_script.slurm"))) == 2  # answering, judging
+    assert evaluation(tmp_path, {"kind": "ray", "workers": 2}, "ray") == local

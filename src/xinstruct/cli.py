@@ -480,7 +480,8 @@ def evaluate(
     cfg, langs = _evaluate_overrides(_load(config), questions, limit, languages)
     progress = ConsoleProgress(console)
     try:
-        summary = run_evaluate(cfg.evaluate, langs, output_dir or cfg.out / "evaluate", progress, console.print)
+        summary = run_evaluate(cfg.evaluate, langs, output_dir or cfg.out / "evaluate", progress, console.print,
+                               cfg.executor)
     except (FileNotFoundError, ValueError) as e:
         progress.close()
         console.print(f"[red]{e}[/red]")

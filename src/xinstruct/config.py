@@ -27,7 +27,7 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
-def Knob(default, description: str = "", **bounds):
+def Knob(default, description: str = "", **bounds):  # reads like pydantic's Field
     """A field that cannot change a result (batch size, threads, retries): left out of stage fingerprints,
     so changing it redoes nothing."""
     return Field(default, description=description, json_schema_extra={"affects_output": False}, **bounds)
@@ -352,7 +352,7 @@ class EmbedderConfig(Section):
     batch_size: int = Knob(256, ge=1)
     device: str | None = Knob(None, "cpu | cuda | None (auto)")
     bf16: bool | None = Field(None, description="bf16 autocast on CPU; None = where the CPU has AVX512-BF16/AMX")
-    shard_size: int = Knob(8192, "embeddings per shard written to disk (resume granularity)", ge=1)
+    shard_size: int = Knob(2048, "texts embedded per committed batch of a task (resume granularity)", ge=1)
 
 
 class DecontaminateConfig(Section):

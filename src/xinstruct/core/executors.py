@@ -9,13 +9,18 @@ from pathlib import Path
 from xinstruct.config import ExecutorConfig
 
 
-def make_executor(pipeline: list, logging_dir: Path, cfg: ExecutorConfig, tasks: int, depends=None):
-    """A datatrove executor for `pipeline`; extra Slurm/Ray keyword arguments come from `executor.options`."""
+def make_executor(pipeline: list, logging_dir: Path, cfg: ExecutorConfig, tasks: int, depends=None,
+                  start_method: str = "fork"):
+    """A datatrove executor for `pipeline`; extra Slurm/Ray keyword arguments come from `executor.options`.
+
+    Local workers are forked by default: the steps are plain objects and our venv is already imported (spawn
+    re-imports per worker). A step that runs OpenMP code in the worker (torch, llama.cpp) asks for "spawn": a
+    worker forked from a process that already ran OpenMP hangs on its first parallel loop (GNU libgomp's thread
+    pool does not survive fork)."""
     if cfg.kind == "local":
         from datatrove.executor import LocalPipelineExecutor
-        # fork: the steps are plain objects and our venv is already imported; forkserver re-imports per task
         return LocalPipelineExecutor(pipeline, tasks=tasks, workers=max(1, cfg.workers),
-                                     logging_dir=str(logging_dir), start_method="fork", depends=depends)
+                                     logging_dir=str(logging_dir), start_method=start_method, depends=depends)
     if cfg.kind == "slurm":
         from datatrove.executor import SlurmPipelineExecutor
 

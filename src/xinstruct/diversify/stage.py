@@ -1,11 +1,16 @@
 """Stage III: from the refined pairs of each language, draw a diverse set of up to the target size.
 
 pool (refine/final/<lang>.jsonl) → drop other grades, contaminated and duplicate instructions → embed the
-English instructions (shards on disk) → spherical k-means → round-robin draw across clusters.
+English instructions (sharded tasks, each with its cache of vectors by text: diversify/embed.py) → spherical
+k-means → round-robin draw.
 
 Writes, per language, into <run>/diversify/: <lang>.pool.jsonl (every pool pair with its cluster, distance to
 the centroid and draw rank or null), <lang>.selected.jsonl (in draw order), <lang>.dropped.jsonl (with reasons)
-and embeddings/<lang>/ (shards).
+and embeddings/<lang>/vectors.npy (pool order). While it runs: work/<lang>.pool.jsonl (the pool the embedding
+tasks read), cache/<task>.sqlite (vectors by text, kept for reruns), tasks/ (progress), logs/ (executors).
+
+The vectors are gathered in pool order from the task caches, so the k-means, the draw and every file are the
+same however many tasks embedded the pool; the pool records are streamed from disk, never held twice.
 """
 
 from __future__ import annotations
@@ -13,17 +18,18 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from xinstruct.config import DiversifyConfig
 from xinstruct.core.stage import Stage, StageResult
+from xinstruct.core.tasks import Task, other_splits, shard_of
 from xinstruct.diversify.cluster import default_k, kmeans
 from xinstruct.diversify.decontaminate import Decontaminator, load_questions, words
 from xinstruct.diversify.diversity import diversity_report
-from xinstruct.diversify.embed import embed_to_disk, embedder_id, load_embeddings
+from xinstruct.diversify.embed import embed_task, embedder_id, gather, load_embeddings, save_vectors, text_key
 from xinstruct.diversify.select import round_robin
 from xinstruct.io.files import read_jsonl, write_json, write_jsonl
 
@@ -54,38 +60,115 @@ def build_pool(records: list[dict], grades: list[str], decontaminator: Decontami
     return pool, dropped
 
 
+def record_key(r: dict) -> str:
+    """A pool record's identity, which decides its embedding task: its id, else its instruction."""
+    return str(r["id"]) if r.get("id") is not None else text_key(r["instruction"])
+
+
+def work_file(folder: Path, lang: str) -> Path:
+    return Path(folder) / "work" / f"{lang}.pool.jsonl"
+
+
+def cache_path(folder: Path, task: Task) -> Path:
+    return Path(folder) / "cache" / f"{task.name}.sqlite"
+
+
+def pool_items(folder: Path, lang: str) -> Iterator[tuple[str, str]]:
+    """(record key, instruction) of the language's pool, in pool order, streamed from the work file."""
+    for r in read_jsonl(work_file(folder, lang)):
+        yield record_key(r), r["instruction"]
+
+
+def embedder_fingerprint(cfg: DiversifyConfig) -> str:
+    """What a vector depends on: the embedder (its files), its settings, the embedding code; not the pool, k or
+    target, so changing those embeds nothing again."""
+    from xinstruct.core.fingerprint import config_section, digest, path_identity, source_digest
+
+    model = cfg.embedder.model
+    return digest({"embedder": embedder_id(cfg.embedder) if model == "bundled" else path_identity(model),
+                   "settings": config_section(cfg, "embedder"), "code": source_digest(("diversify/embed.py",))})
+
+
+def prepare_language(records: list[dict], lang: str, cfg: DiversifyConfig, folder: Path,
+                     decontaminator: Decontaminator | None = None) -> dict:
+    """Build the pool; write the dropped pairs, and the pool for the embedding tasks to read. Returns counts."""
+    pool, dropped = build_pool(records, cfg.grades, decontaminator, cfg.dedup_instructions)
+    write_jsonl(folder / f"{lang}.dropped.jsonl", dropped)
+    write_jsonl(work_file(folder, lang), pool)
+    return {"refined": len(records), "dropped": dict(Counter(d["drop_reason"] for d in dropped)),
+            "pool": len(pool), "target": cfg.target(lang)}
+
+
+def embed_language_task(task: Task, folder: Path, cfg: DiversifyConfig, fingerprint: str, get_model: Callable,
+                        on_progress: Callable[[int], None] | None = None) -> dict:
+    """Embed the pool records of `task` that its cache (or a cache of another split) lacks."""
+    started = time.perf_counter()
+    stats = embed_task(pool_items(folder, task.lang), cache_path(folder, task), fingerprint, cfg.embedder, get_model,
+                       task.owns, other_splits(Path(folder) / "cache", task), on_progress)
+    return {**stats, "seconds": round(time.perf_counter() - started, 2)}
+
+
+def finish_language(lang: str, cfg: DiversifyConfig, folder: Path, shards: int, counts: dict,
+                    embedding: dict | None = None) -> dict:
+    """Gather the vectors in pool order from the task caches, cluster, draw, write the pool and the selection."""
+    from xinstruct.io.cache import BlobCache
+
+    embedding = embedding or {}
+    n = counts["pool"]
+    if not n:
+        write_jsonl(folder / f"{lang}.pool.jsonl", [])
+        write_jsonl(folder / f"{lang}.selected.jsonl", [])
+        work_file(folder, lang).unlink(missing_ok=True)
+        return {**counts, "selected": 0, "clusters": 0}
+    started = time.perf_counter()
+    caches = [BlobCache(cache_path(folder, Task(lang, s, shards)), readonly=True) for s in range(shards)]
+    try:
+        vectors = gather(pool_items(folder, lang), n, lambda key: caches[shard_of(key, shards)])
+    finally:
+        for c in caches:
+            c.close()
+    save_vectors(vectors, folder / "embeddings" / lang)
+    grade_rank = np.array([cfg.grades.index(r["grade"]) for r in read_jsonl(work_file(folder, lang))])
+    gathered = time.perf_counter()
+    k = min(cfg.n_clusters or default_k(cfg.target(lang), n), n)
+    _, labels, distances = kmeans(vectors, k, cfg.kmeans_iterations, cfg.seed)
+    clustered = time.perf_counter()
+    order = round_robin(labels, distances, grade_rank, cfg.target(lang))
+    rank_of = {i: rank for rank, i in enumerate(order)}
+    selected: dict[int, dict] = {}
+
+    def annotated():
+        for i, r in enumerate(read_jsonl(work_file(folder, lang))):
+            r.update(cluster=int(labels[i]), centroid_distance=round(float(distances[i]), 6),
+                     selected_rank=rank_of.get(i))
+            if i in rank_of:
+                selected[i] = r
+            yield r
+
+    write_jsonl(folder / f"{lang}.pool.jsonl", annotated())
+    write_jsonl(folder / f"{lang}.selected.jsonl", (selected[i] for i in order))
+    work_file(folder, lang).unlink()
+    sizes = np.bincount(labels, minlength=k)
+    picked = np.bincount(labels[order], minlength=k) if order else np.zeros(k, int)
+    return {**counts, "selected": len(order), "clusters": k, "cluster_sizes": sizes.tolist(),
+            "selected_per_cluster": picked.tolist(), "embedded_this_run": embedding.get("embedded", 0),
+            "diversity": diversity_report(vectors, labels, k, np.array(order, dtype=np.int64), seed=cfg.seed),
+            "seconds": {"embed": round(embedding.get("seconds", 0.0), 2),
+                        "gather": round(gathered - started, 2), "kmeans": round(clustered - gathered, 2)}}
+
+
 def diversify_language(records: list[dict], lang: str, cfg: DiversifyConfig, folder: Path,
                        decontaminator: Decontaminator | None = None, model_loader: Callable | None = None,
                        on_progress: Callable[[int], None] | None = None) -> dict:
-    pool, dropped = build_pool(records, cfg.grades, decontaminator, cfg.dedup_instructions)
-    write_jsonl(folder / f"{lang}.dropped.jsonl", dropped)
-    summary = {"refined": len(records), "dropped": dict(Counter(d["drop_reason"] for d in dropped)),
-               "pool": len(pool), "target": cfg.target(lang)}
-    if not pool:
-        write_jsonl(folder / f"{lang}.pool.jsonl", [])
-        write_jsonl(folder / f"{lang}.selected.jsonl", [])
-        return {**summary, "selected": 0, "clusters": 0}
-    started = time.perf_counter()
-    vectors, computed = embed_to_disk([r["instruction"] for r in pool], folder / "embeddings" / lang,
-                                      cfg.embedder, model_loader, on_progress)
-    embedded = time.perf_counter()
-    k = min(cfg.n_clusters or default_k(cfg.target(lang), len(pool)), len(pool))
-    _, labels, distances = kmeans(vectors, k, cfg.kmeans_iterations, cfg.seed)
-    clustered = time.perf_counter()
-    grade_rank = np.array([cfg.grades.index(r["grade"]) for r in pool])
-    order = round_robin(labels, distances, grade_rank, cfg.target(lang))
-    rank_of = {i: n for n, i in enumerate(order)}
-    for i, r in enumerate(pool):
-        r.update(cluster=int(labels[i]), centroid_distance=round(float(distances[i]), 6),
-                 selected_rank=rank_of.get(i))
-    write_jsonl(folder / f"{lang}.pool.jsonl", pool)
-    write_jsonl(folder / f"{lang}.selected.jsonl", (pool[i] for i in order))
-    sizes = np.bincount(labels, minlength=k)
-    picked = np.bincount(labels[order], minlength=k) if order else np.zeros(k, int)
-    return {**summary, "selected": len(order), "clusters": k, "cluster_sizes": sizes.tolist(),
-            "selected_per_cluster": picked.tolist(), "embedded_this_run": computed,
-            "diversity": diversity_report(vectors, labels, k, np.array(order, dtype=np.int64), seed=cfg.seed),
-            "seconds": {"embed": round(embedded - started, 2), "kmeans": round(clustered - embedded, 2)}}
+    """One language in this process, as one task (the stage splits the embedding over its executor)."""
+    from xinstruct.diversify.embed import load_embedder
+
+    counts = prepare_language(records, lang, cfg, folder, decontaminator)
+    embedding = {}
+    if counts["pool"]:
+        embedding = embed_language_task(Task(lang), folder, cfg, embedder_fingerprint(cfg),
+                                        lambda: (model_loader or load_embedder)(cfg.embedder), on_progress)
+    return finish_language(lang, cfg, folder, 1, counts, embedding)
 
 
 def load_decontaminator(cfg: DiversifyConfig) -> Decontaminator | None:
@@ -97,25 +180,38 @@ def refined_path(out: Path, lang: str) -> Path:
     return out / "refine" / "final" / f"{lang}.jsonl"
 
 
-def run_diversify(out: Path, languages: list[str], cfg: DiversifyConfig,
-                  on_language: Callable | None = None) -> dict:
-    """Every language in turn; returns the stage summary (also what `xinstruct diversity` recomputes)."""
+def check_refined(out: Path, languages: list[str]) -> None:
     missing = [lang for lang in languages if not refined_path(out, lang).exists()]
     if missing:
         raise FileNotFoundError(f"no refined pairs for {', '.join(missing)} under {out / 'refine' / 'final'}: "
                                 "run `xinstruct refine` first")
+
+
+def summary_header(cfg: DiversifyConfig, decontaminator: Decontaminator | None) -> dict:
+    return {"embedder": embedder_id(cfg.embedder),
+            "decontaminated_against": {"sources": cfg.decontaminate.questions,
+                                       "questions": len(decontaminator) if decontaminator else 0,
+                                       "ngram": cfg.decontaminate.ngram},
+            "languages": {}}
+
+
+def run_diversify(out: Path, languages: list[str], cfg: DiversifyConfig,
+                  on_language: Callable | None = None, model_loader: Callable | None = None) -> dict:
+    """Every language in turn, in this process; returns the stage summary. The embedder is loaded once, and only
+    if some text is not in the caches yet."""
+    from xinstruct.core.tasks import ModelSlot
+    from xinstruct.diversify.embed import load_embedder
+
+    check_refined(out, languages)
     folder = out / "diversify"
     decontaminator = load_decontaminator(cfg)
-    summary: dict = {"embedder": embedder_id(cfg.embedder),
-                     "decontaminated_against": {"sources": cfg.decontaminate.questions,
-                                                "questions": len(decontaminator) if decontaminator else 0,
-                                                "ngram": cfg.decontaminate.ngram},
-                     "languages": {}}
-    for lang in languages:
-        records = list(read_jsonl(refined_path(out, lang)))
-        progress = on_language(lang, len(records)) if on_language else None
-        summary["languages"][lang] = diversify_language(records, lang, cfg, folder, decontaminator,
-                                                        on_progress=progress)
+    summary = summary_header(cfg, decontaminator)
+    with ModelSlot(model_loader or load_embedder) as slot:
+        for lang in languages:
+            records = list(read_jsonl(refined_path(out, lang)))
+            progress = on_language(lang, len(records)) if on_language else None
+            summary["languages"][lang] = diversify_language(records, lang, cfg, folder, decontaminator,
+                                                            lambda c: slot.get("embedder", c), progress)
     write_summary(folder, summary)
     return summary
 
@@ -131,7 +227,7 @@ def measure_diversity(out: Path, lang: str, draws: int = 20, seed: int = 0) -> d
     if not pool:
         return {"pool": 0, "selected": 0}
     k = json.loads((out / "diversify" / "summary.json").read_text())["languages"][lang]["clusters"]
-    vectors = load_embeddings(out / "diversify" / "embeddings" / lang)[:len(pool)]
+    vectors = np.asarray(load_embeddings(out / "diversify" / "embeddings" / lang)[:len(pool)])
     labels = np.array([r["cluster"] for r in pool])
     selected = np.array([i for i, r in enumerate(pool) if r["selected_rank"] is not None], dtype=np.int64)
     return diversity_report(vectors, labels, k, selected, draws, seed)
@@ -143,7 +239,12 @@ class DiversifyStage(Stage):
              "(round-robin, nearest to the centroid and better grades first), after n-gram decontamination")
     needs = ("refine",)
     config = ("languages", "diversify")
-    code = ("diversify", "io/questions.py")
+    code = ("diversify", "io/questions.py", "io/cache.py", "core/tasks.py")
+    start_method = "spawn"  # local workers run torch, whose OpenMP pool does not survive fork (core/executors.py)
+
+    @property
+    def task_folder(self) -> Path:
+        return self.layout.diversify
 
     def inputs(self) -> dict:
         from xinstruct.core.fingerprint import path_identity
@@ -157,18 +258,56 @@ class DiversifyStage(Stage):
         return [self.layout.selected_file(lang) for lang in self.cfg.languages] + [self.layout.diversify /
                                                                                    "summary.json"]
 
+    def clear(self) -> None:
+        import shutil
+        shutil.rmtree(self.layout.diversify, ignore_errors=True)
+
     def check(self) -> list[str]:
         from xinstruct.corpus.stage import missing
 
         return [f"decontamination question set not found: {m}"
                 for q in self.cfg.diversify.decontaminate.questions if (m := missing(q))]
 
+    def open_backend(self):
+        from xinstruct.core.tasks import ModelSlot
+        from xinstruct.diversify.embed import load_embedder
+
+        return ModelSlot(load_embedder)
+
+    def run_task(self, task, slot, progress) -> dict:
+        from xinstruct.core.tasks import FileProgress, write_progress
+
+        folder, cfg = self.task_folder, self.cfg.diversify
+        total = sum(1 for key, _ in pool_items(folder, task.lang) if task.owns(key))
+        advance = FileProgress(folder, task, total, progress and progress(f"embed {task.name}", total))
+        stats = embed_language_task(task, folder, cfg, embedder_fingerprint(cfg),
+                                    lambda: slot.get("embedder", cfg.embedder, task.shard), advance)
+        write_progress(folder, task, done=total, total=total, state="done", stats=stats)
+        return {**stats, "records": total}
+
     def run(self) -> StageResult:
-        summary = run_diversify(self.cfg.out, self.cfg.languages, self.cfg.diversify,
-                                lambda lang, n: self.ctx.progress(f"embed {lang}", n))
-        for lang, s in summary["languages"].items():
+        from xinstruct.core.tasks import read_progress, run_tasks, shards_per_language, task_list
+
+        cfg, folder = self.cfg.diversify, self.layout.diversify
+        check_refined(self.cfg.out, self.cfg.languages)
+        decontaminator = load_decontaminator(cfg)
+        summary = summary_header(cfg, decontaminator)
+        counts = {}
+        for lang in self.cfg.languages:
+            counts[lang] = prepare_language(list(read_jsonl(refined_path(self.cfg.out, lang))), lang, cfg, folder,
+                                            decontaminator)
+        shards = shards_per_language(self.cfg.executor)
+        tasks = task_list([lang for lang in self.cfg.languages if counts[lang]["pool"]], shards)
+        started = time.time()
+        run_tasks(self, tasks, self.ctx.progress, self.ctx.log)
+        this_run = [p for p in read_progress(folder) if p.get("updated", 0) >= started and "stats" in p]
+        for lang in self.cfg.languages:
+            embedding = {k: sum(p["stats"].get(k, 0) for p in this_run if p["lang"] == lang)
+                         for k in ("embedded", "seconds")}
+            s = summary["languages"][lang] = finish_language(lang, cfg, folder, shards, counts[lang], embedding)
             d = s.get("diversity", {})
             self.ctx.log(f"  {lang}: {s['refined']} refined → pool {s['pool']} (set aside {s['dropped'] or 'none'}) "
                          f"→ {s['selected']} selected from {s['clusters']} clusters; entropy share "
                          f"{d.get('entropy_fraction', 0):.3f} (random {d.get('random_entropy_fraction', 0):.3f})")
+        write_summary(folder, summary)
         return StageResult(summary)

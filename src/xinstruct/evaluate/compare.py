@@ -50,5 +50,5 @@ def evaluate_baselines(cfg: RunConfig, langs: list[str], progress: Progress = no
     folder = cfg.out / "compare"
     eval_cfg = validated_copy(cfg.evaluate, systems=baseline_systems(folder, cfg.tune.train.base.model,
                                                                       cfg.tune.template), focus=XINSTRUCT)
-    return run_evaluate(eval_cfg, langs, folder / "evaluate", progress, log)
+    return run_evaluate(eval_cfg, langs, folder / "evaluate", progress, log, cfg.executor)
 

@@ -27,6 +27,12 @@ class GenerateStage(Stage):
     def task_folder(self) -> Path:
         return self.layout.candidates
 
+    @property
+    def start_method(self) -> str:
+        """How local workers start: an in-process model runs OpenMP code, which hangs in a worker forked from a
+        process that ran it already (core/executors.py); a client of a server forks safely and faster."""
+        return "spawn" if self.cfg.generator.backend in ("llamacpp", "transformers") else "fork"
+
     def inputs(self) -> dict:
         from xinstruct.models.identity import model_identity
 
@@ -50,13 +56,14 @@ class GenerateStage(Stage):
 
     def run_task(self, task, backend, progress) -> dict:
         from xinstruct.core.tasks import FileProgress, write_progress
-        from xinstruct.generate.candidates import doc_key, generate_task
+        from xinstruct.generate.candidates import RETRYABLE, doc_key, generate_task
 
         total = sum(1 for d in self.docs(task.lang) if task.owns(doc_key(d)))
         advance = FileProgress(self.task_folder, task, total, progress and progress(f"generate {task.name}", total))
         stats = generate_task(self.docs(task.lang), task.lang, task, backend, self.cfg.generate, self.task_folder,
                               self.work_fingerprint, advance)
-        write_progress(self.task_folder, task, done=total, total=total, state="done", stats=stats)
+        write_progress(self.task_folder, task, done=total, total=total, state="done", stats=stats,
+                       retry=stats.get(RETRYABLE, 0))
         return {**stats, "records": stats.get("documents", 0)}
 
     def run(self) -> StageResult:

@@ -9,6 +9,8 @@ Rows are grouped by `key` (e.g. a document's id and text hash): `put(key, rows)`
 produced (its candidates, or its reject) and `get(key)` returns them. The cache carries the fingerprint of the
 settings its rows were made with; opened with another one, it starts empty.
 
+`BlobCache` is the same for work that yields one value of bytes per key (an embedding vector): no JSON, no rows.
+
 Keep the cache on a local disk or a shared filesystem with working locks (one process writes each file).
 """
 
@@ -26,23 +28,47 @@ CREATE TABLE IF NOT EXISTS rows (key TEXT NOT NULL, seq INTEGER NOT NULL, status
 """
 
 
-class RecordCache:
+class _SqliteCache:
+    schema = SCHEMA
+    table = "rows"
+
     def __init__(self, path: str | Path, fingerprint: str | None = None, readonly: bool = False):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
-        stored = self.db.execute("SELECT value FROM meta WHERE name='fingerprint'").fetchone()
+        self.db.executescript(self.schema)
+        stored = self.stored_fingerprint
         self.reset = False
-        if fingerprint is not None and not readonly and (stored is None or stored[0] != fingerprint):
+        if fingerprint is not None and not readonly and stored != fingerprint:
             self.reset = stored is not None and self.count() > 0
             with self.transaction():
-                self.db.execute("DELETE FROM rows")
+                self.db.execute(f"DELETE FROM {self.table}")
                 self.db.execute("INSERT OR REPLACE INTO meta VALUES ('fingerprint', ?)", (fingerprint,))
+
+    @property
+    def stored_fingerprint(self) -> str | None:
+        """The fingerprint the rows were made under (None: none recorded)."""
+        row = self.db.execute("SELECT value FROM meta WHERE name='fingerprint'").fetchone()
+        return row[0] if row else None
 
     def transaction(self):
         return _Transaction(self.db)
+
+    def count(self) -> int:
+        return self.db.execute(f"SELECT COUNT(*) FROM {self.table}").fetchone()[0]
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class RecordCache(_SqliteCache):
 
     def put(self, key: str, status: str, rows: list[dict]) -> None:
         """Store every row one record produced (replacing what it produced before). Call inside a transaction
@@ -79,14 +105,27 @@ class RecordCache:
         for key, status, data in self.db.execute("SELECT key, status, data FROM rows ORDER BY key, seq"):
             yield key, status, json.loads(data)
 
-    def close(self) -> None:
-        self.db.close()
 
-    def __enter__(self):
-        return self
+class BlobCache(_SqliteCache):
+    """key → bytes, e.g. a text's hash → its embedding vector."""
 
-    def __exit__(self, *exc):
-        self.close()
+    schema = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS blobs (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+"""
+    table = "blobs"
+
+    def get(self, key: str) -> bytes | None:
+        row = self.db.execute("SELECT value FROM blobs WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def __contains__(self, key: str) -> bool:
+        return self.db.execute("SELECT 1 FROM blobs WHERE key=?", (key,)).fetchone() is not None
+
+    def put_many(self, items: Iterable[tuple[str, bytes]]) -> None:
+        """One batch of (key, value), committed atomically."""
+        with self.transaction():
+            self.db.executemany("INSERT OR REPLACE INTO blobs VALUES (?, ?)", list(items))
 
 
 class _Transaction:
