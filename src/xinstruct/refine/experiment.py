@@ -222,7 +222,7 @@ KEEP_RULES = {
 }
 # The proposed keep rule: the lowest P(best) threshold that drops >= 95% of the mismatched pairs of the FLORES
 # rating set's train split under the bundled grader (95.3% dropped, 81.9% of true kept there). In refine's
-# select(): min_best_prob 0.37 and keep_flawed_above 0.37.
+# select(): min_best_prob 0.37 (refine.min_best_prob's default).
 DEFAULT_KEEP_RULE = "P(best) >= 0.37"
 
 
