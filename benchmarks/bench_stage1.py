@@ -147,8 +147,8 @@ def bench_generation(n_docs: int, max_tokens: int) -> None:
 
 def bench_corpus() -> None:
     from xinstruct.config import CorpusConfig, ExecutorConfig, InputSpec
+    from xinstruct.core.executors import quiet_datatrove
     from xinstruct.corpus.pipeline import run_corpus
-    from xinstruct.corpus.stage import quiet_datatrove
 
     quiet_datatrove()
     files = sorted((SHARED / "text").glob("*/*.jsonl"))

@@ -223,7 +223,7 @@ def demo(
     from xinstruct.pipeline.demo import EVAL_QUESTIONS, demo_config
     from xinstruct.pipeline.run import STAGES, outputs, run_stages
 
-    questions = [str(p) for p in (decontaminate_against or [p for p in EVAL_QUESTIONS if p.exists()])]
+    questions = [str(p.resolve()) for p in (decontaminate_against or [p for p in EVAL_QUESTIONS if p.exists()])]
     with user_errors():
         cfg = demo_config(output_dir, tuple(languages.split(",")), epochs, questions)
     if not questions:
@@ -506,7 +506,7 @@ def compare(
 
     cfg = _load(config)
     if not questions and not cfg.evaluate.questions:
-        questions = [str(p) for p in EVAL_QUESTIONS[:1] if p.exists()]
+        questions = [str(p.resolve()) for p in EVAL_QUESTIONS[:1] if p.exists()]
         if not questions:
             console.print("[yellow]no English question set given or found: only the zero-shot check runs[/yellow]")
     cfg, langs = _evaluate_overrides(cfg, questions, limit, languages)

@@ -9,6 +9,15 @@ from pathlib import Path
 from xinstruct.config import ExecutorConfig
 
 
+def quiet_datatrove() -> None:
+    """datatrove logs every step of every task (and Ray's executor its warnings) to the console; its stats
+    still go to the stage's logs folder. XINSTRUCT_VERBOSE=1 (or --verbose) shows them."""
+    from loguru import logger
+
+    if not os.environ.get("XINSTRUCT_VERBOSE"):
+        logger.disable("datatrove")
+
+
 def make_executor(pipeline: list, logging_dir: Path, cfg: ExecutorConfig, tasks: int, depends=None,
                   start_method: str = "fork"):
     """A datatrove executor for `pipeline`; extra Slurm/Ray keyword arguments come from `executor.options`.
@@ -17,6 +26,7 @@ def make_executor(pipeline: list, logging_dir: Path, cfg: ExecutorConfig, tasks:
     re-imports per worker). A step that runs OpenMP code in the worker (torch, llama.cpp) asks for "spawn": a
     worker forked from a process that already ran OpenMP hangs on its first parallel loop (GNU libgomp's thread
     pool does not survive fork)."""
+    quiet_datatrove()
     if cfg.kind == "local":
         from datatrove.executor import LocalPipelineExecutor
         return LocalPipelineExecutor(pipeline, tasks=tasks, workers=max(1, cfg.workers),

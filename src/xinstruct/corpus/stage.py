@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 import glob
-import os
 import shutil
 from pathlib import Path
 
 from xinstruct.core.fingerprint import digest
 from xinstruct.core.stage import Stage, StageResult
-
-
-def quiet_datatrove() -> None:
-    """datatrove logs every step of every task to the console; its stats still go to <run>/corpus/logs.
-    XINSTRUCT_VERBOSE=1 (or --verbose) shows its logs."""
-    from loguru import logger
-
-    if not os.environ.get("XINSTRUCT_VERBOSE"):
-        logger.disable("datatrove")
 
 
 def input_identity(path: str) -> object:
@@ -74,7 +64,7 @@ class CorpusStage(Stage):
         shutil.rmtree(self.layout.corpus, ignore_errors=True)
 
     def run(self) -> StageResult:
-        from xinstruct.core.executors import executor_session
+        from xinstruct.core.executors import executor_session, quiet_datatrove
         from xinstruct.corpus.pipeline import run_corpus
 
         folder = self.layout.corpus
