@@ -1,0 +1,82 @@
+"""More candidates per document (issue 11): the demo run again with n candidates per document, then for each
+document the instruction that would be kept had only its first k candidates been drawn (k = 1, 2, 4 ...: the
+best-graded passing candidate among candidate_index < k, same grader, same keep rule). Prints the share of
+documents with a kept instruction at each k and writes, per language, the picks side by side for reading by hand
+(`<out>/picks.<lang>.txt`): the share that *fits* is only known by reading them.
+
+The run reuses a finished demo's corpus, seeds and generator (copied), so only generation and refinement run:
+
+    .venv/bin/xinstruct demo                                   # once: runs/demo
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_candidates_per_doc.py [--from runs/demo] [--n 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+
+
+def picks(run: Path, lang: str, ks: list[int], min_best_prob: float) -> list[dict]:
+    """Per document: its text and, for each k, the kept instruction among its first k candidates (or None)."""
+    from xinstruct.io.files import read_json, read_jsonl
+
+    final = read_json(run / "summaries" / "refine.json")["final_round"]
+    labels = {lb["id"]: lb for lb in read_jsonl(run / "refine" / f"iter-{final}" / "labels" / f"{lang}.labels.jsonl")}
+    docs: dict[str, list[dict]] = {}
+    for c in read_jsonl(run / "candidates" / f"{lang}.candidates.jsonl"):
+        docs.setdefault(c["doc_id"], []).append(c)
+    out = []
+    for doc, cands in docs.items():
+        row = {"doc": doc, "text": cands[0]["output"]}
+        for k in ks:
+            ok = [(labels[c["id"]]["probs"]["best"], c["instruction"]) for c in cands
+                  if c.get("candidate_index", 0) < k and c["id"] in labels
+                  and labels[c["id"]]["probs"]["best"] >= min_best_prob]
+            row[k] = max(ok) if ok else None
+        out.append(row)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--from", dest="source", type=Path, default=Path("runs/demo"))
+    ap.add_argument("--out", type=Path, default=Path("runs/demo-candidates"))
+    ap.add_argument("--n", type=int, default=4)
+    args = ap.parse_args()
+
+    from rich.console import Console
+
+    from xinstruct.core.stage import RunContext
+    from xinstruct.io.files import read_json
+    from xinstruct.pipeline.demo import demo_config
+    from xinstruct.pipeline.run import run_stages
+
+    if not (args.source / "stages" / "train.json").exists():
+        raise SystemExit(f"{args.source}: no finished demo run (run `xinstruct demo` first)")
+    shutil.rmtree(args.out, ignore_errors=True)
+    shutil.copytree(args.source, args.out)
+    saved = read_json(args.source / "config.json")
+    cfg = demo_config(str(args.out), tuple(saved["languages"]), n_per_doc=args.n,
+                      eval_questions=saved["diversify"]["decontaminate"]["questions"])
+    console = Console(width=140)
+    started = time.perf_counter()
+    run_stages(RunContext(cfg, log=console.print, quiet=True), ("generate", "refine"))
+    console.print(f"generate + refine with n = {args.n}: {time.perf_counter() - started:.0f}s")
+
+    ks = [k for k in (1, 2, 4, 8) if k < args.n] + [args.n]
+    for lang in cfg.languages:
+        rows = picks(args.out, lang, ks, cfg.refine.min_best_prob)
+        shares = ", ".join(f"k={k}: {sum(r[k] is not None for r in rows)}/{len(rows)}" for k in ks)
+        console.print(f"{lang}: documents with a kept instruction {shares}")
+        lines = []
+        for r in rows:
+            lines.append(f"== {r['doc']}  {r['text'][:240]}")
+            lines += [f"   k={k}: " + (f"{r[k][1]}  (P(best) {r[k][0]:.2f})" if r[k] else "-- none kept") for k in ks]
+        (args.out / f"picks.{lang}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    console.print(f"read {args.out}/picks.<lang>.txt to count the documents whose pick fits")
+
+
+if __name__ == "__main__":
+    main()
