@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import socket
 import sys
 import threading
@@ -280,8 +281,6 @@ def _watch(folder: Path, tasks: list[Task], progress, stop: threading.Event, die
            started: float | None = None) -> None:
     """Follow the workers' progress files on the driver's bar (same machine or shared filesystem), and, for
     local workers, stop the run when one was killed mid-task (its pool would wait for it forever)."""
-    import _thread
-
     started = started or time.time()
     names = {t.name for t in tasks}
     advances, seen = {}, {}
@@ -292,7 +291,9 @@ def _watch(folder: Path, tasks: list[Task], progress, stop: threading.Event, die
                 continue
             if watch_pids and state.get("state") == "running" and not _alive(state.get("pid")):
                 died.append(name)
-                _thread.interrupt_main()
+                # a real SIGINT to the main thread: it may be blocked in a lock wait for a result that will never
+                # come, which _thread.interrupt_main() (a flag checked between bytecodes) would not wake
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
                 return
             if progress is None:
                 continue
