@@ -4,6 +4,7 @@ all from the same Arrow table so the three agree."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -64,6 +65,10 @@ def write_dataset(rows: dict[str, list[dict]], folder: Path, formats: list[str],
         written["parquet"] = folder / "parquet"
     if "hf" in formats:
         from datasets import Dataset, DatasetDict
+        from datasets.utils import disable_progress_bars
+
+        if not os.environ.get("XINSTRUCT_VERBOSE"):
+            disable_progress_bars()  # a "Saving the dataset" bar per split, in the middle of the stage tables
         DatasetDict({split: Dataset(table) for split, table in tables.items()}).save_to_disk(str(folder / "hf"))
         written["hf"] = folder / "hf"
     return written
