@@ -197,7 +197,8 @@ df = pd.read_parquet("parquet/all.parquet")
 
 The quality of this data is the quality of its generator and evaluator. xinstruct's default, google/gemma-3-270m
 (a 270M base model), proves the pipeline runs anywhere but writes weak instructions; real data comes from a strong
-model behind vLLM or any OpenAI-compatible server (see the xinstruct README).
+model behind vLLM or any OpenAI-compatible server (see the xinstruct README). Read a sample before training on it:
+`xinstruct audit <run folder> --lang <code>` shows kept and dropped pairs side by side, with their grades.
 """
     path = folder / "README.md"
     path.write_text(text, encoding="utf-8")
