@@ -132,7 +132,8 @@ def test_local_workers_each_claim_their_own_gpus(tmp_path):
 
 
 KILLABLE = """
-import sys
+import faulthandler, sys
+faulthandler.dump_traceback_later(90)  # where it waits, should the driver not stop (the test's timeout is 120 s)
 sys.path.insert(0, {tests!r})
 from test_scale import multilingual
 from xinstruct.core.stage import RunContext
@@ -157,7 +158,12 @@ def test_a_worker_killed_mid_task_loses_and_duplicates_nothing(tmp_path):
             victim = running[0]
     assert victim, "no task started"
     os.kill(victim["pid"], signal.SIGKILL)
-    log, _ = proc.communicate(timeout=120)
+    try:
+        log, _ = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"the driver did not stop after its worker {victim['pid']} was killed:\n"
+                    + proc.communicate()[0][-8000:])
     assert proc.returncode != 0 and f"the worker running task {victim['task']} died" in log, log[-2000:]
 
     env["FAKE_DELAY"] = "0"
