@@ -149,7 +149,7 @@ def test_a_worker_killed_mid_task_loses_and_duplicates_nothing(tmp_path):
     script.write_text(KILLABLE.format(tests=str(Path(__file__).parent), out=str(out)))
     env = {**os.environ, "FAKE_DELAY": "0.4", "FAKE_FAIL_EVERY": "0"}
     proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                            text=True, start_new_session=True)
     victim, deadline = None, time.time() + 120
     while victim is None and time.time() < deadline:
         time.sleep(0.2)
@@ -161,7 +161,7 @@ def test_a_worker_killed_mid_task_loses_and_duplicates_nothing(tmp_path):
     try:
         log, _ = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its workers, which hold the output pipe open
         pytest.fail(f"the driver did not stop after its worker {victim['pid']} was killed:\n"
                     + proc.communicate()[0][-8000:])
     assert proc.returncode != 0 and f"the worker running task {victim['task']} died" in log, log[-2000:]

@@ -247,20 +247,23 @@ def run_tasks(stage, tasks: list[Task], progress=None, log=print, executor=None)
     watch_pids = executor.kind == "local"  # a pool never hears of a worker killed outright: watch for it
     watcher = threading.Thread(target=_watch, args=(stage.task_folder, tasks, progress, stop, died, watch_pids),
                                daemon=True)
+    previous = _listen_for_dead_workers()
     watcher.start()
     try:
         with executor_session(executor):
             runner.run()
         if executor.kind == "slurm":
             _wait_for_slurm(runner, log)
-    except KeyboardInterrupt:
+    except (WorkerDied, KeyboardInterrupt) as e:
         if not died:
             raise
         raise RuntimeError(f"{stage.name}: the worker running task {died[0]} died; its finished records are kept "
-                           "(run the same command again to finish it)") from None
+                           "(run the same command again to finish it)") from None if isinstance(e, WorkerDied) else e
     finally:
         stop.set()
         watcher.join()
+        if previous is not None:
+            signal.signal(signal.SIGUSR1, previous)
     left = runner.get_incomplete_ranks(range(len(tasks)))
     if left:
         names = ", ".join(tasks[r].name for r in left[:5])
@@ -277,6 +280,24 @@ def _forget_completion_of_retries(folder: Path, tasks: list[Task], logs: Path) -
             (Path(logs) / "completions" / f"{rank:05d}").unlink(missing_ok=True)
 
 
+class WorkerDied(Exception):
+    """Raised in the driver's main thread when the watcher finds a local worker killed mid-task."""
+
+
+def _raise_worker_died(_signum, _frame):
+    raise WorkerDied
+
+
+def _listen_for_dead_workers():
+    """The watcher stops the driver with SIGUSR1 to its main thread: a real signal wakes the main thread where it
+    waits on the pool (a flag like interrupt_main() is only seen between bytecodes), and unlike SIGINT it is not
+    ignored in a job started in the background (`nohup ... &` sets SIGINT to SIG_IGN, and Python then raises
+    nothing). Returns the handler to restore, or None where this is not the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGUSR1, _raise_worker_died)
+
+
 def _watch(folder: Path, tasks: list[Task], progress, stop: threading.Event, died: list, watch_pids: bool,
            started: float | None = None) -> None:
     """Follow the workers' progress files on the driver's bar (same machine or shared filesystem), and, for
@@ -291,9 +312,11 @@ def _watch(folder: Path, tasks: list[Task], progress, stop: threading.Event, die
                 continue
             if watch_pids and state.get("state") == "running" and not _alive(state.get("pid")):
                 died.append(name)
-                # a real SIGINT to the main thread: it may be blocked in a lock wait for a result that will never
-                # come, which _thread.interrupt_main() (a flag checked between bytecodes) would not wake
-                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+                if signal.getsignal(signal.SIGUSR1) is _raise_worker_died:
+                    signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+                else:  # run_tasks was not called from the main thread
+                    import _thread
+                    _thread.interrupt_main()
                 return
             if progress is None:
                 continue
