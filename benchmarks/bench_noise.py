@@ -65,13 +65,15 @@ def main() -> None:
 def stage_check(args) -> None:
     import shutil
 
+    from rich.console import Console
+
     from xinstruct.refine.experiment import noise_refinement
 
     out = args.out.with_suffix("") / "run"
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
     report = noise_refinement(args.langs.split(","), SHARED / "text" / "flores_sib200", out, args.share,
-                              seeds=args.seeds, log=print)
+                              seeds=args.seeds, log=Console(width=140).print)
     seconds = time.perf_counter() - started
     for lang, r in report.items():
         print(f"{lang}: {r['true']} true + {r['mismatched']} mismatched: mismatched dropped "
