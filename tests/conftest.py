@@ -1,3 +1,4 @@
+import contextlib
 import os
 from pathlib import Path
 
@@ -32,3 +33,43 @@ def embedder():
     from xinstruct.diversify.embed import load_embedder
 
     return load_embedder(EmbedderConfig())
+
+
+@contextlib.contextmanager
+def llama_cpp_server(*args: str):
+    """llama-cpp-python's OpenAI-compatible server on the bundled Gemma, on a free loopback port (served as
+    `gemma`, n_ctx 512 plus `args`); yields its /v1 URL once /v1/models answers, and stops it after."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    pytest.importorskip("llama_cpp.server")
+    from xinstruct.models.bundled import bundled_gguf
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_gguf()), "--host",
+                             "127.0.0.1", "--port", str(port), "--n_ctx", "512", "--model_alias", "gemma", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("llama.cpp server did not start")
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

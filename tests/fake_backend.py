@@ -22,19 +22,18 @@ class FakeBackend(Backend):
         self.log = os.environ.get("FAKE_LOG")
         self.calls = 0
 
+    def fails(self, text: str) -> bool:
+        """Count one request (logged to FAKE_LOG) and say whether it is one FAKE_FAIL_EVERY makes fail."""
+        self.calls += 1
+        if self.log:
+            with open(self.log, "a") as f:
+                f.write(f"{zlib.crc32(text.encode())}\n")
+        return bool(self.fail_every) and self.calls % self.fail_every == 0
+
     def generate(self, prompts, params):
         time.sleep(self.delay)
-        out = []
-        for p in prompts:
-            self.calls += 1
-            if self.log:
-                with open(self.log, "a") as f:
-                    f.write(f"{zlib.crc32(p.encode())}\n")
-            if self.fail_every and self.calls % self.fail_every == 0:
-                out.append(GenerationResult(error="HTTP 503: overloaded"))
-                continue
-            out.append(GenerationResult(completions=self.answer(zlib.crc32(p.encode()), params)))
-        return out
+        return [GenerationResult(error="HTTP 503: overloaded") if self.fails(p)
+                else GenerationResult(completions=self.answer(zlib.crc32(p.encode()), params)) for p in prompts]
 
     def answer(self, h, params):
         return [Completion(f" {WORDS[(h + k) % len(WORDS)]} the topic of document number {h % 100000} "
@@ -89,11 +88,7 @@ class FakeScorer(FakeBackend):
         time.sleep(self.delay)
         out = []
         for context, continuation in requests:
-            self.calls += 1
-            if self.log:
-                with open(self.log, "a") as f:
-                    f.write(f"{zlib.crc32((context + continuation).encode())}\n")
-            if self.fail_every and self.calls % self.fail_every == 0:
+            if self.fails(context + continuation):
                 out.append(Score(error="HTTP 503: overloaded"))
                 continue
             seen = set(context.lower().split())

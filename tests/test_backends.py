@@ -4,8 +4,6 @@ and transformers on CPU."""
 import http.server
 import json
 import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -13,7 +11,6 @@ import pytest
 
 from xinstruct.config import model_config
 from xinstruct.models.base import SamplingParams
-from xinstruct.models.bundled import bundled_gguf
 from xinstruct.prompts import INSTRUCTION_STOPS, generation_prompt
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=24, stop=INSTRUCTION_STOPS)
@@ -72,29 +69,13 @@ def _free_port():
 
 @pytest.fixture(scope="module")
 def llama_server():
-    pytest.importorskip("llama_cpp.server")
-    port = _free_port()
-    # n_ctx small: with echo + logprobs the server turns its whole (n_ctx x 262k vocab) logits array into
-    # log-probabilities, ~15 s a request at 2048 here; interrupt_requests False, or a new request cuts the
-    # stream of the one running (logits_all, which prompt logprobs need, is on by default in the server)
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_gguf()),
-                             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "512",
-                             "--model_alias", "gemma", "--interrupt_requests", "False"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    import httpx
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("llama.cpp server did not start")
-    yield f"http://127.0.0.1:{port}/v1"
-    proc.terminate()
-    proc.wait(timeout=30)
+    from conftest import llama_cpp_server
+
+    # n_ctx small (the helper's 512): with echo + logprobs the server turns its whole (n_ctx x 262k vocab) logits
+    # array into log-probabilities, ~15 s a request at 2048 here; interrupt_requests False, or a new request cuts
+    # the stream of the one running (logits_all, which prompt logprobs need, is on by default in the server)
+    with llama_cpp_server("--interrupt_requests", "False") as url:
+        yield url
 
 
 def test_openai_backend_against_loopback_llama_server(llama_server, monkeypatch):

@@ -250,40 +250,10 @@ def scoring_server():
     """llama-cpp-python's OpenAI server on loopback. It returns prompt log-probabilities for echo + logprobs only
     with `logits_all` (its default; passed explicitly), and builds them in Python over Gemma's 262k vocabulary,
     which makes it slow (about a minute a request here): one pair, one feature."""
-    import socket
-    import subprocess
-    import sys
-    import time
+    from conftest import llama_cpp_server
 
-    import httpx
-
-    pytest.importorskip("llama_cpp.server")
-    from xinstruct.models.bundled import bundled_gguf
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_gguf()), "--host",
-                             "127.0.0.1", "--port", str(port), "--n_ctx", "512", "--logits_all", "true",
-                             "--model_alias", "gemma"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("llama.cpp server did not start")
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with llama_cpp_server("--logits_all", "true") as url:
+        yield url
 
 
 @pytest.mark.slow
