@@ -18,25 +18,24 @@ import time
 from pathlib import Path
 
 
-def picks(run: Path, lang: str, ks: list[int], min_best_prob: float) -> list[dict]:
-    """Per document: its text and, for each k, the kept instruction among its first k candidates (or None)."""
+def picks(run: Path, cfg, lang: str, ks: list[int]) -> list[dict]:
+    """Per document: its text and, for each k, the instruction the stage's keep step (refine.loop.keep: the keep
+    rule, one per document, quotas) keeps from the first k candidates of every document (or None)."""
     from xinstruct.io.files import read_json, read_jsonl
+    from xinstruct.refine.loop import keep
 
     final = read_json(run / "summaries" / "refine.json")["final_round"]
     labels = {lb["id"]: lb for lb in read_jsonl(run / "refine" / f"iter-{final}" / "labels" / f"{lang}.labels.jsonl")}
-    docs: dict[str, list[dict]] = {}
-    for c in read_jsonl(run / "candidates" / f"{lang}.candidates.jsonl"):
-        docs.setdefault(c["doc_id"], []).append(c)
-    out = []
-    for doc, cands in docs.items():
-        row = {"doc": doc, "text": cands[0]["output"]}
-        for k in ks:
-            ok = [(labels[c["id"]]["probs"]["best"], c["instruction"]) for c in cands
-                  if c.get("candidate_index", 0) < k and c["id"] in labels
-                  and labels[c["id"]]["probs"]["best"] >= min_best_prob]
-            row[k] = max(ok) if ok else None
-        out.append(row)
-    return out
+    candidates = list(read_jsonl(run / "candidates" / f"{lang}.candidates.jsonl"))
+    rows = {c["doc_id"]: {"doc": c["doc_id"], "text": c["output"]} for c in candidates}
+    for k in ks:
+        first = [c for c in candidates if c.get("candidate_index", 0) < k]
+        kept, _ = keep(cfg, lang, first, [labels.get(c["id"], {}) for c in first])
+        for row in rows.values():
+            row[k] = None
+        for r in kept:
+            rows[r["doc_id"]][k] = (r["probs"]["best"], r["instruction"])
+    return list(rows.values())
 
 
 def main() -> None:
@@ -67,7 +66,7 @@ def main() -> None:
 
     ks = [k for k in (1, 2, 4, 8) if k < args.n] + [args.n]
     for lang in cfg.languages:
-        rows = picks(args.out, lang, ks, cfg.refine.min_best_prob)
+        rows = picks(args.out, cfg, lang, ks)
         shares = ", ".join(f"k={k}: {sum(r[k] is not None for r in rows)}/{len(rows)}" for k in ks)
         console.print(f"{lang}: documents with a kept instruction {shares}")
         lines = []
