@@ -314,10 +314,10 @@ def noise_refinement(langs: list[str], passages: Path, out: Path, share: float =
     seed_rows, truth = [], {}
     for lang in langs:
         train = parallel_pairs(instructions, passages, lang, "train")
-        seed_rows += train[:seeds] if seeds else train
+        heldout_pairs = parallel_pairs(instructions, passages, lang, "heldout")
         # the held-out seed pairs stay in the rating set (they check each round); candidates reuse their texts
-        seed_rows += parallel_pairs(instructions, passages, lang, "heldout")
-        heldout = parallel_pairs(instructions, passages, lang, "heldout")[:documents]
+        seed_rows += (train[:seeds] if seeds else train) + heldout_pairs
+        heldout = heldout_pairs[:documents]
         n_bad = round(share * len(heldout))
         order = rng.sample(range(len(heldout)), len(heldout))
         bad = set(order[:n_bad])
