@@ -64,7 +64,7 @@ class CorpusStage(Stage):
         shutil.rmtree(self.layout.corpus, ignore_errors=True)
 
     def run(self) -> StageResult:
-        from xinstruct.core.executors import executor_session, quiet_datatrove
+        from xinstruct.core.executors import executor_session
         from xinstruct.corpus.pipeline import run_corpus
 
         folder = self.layout.corpus
@@ -79,7 +79,6 @@ class CorpusStage(Stage):
             cfg = cfg.model_copy(update={"inputs": [s.model_copy(update={"limit": min(s.limit or self.ctx.limit,
                                                                                       self.ctx.limit)})
                                                     for s in cfg.inputs]})
-        quiet_datatrove()
         with executor_session(self.cfg.executor):
             summary = run_corpus(cfg, folder, self.cfg.languages, self.cfg.executor)
         for lang in self.cfg.languages:  # a language whose every document was dropped still has a (empty) folder
