@@ -16,6 +16,8 @@ from xinstruct.refine.features import (
     ScoreCache,
     cut_mid_sentence,
     instruction_segments,
+    reference_texts,
+    references_of,
     text_halves,
 )
 from xinstruct.refine.grader import DEFAULT_FEATURES, GraderModel, LikelihoodEvaluator, fit_grader
@@ -81,6 +83,36 @@ def test_features_by_hand_and_requests_deduplicated():
     sent = backend.seen[:-2]
     assert len(sent) == len(set(sent))
     assert sent.count((generation_prompt(""), " Describe the floods in Dar es Salaam.")) == 1
+
+
+def test_reference_texts_are_chosen_by_content_not_order():
+    texts = [f"Habari namba {k}. " + "Maneno mengi ya habari hii. " * 8 for k in range(9)] + ["Fupi."]
+    refs = reference_texts(texts, k=4)
+    assert len(refs) == 5 and refs == reference_texts(list(reversed(texts)) + texts[:3], k=4)
+    assert "Fupi." not in refs  # short texts only when there are too few long ones
+    assert set(reference_texts(["Fupi.", "Nyingine fupi.", "Fupi."])) == {"Fupi.", "Nyingine fupi."}
+    long = "Sentensi moja ndefu kidogo. " * 60
+    assert len(reference_texts([long])[0]) <= 800 and reference_texts([long])[0].endswith(".")
+    # an item is never compared with its own document, whole, cut or truncated
+    item = {"lang": "sw", "output": texts[0][:120], "instruction": "Describe it."}
+    own = references_of(item, {"sw": reference_texts(texts, k=4)})
+    assert len(own) == 4 and all(not r.startswith(texts[0][:100]) for r in own)
+    assert references_of({**item, "lang": "th"}, {"sw": refs}) == []
+
+
+def test_pmi_vs_references_by_hand():
+    backend = TableScorer()
+    refs = {"sw": ["Kahawa inalimwa Kilimanjaro.", "Mafuriko Dar es Salaam.", "Mpira wa miguu."]}
+    item = {"lang": "sw", "instruction": "Describe the floods in Dar es Salaam.", "output": TEXT}
+    row = FeatureScorer(backend, ["pmi_vs_references", "pmi_vs_references_total"], references=refs).compute([item])[0]
+    q = " Describe the floods in Dar es Salaam."
+    t, *r = backend.score([(generation_prompt(TEXT), q)] + [(generation_prompt(x), q) for x in refs["sw"]])
+    gain = t.logprob - np.mean([s.logprob for s in r])
+    assert row.values["pmi_vs_references_total"] == pytest.approx(gain)
+    assert row.values["pmi_vs_references"] == pytest.approx(gain / 7)
+    # a language without reference texts falls back to the empty-text baseline: plain PMI, never a silent 0
+    alone = FeatureScorer(backend, ["pmi", "pmi_vs_references_total"]).compute([item])[0]
+    assert alone.values["pmi_vs_references_total"] == pytest.approx(alone.values["pmi"])
 
 
 def test_a_failed_score_is_an_error_never_a_value():

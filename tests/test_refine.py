@@ -173,6 +173,32 @@ def test_refinement_rounds_with_the_likelihood_grader(tmp_path, monkeypatch):
         assert all(set(lb["features"]) >= {"pmi", "pmi_per_token"} for lb in labels)
 
 
+def test_reference_features_come_from_the_documents_and_are_part_of_the_evidence(tmp_path, monkeypatch):
+    """pmi_vs_references through the stage: reference texts drawn from the language's candidate documents, the
+    same for candidates and rating rows; other references, other evidence fingerprint."""
+    from xinstruct.models.base import load_backend
+    from xinstruct.refine.features import reference_texts
+
+    features = ["pmi", "pmi_vs_references", "cut_mid_sentence"]
+    evaluator = {"model": {"backend": "fake_backend:FakeScorer"}, "features": features}
+    summary, out, _ = run_refine(tmp_path, monkeypatch, langs=("sw",), evaluator=evaluator, min_best_prob=0.3)
+    labels = list(read_jsonl(out / "refine" / f"iter-{summary['final_round']}" / "labels" / "sw.labels.jsonl"))
+    assert labels and all(lb["features"]["pmi_vs_references"] is not None for lb in labels if lb.get("features"))
+
+    from xinstruct.config import RunConfig
+    from xinstruct.core.stage import RunContext
+    from xinstruct.refine.stage import RefineStage
+
+    cfg = RunConfig(output_dir=str(out), languages=["sw"], refine={"evaluator": evaluator})
+    stage = RefineStage(RunContext(cfg, quiet=True))
+    refs = stage.references()
+    assert refs["sw"] == reference_texts(c["output"] for c in candidates("sw"))
+    with load_backend(cfg.refine.evaluator.model) as backend:
+        ev = stage.make_evidence(backend)
+        stage._references = {"sw": refs["sw"][1:]}
+        assert "references@" in ev.id and stage.make_evidence(backend).id != ev.id
+
+
 def test_a_round_that_does_not_improve_stops_the_rounds(tmp_path, monkeypatch):
     summary, out, _lines = run_refine(tmp_path, monkeypatch, iterations=3, min_gain=1.0)
     second = summary["iterations"][1]

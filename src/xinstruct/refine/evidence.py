@@ -15,6 +15,7 @@ split into tasks (language, shard) that run in-process or on datatrove's executo
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -42,14 +43,17 @@ class Evidence:
     """One kind of evidence from one backend: `compute(items)` → (status, evidence dict) per item."""
 
     def __init__(self, kind: str, backend: Backend, features: list[str] | None = None, scoring: str = "auto",
-                 max_tokens: int = 96):
+                 max_tokens: int = 96, references: dict[str, list[str]] | None = None):
         self.kind = kind
         if kind == "likelihood":
             from xinstruct.refine.features import FEATURE_VERSION, FeatureScorer
 
             require(backend, "loglikelihood", "the likelihood grader's features")
-            self.scorer = FeatureScorer(backend, list(features or []))
+            self.scorer = FeatureScorer(backend, list(features or []), references=references)
             self.id = f"features-v{FEATURE_VERSION}:{backend.model_id}:{','.join(self.scorer.names)}"
+            if "references" in self.scorer.families:  # other reference texts, other features
+                blob = json.dumps(references or {}, sort_keys=True, ensure_ascii=False).encode()
+                self.id += f":references@{hashlib.sha256(blob).hexdigest()[:12]}"
         else:
             from xinstruct.refine.evaluator import make_evaluator
 

@@ -6,7 +6,9 @@ how much likelier the instruction becomes once the model has read the text,
     PMI = log p(" " + instruction | generation_prompt(text)) − log p(" " + instruction | generation_prompt("")).
 
 A raw conditional log-likelihood mostly measures how common an instruction's words are; subtracting the
-empty-text baseline leaves what the text explains. The other features ask narrower questions a real candidate
+empty-text baseline leaves what the text explains. A second baseline asks the same question against a few
+reference texts of the same language (`pmi_vs_references`): an instruction that any text of the language makes
+likely (a generic "Explain why health is important." after Swahili news) is not picked out by this one. The other features ask narrower questions a real candidate
 can fail: is every part of the instruction supported by the text (segments), does the whole text stay on the
 instruction (halves), does the instruction help predict the text (response direction), is the text one piece.
 
@@ -101,14 +103,49 @@ def distractors() -> list[str]:
     return [line.strip() for line in template("distractors").splitlines() if line.strip()]
 
 
-def _requests(item: dict, families: set[str]) -> dict[str, tuple[str, str]]:
-    """Named (context, continuation) requests for one pair; shared ones (the empty-text baseline) repeat across
-    pairs and are scored once."""
+# Reference texts: how many every instruction is also scored on, and the part of each that is read.
+REFERENCE_TEXTS = 4
+REFERENCE_CHARS = (200, 800)  # texts shorter than 200 characters only when too few are longer; cut at 800
+
+
+def reference_texts(texts, k: int = REFERENCE_TEXTS) -> list[str]:
+    """The k + 1 reference texts of one language, from its texts (any order, repeats allowed): the distinct texts
+    first by length (≥ 200 characters) and then by content hash, so the choice does not depend on the order the
+    texts come in, each cut at a sentence end before 800 characters. One more than k, so that a text that is a
+    reference itself is compared with the k others."""
+    from xinstruct.refine.ratings import truncate_answer
+
+    lo, hi = REFERENCE_CHARS
+    distinct = {t.strip() for t in texts if t and t.strip()}
+    ranked = sorted(distinct, key=lambda t: (len(t) < lo, hashlib.sha1(t.encode()).hexdigest()))
+    return [t if len(t) <= hi else truncate_answer(t, hi / len(t)) for t in ranked[:k + 1]]
+
+
+def references_of(item: dict, references: dict[str, list[str]]) -> list[str]:
+    """The reference texts an item is compared with: its language's, without its own text, at most k."""
+    own = item["output"].strip()
+    refs = references.get(item.get("lang", ""), [])
+    return [r for r in refs if not _same_start(r, own)][:REFERENCE_TEXTS]
+
+
+def _same_start(a: str, b: str) -> bool:
+    """Two texts from one document: a cut, truncated or spliced text starts like the whole one."""
+    n = min(len(a), len(b), 100)
+    return a[:n] == b[:n]
+
+
+def _requests(item: dict, families: set[str], references: dict[str, list[str]] | None = None
+              ) -> dict[str, tuple[str, str]]:
+    """Named (context, continuation) requests for one pair; shared ones (the empty-text baseline, the reference
+    texts) repeat across pairs and are scored once."""
     q, t = item["instruction"].strip(), item["output"].strip()
     out: dict[str, tuple[str, str]] = {}
-    if families & {"pmi", "segments"}:
+    if families & {"pmi", "segments", "references"}:
         out["q|t"] = (_gen(t), " " + q)
         out["q|-"] = (_gen(""), " " + q)
+    if "references" in families:
+        for k, ref in enumerate(references_of(item, references or {})):
+            out[f"q|r{k}"] = (_gen(ref), " " + q)
     if "segments" in families:
         segments = instruction_segments(q)
         for k, seg in enumerate(segments if len(segments) > 1 else []):
@@ -139,7 +176,7 @@ def _requests(item: dict, families: set[str]) -> dict[str, tuple[str, str]]:
 @dataclass(frozen=True)
 class Feature:
     name: str
-    family: str  # which requests it needs: pmi | segments | halves | response | cheap
+    family: str  # which requests it needs: pmi | references | segments | distractors | halves | response | cheap
     doc: str  # what it means for a real candidate
     fn: Callable[[dict, dict], float]  # (item, {request name: (logprob, n_tokens)}) -> value
 
@@ -169,6 +206,13 @@ def _distractor_pmis(s) -> list[float]:
     return [(_lp(s, f"d{k}|t") - _lp(s, f"d{k}|-")) / _n(s, f"d{k}|t") for k in ks]
 
 
+def _reference_gain(s) -> float:
+    """log p(q | text) minus its mean over the reference texts; the empty-text baseline (plain PMI) when the
+    language has no reference text besides this one."""
+    refs = [v[0] for k, v in s.items() if k.startswith("q|r")]
+    return _lp(s, "q|t") - (float(np.mean(refs)) if refs else _lp(s, "q|-"))
+
+
 def _half_pmis(s) -> tuple[float, float]:
     return _lp(s, "q|ta") - _lp(s, "q|-"), _lp(s, "q|tb") - _lp(s, "q|-")
 
@@ -183,6 +227,13 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
             lambda it, s: _pmi(s) / max(1e-6, -_lp(s, "q|-"))),
     Feature("cond_per_token", "pmi", "log p(instruction | text) per token, no baseline: mostly how common the "
             "instruction's words are (kept for the ablation).", lambda it, s: _lp(s, "q|t") / _n(s, "q|t")),
+    Feature("pmi_vs_references", "references", "log p(instruction | text) minus its mean over a few reference "
+            "texts of the same language, per instruction token: how much more this text raises the instruction "
+            "than any text of the language does. A generic instruction that every text of the language makes "
+            "likely scores near 0 here, however high its plain PMI.",
+            lambda it, s: _reference_gain(s) / _n(s, "q|t")),
+    Feature("pmi_vs_references_total", "references", "The same gain in nats, not per token.",
+            lambda it, s: _reference_gain(s)),
     Feature("pmi_segment_min", "segments", "The least-supported clause of the instruction, PMI per token: an "
             "instruction that asks for something the text does not contain has one clause the text does not "
             "predict, however well it predicts the rest.", lambda it, s: min(_segment_pmis(s))),
@@ -265,9 +316,11 @@ def families_of(names: list[str]) -> set[str]:
 class FeatureScorer:
     """Computes the named features for many pairs with as few model calls as the requests allow."""
 
-    def __init__(self, backend: Backend, names: list[str], cache: ScoreCache | None = None, chunk: int = 256):
+    def __init__(self, backend: Backend, names: list[str], cache: ScoreCache | None = None, chunk: int = 256,
+                 references: dict[str, list[str]] | None = None):
         self.names = list(names)
         self.families = families_of(self.names)
+        self.references = references or {}  # {language: reference_texts(...)}, for the references family
         if self.families - {"cheap"}:
             require(backend, "loglikelihood", "likelihood features (" + ", ".join(self.names) + ")")
         self.backend = backend
@@ -276,7 +329,7 @@ class FeatureScorer:
         self.model_id = backend.model_id
 
     def compute(self, items: list[dict], on_progress: Callable[[int], None] | None = None) -> list[FeatureRow]:
-        per_item = [_requests(it, self.families) for it in items]
+        per_item = [_requests(it, self.families, self.references) for it in items]
         keys = [{name: ScoreCache.key(self.model_id, req) for name, req in reqs.items()} for reqs in per_item]
         missing: dict[str, tuple[str, str]] = {}
         for reqs, ks in zip(per_item, keys):

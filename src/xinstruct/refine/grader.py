@@ -19,7 +19,7 @@ import numpy as np
 
 from xinstruct.models.base import Backend
 from xinstruct.refine.evaluator import Grade
-from xinstruct.refine.features import FEATURE_VERSION, FeatureScorer, ScoreCache
+from xinstruct.refine.features import FEATURE_VERSION, FeatureScorer, ScoreCache, reference_texts
 from xinstruct.refine.ratings import GRADES
 
 # The features that earned their place on the FLORES rating set (docs/REFINEMENT.md, "Evaluator quality").
@@ -87,17 +87,24 @@ class LikelihoodEvaluator:
     """The default evaluator: features scored on the base model, grades from the fitted model.
 
     Each Grade keeps its feature values, so a label says why. A pair whose scoring failed gets an error and no
-    grade; a backend that cannot score log-likelihoods is refused when the evaluator is built."""
+    grade; a backend that cannot score log-likelihoods is refused when the evaluator is built. Reference texts
+    (the `references` features), when not given, are chosen per call among the texts being graded."""
 
-    def __init__(self, backend: Backend, model: GraderModel, cache: ScoreCache | None = None):
+    def __init__(self, backend: Backend, model: GraderModel, cache: ScoreCache | None = None,
+                 references: dict[str, list[str]] | None = None):
         if model.model_id != backend.model_id:
             raise ValueError(f"the grader was fitted on features scored by {model.model_id}, but the backend is "
                              f"{backend.model_id}: fit one for this model (xinstruct eval-evaluator --save-grader)")
         self.model = model
-        self.scorer = FeatureScorer(backend, model.features, cache)
+        self.scorer = FeatureScorer(backend, model.features, cache, references=references)
+        self.given_references = references is not None
         self.id = f"likelihood:{backend.model_id}:{model.fingerprint}"
 
     def grade(self, items: list[dict]) -> list[Grade]:
+        if not self.given_references and "references" in self.scorer.families:
+            langs = {it.get("lang", "") for it in items}
+            self.scorer.references = {lang: reference_texts(it["output"] for it in items if it.get("lang", "") == lang)
+                                      for lang in langs}
         rows = self.scorer.compute(items)
         ok = [i for i, r in enumerate(rows) if r.error is None]
         out = [Grade(error=r.error) for r in rows]

@@ -63,7 +63,24 @@ class RefineStage(Stage):
     def make_evidence(self, backend, kind: str | None = None):
         from xinstruct.refine.evidence import Evidence
 
-        return Evidence(kind or self.ecfg.kind, backend, self.features(), self.ecfg.scoring, self.ecfg.max_tokens)
+        return Evidence(kind or self.ecfg.kind, backend, self.features(), self.ecfg.scoring, self.ecfg.max_tokens,
+                        self.references())
+
+    def references(self) -> dict[str, list[str]]:
+        """Reference texts per language for the `references` features: from the language's candidate documents
+        (the texts being graded), else from its seed pairs; the same for candidates and rating rows."""
+        if getattr(self, "_references", None) is None:
+            from xinstruct.refine.features import families_of, reference_texts
+            from xinstruct.refine.loop import seed_pairs
+
+            self._references = {}
+            if "references" in families_of(self.features()):
+                seeds = seed_pairs(self.cfg)
+                for lang in sorted(set(self.cfg.languages) | {p["lang"] for p in seeds}):
+                    texts = [c["output"] for c in self.candidates(lang)] if lang in self.cfg.languages else []
+                    self._references[lang] = reference_texts(texts or [p["output"] for p in seeds
+                                                                        if p["lang"] == lang])
+        return self._references
 
     @staticmethod
     def evidence_fingerprint(evidence) -> str:
