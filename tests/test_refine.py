@@ -168,9 +168,9 @@ def test_refinement_rounds_with_the_likelihood_grader(tmp_path, monkeypatch):
         dropped = list(read_jsonl(out / "refine" / "final" / f"{lang}.dropped.jsonl"))
         assert len(final) + len(dropped) == 40 and final
         assert len({r["doc_id"] for r in final}) == len(final), "two instructions of one document"
-        assert all(r["probs"]["best"] >= 0.3 and r["features"]["pmi"] is not None for r in final)
+        assert all(r["probs"]["best"] >= 0.3 and r["features"]["pmi_vs_references"] is not None for r in final)
         labels = list(read_jsonl(out / "refine" / f"iter-{summary['final_round']}" / "labels" / f"{lang}.labels.jsonl"))
-        assert all(set(lb["features"]) >= {"pmi", "pmi_per_token"} for lb in labels)
+        assert all(set(lb["features"]) >= {"pmi_vs_references", "pmi_per_token"} for lb in labels)
 
 
 def test_reference_features_come_from_the_documents_and_are_part_of_the_evidence(tmp_path, monkeypatch):

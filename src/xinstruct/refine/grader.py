@@ -23,7 +23,8 @@ from xinstruct.refine.features import FEATURE_VERSION, FeatureScorer, ScoreCache
 from xinstruct.refine.ratings import GRADES
 
 # The features that earned their place on the FLORES rating set (docs/REFINEMENT.md, "Evaluator quality").
-DEFAULT_FEATURES = ["pmi", "pmi_per_token", "pmi_segment_min", "pmi_segment_spread", "cut_mid_sentence"]
+DEFAULT_FEATURES = ["pmi_per_token", "pmi_vs_references", "pmi_vs_references_total", "pmi_segment_min", "pmi_segment_spread",
+                    "cut_mid_sentence"]
 BUNDLED = "bundled"
 
 
