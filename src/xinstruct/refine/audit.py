@@ -10,8 +10,8 @@ from pathlib import Path
 from xinstruct.io.files import read_jsonl
 
 # the features worth a glance, in words (the rest are in the files)
-SHOWN = {"pmi_per_token": "PMI/token", "pmi_segment_min": "weakest clause", "pmi": "PMI",
-         "cut_mid_sentence": "cut mid-sentence"}
+SHOWN = {"pmi_vs_references": "vs references/token", "pmi_per_token": "PMI/token",
+         "pmi_segment_min": "weakest clause", "pmi": "PMI", "cut_mid_sentence": "cut mid-sentence"}
 
 
 def snippet(text: str, limit: int = 160) -> str:
