@@ -110,6 +110,12 @@ def test_pmi_vs_references_by_hand():
     gain = t.logprob - np.mean([s.logprob for s in r])
     assert row.values["pmi_vs_references_total"] == pytest.approx(gain)
     assert row.values["pmi_vs_references"] == pytest.approx(gain / 7)
+    # the weaker half of the text against the same references
+    half = FeatureScorer(backend, ["half_vs_references", "pmi_vs_references"], references=refs).compute([item])[0]
+    a, b = text_halves(TEXT)
+    ha, hb = backend.score([(generation_prompt(a), q), (generation_prompt(b), q)])
+    assert half.values["half_vs_references"] == pytest.approx(
+        (min(ha.logprob, hb.logprob) - np.mean([s.logprob for s in r])) / 7)
     # a language without reference texts falls back to the empty-text baseline: plain PMI, never a silent 0
     alone = FeatureScorer(backend, ["pmi", "pmi_vs_references_total"]).compute([item])[0]
     assert alone.values["pmi_vs_references_total"] == pytest.approx(alone.values["pmi"])

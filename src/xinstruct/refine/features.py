@@ -206,6 +206,11 @@ def _distractor_pmis(s) -> list[float]:
     return [(_lp(s, f"d{k}|t") - _lp(s, f"d{k}|-")) / _n(s, f"d{k}|t") for k in ks]
 
 
+def _reference_mean(s) -> float:
+    refs = [v[0] for k, v in s.items() if k.startswith("q|r")]
+    return float(np.mean(refs)) if refs else _lp(s, "q|-")
+
+
 def _reference_gain(s) -> float:
     """log p(q | text) minus its mean over the reference texts; the empty-text baseline (plain PMI) when the
     language has no reference text besides this one."""
@@ -250,6 +255,10 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
     Feature("pmi_half_min", "halves", "PMI per instruction token given the weaker half of the text alone: a text "
             "that drifts off the instruction (a page that changes subject) leaves one half unrelated to it.",
             lambda it, s: min(_half_pmis(s)) / _n(s, "q|t")),
+    Feature("half_vs_references", "halves", "The weaker half's reference gain per token: log p(instruction | "
+            "weaker half of the text) minus its mean over the reference texts. A page that drifts onto another "
+            "subject leaves one half that raises the instruction no more than any text of the language.",
+            lambda it, s: (min(_half_pmis(s)) + _lp(s, "q|-") - _reference_mean(s)) / _n(s, "q|t")),
     Feature("pmi_half_share", "halves", "The weaker half's PMI as a share of the whole text's: near or above 1 when "
             "both halves are on the point, low when only one is.",
             lambda it, s: min(_half_pmis(s)) / max(1.0, abs(_pmi(s)))),
