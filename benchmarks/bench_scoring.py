@@ -51,13 +51,14 @@ def main() -> None:
     from xinstruct.config import model_config
     from xinstruct.models.llamacpp import LlamaCppBackend
     from xinstruct.refine.experiment import flores_rating_rows
-    from xinstruct.refine.features import _requests, families_of
+    from xinstruct.refine.features import _requests, families_of, references_by_language
     from xinstruct.refine.grader import DEFAULT_FEATURES
 
     rows = [r for r in flores_rating_rows([args.lang], SHARED / "text" / "flores_sib200")
             if r["split"] == "heldout"][:args.limit]
     families = families_of(DEFAULT_FEATURES)
-    requests = list(dict.fromkeys(req for r in rows for req in _requests(r, families).values()))
+    references = references_by_language(r for r in rows if r["kind"] == "true")
+    requests = list(dict.fromkeys(req for r in rows for req in _requests(r, families, references).values()))
     with LlamaCppBackend(model_config()) as backend:
         backend.score(requests[:2])  # warm up
         started = time.perf_counter()

@@ -15,6 +15,7 @@ from xinstruct.refine.features import (
     FeatureScorer,
     ScoreCache,
     cut_mid_sentence,
+    families_of,
     instruction_segments,
     reference_texts,
     references_of,
@@ -110,7 +111,8 @@ def test_pmi_vs_references_by_hand():
     gain = t.logprob - np.mean([s.logprob for s in r])
     assert row.values["pmi_vs_references_total"] == pytest.approx(gain)
     assert row.values["pmi_vs_references"] == pytest.approx(gain / 7)
-    # the weaker half of the text against the same references
+    # the weaker half of the text against the same references: it needs both kinds of requests
+    assert families_of(["half_vs_references"]) == {"halves", "references"}
     half = FeatureScorer(backend, ["half_vs_references", "pmi_vs_references"], references=refs).compute([item])[0]
     a, b = text_halves(TEXT)
     ha, hb = backend.score([(generation_prompt(a), q), (generation_prompt(b), q)])

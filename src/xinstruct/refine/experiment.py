@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from xinstruct.languages import PAPER_LANGUAGES
-from xinstruct.refine.features import FeatureScorer, ScoreCache, reference_texts
+from xinstruct.refine.features import FeatureScorer, ScoreCache, references_by_language
 from xinstruct.refine.grader import DEFAULT_FEATURES, GraderModel, fit_grader
 from xinstruct.refine.quality import roc_auc
 from xinstruct.refine.ratings import GRADES, rating_set
@@ -138,8 +138,7 @@ def run_experiment(langs: list[str] | None = None, passages: Path = Path("../sha
     own = backend is None
     backend = backend or LlamaCppBackend(model_config())
     score_cache = ScoreCache(output_dir / "scores.jsonl" if cache else None)
-    references = {code: reference_texts(r["output"] for r in rows if r["lang"] == code and r["kind"] == "true")
-                  for code in langs}
+    references = references_by_language(r for r in rows if r["kind"] == "true")
     scorer = FeatureScorer(backend, candidates, score_cache, references=references)
     timing, values = {}, []
     try:

@@ -8,8 +8,8 @@ how much likelier the instruction becomes once the model has read the text,
 A raw conditional log-likelihood mostly measures how common an instruction's words are; subtracting the
 empty-text baseline leaves what the text explains. A second baseline asks the same question against a few
 reference texts of the same language (`pmi_vs_references`): an instruction that any text of the language makes
-likely (a generic "Explain why health is important." after Swahili news) is not picked out by this one. The other features ask narrower questions a real candidate
-can fail: is every part of the instruction supported by the text (segments), does the whole text stay on the
+likely (a generic "Explain why health is important." after Swahili news) is not picked out by this one. The
+other features ask narrower questions a real candidate can fail: is every part of the instruction supported by the text (segments), does the whole text stay on the
 instruction (halves), does the instruction help predict the text (response direction), is the text one piece.
 
 Every score goes through `Backend.score()`, so any backend with the "loglikelihood" capability serves (llama.cpp
@@ -121,6 +121,14 @@ def reference_texts(texts, k: int = REFERENCE_TEXTS) -> list[str]:
     return [t if len(t) <= hi else truncate_answer(t, hi / len(t)) for t in ranked[:k + 1]]
 
 
+def references_by_language(items) -> dict[str, list[str]]:
+    """{language: reference_texts(...)} from the outputs of `items` (dicts with "lang" and "output")."""
+    texts: dict[str, list[str]] = {}
+    for it in items:
+        texts.setdefault(it.get("lang", ""), []).append(it["output"])
+    return {lang: reference_texts(group) for lang, group in texts.items()}
+
+
 def references_of(item: dict, references: dict[str, list[str]]) -> list[str]:
     """The reference texts an item is compared with: its language's, without its own text, at most k."""
     own = item["output"].strip()
@@ -176,7 +184,8 @@ def _requests(item: dict, families: set[str], references: dict[str, list[str]] |
 @dataclass(frozen=True)
 class Feature:
     name: str
-    family: str  # which requests it needs: pmi | references | segments | distractors | halves | response | cheap
+    family: str  # which requests it needs: pmi | references | segments | distractors | halves | response | cheap,
+    #              or several joined by "+"
     doc: str  # what it means for a real candidate
     fn: Callable[[dict, dict], float]  # (item, {request name: (logprob, n_tokens)}) -> value
 
@@ -207,15 +216,15 @@ def _distractor_pmis(s) -> list[float]:
 
 
 def _reference_mean(s) -> float:
+    """Mean log p(q | reference text); the empty-text baseline when the language has no reference text besides
+    this one (the reference gain is then plain PMI)."""
     refs = [v[0] for k, v in s.items() if k.startswith("q|r")]
     return float(np.mean(refs)) if refs else _lp(s, "q|-")
 
 
 def _reference_gain(s) -> float:
-    """log p(q | text) minus its mean over the reference texts; the empty-text baseline (plain PMI) when the
-    language has no reference text besides this one."""
-    refs = [v[0] for k, v in s.items() if k.startswith("q|r")]
-    return _lp(s, "q|t") - (float(np.mean(refs)) if refs else _lp(s, "q|-"))
+    """log p(q | text) minus its mean over the reference texts."""
+    return _lp(s, "q|t") - _reference_mean(s)
 
 
 def _half_pmis(s) -> tuple[float, float]:
@@ -255,10 +264,10 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
     Feature("pmi_half_min", "halves", "PMI per instruction token given the weaker half of the text alone: a text "
             "that drifts off the instruction (a page that changes subject) leaves one half unrelated to it.",
             lambda it, s: min(_half_pmis(s)) / _n(s, "q|t")),
-    Feature("half_vs_references", "halves", "The weaker half's reference gain per token: log p(instruction | "
+    Feature("half_vs_references", "halves+references", "The weaker half's reference gain per token: log p(instruction | "
             "weaker half of the text) minus its mean over the reference texts. A page that drifts onto another "
             "subject leaves one half that raises the instruction no more than any text of the language.",
-            lambda it, s: (min(_half_pmis(s)) + _lp(s, "q|-") - _reference_mean(s)) / _n(s, "q|t")),
+            lambda it, s: (min(_lp(s, "q|ta"), _lp(s, "q|tb")) - _reference_mean(s)) / _n(s, "q|t")),
     Feature("pmi_half_share", "halves", "The weaker half's PMI as a share of the whole text's: near or above 1 when "
             "both halves are on the point, low when only one is.",
             lambda it, s: min(_half_pmis(s)) / max(1.0, abs(_pmi(s)))),
@@ -319,7 +328,7 @@ def families_of(names: list[str]) -> set[str]:
     unknown = [n for n in names if n not in FEATURES]
     if unknown:
         raise ValueError(f"unknown features {unknown}: choose from {sorted(FEATURES)}")
-    return {FEATURES[n].family for n in names}
+    return {family for n in names for family in FEATURES[n].family.split("+")}
 
 
 class FeatureScorer:

@@ -19,12 +19,12 @@ import numpy as np
 
 from xinstruct.models.base import Backend
 from xinstruct.refine.evaluator import Grade
-from xinstruct.refine.features import FEATURE_VERSION, FeatureScorer, ScoreCache, reference_texts
+from xinstruct.refine.features import FEATURE_VERSION, FeatureScorer, ScoreCache, references_by_language
 from xinstruct.refine.ratings import GRADES
 
 # The features that earned their place on the FLORES rating set (docs/REFINEMENT.md, "Evaluator quality").
-DEFAULT_FEATURES = ["pmi_per_token", "pmi_vs_references", "pmi_vs_references_total", "pmi_segment_min", "pmi_segment_spread",
-                    "cut_mid_sentence"]
+DEFAULT_FEATURES = ["pmi_per_token", "pmi_vs_references", "pmi_vs_references_total", "pmi_segment_min",
+                    "pmi_segment_spread", "cut_mid_sentence"]
 BUNDLED = "bundled"
 
 
@@ -103,9 +103,7 @@ class LikelihoodEvaluator:
 
     def grade(self, items: list[dict]) -> list[Grade]:
         if not self.given_references and "references" in self.scorer.families:
-            langs = {it.get("lang", "") for it in items}
-            self.scorer.references = {lang: reference_texts(it["output"] for it in items if it.get("lang", "") == lang)
-                                      for lang in langs}
+            self.scorer.references = references_by_language(items)
         rows = self.scorer.compute(items)
         ok = [i for i, r in enumerate(rows) if r.error is None]
         out = [Grade(error=r.error) for r in rows]

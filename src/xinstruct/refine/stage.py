@@ -63,8 +63,9 @@ class RefineStage(Stage):
     def make_evidence(self, backend, kind: str | None = None):
         from xinstruct.refine.evidence import Evidence
 
-        return Evidence(kind or self.ecfg.kind, backend, self.features(), self.ecfg.scoring, self.ecfg.max_tokens,
-                        self.references())
+        kind = kind or self.ecfg.kind
+        return Evidence(kind, backend, self.features(), self.ecfg.scoring, self.ecfg.max_tokens,
+                        self.references() if kind == "likelihood" else None)
 
     def references(self) -> dict[str, list[str]]:
         """Reference texts per language for the `references` features: from the language's candidate documents
