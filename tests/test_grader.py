@@ -5,11 +5,12 @@ import zlib
 import numpy as np
 import pytest
 from fake_backend import FakeBackend
+from sklearn.metrics import roc_auc_score
 
 from xinstruct.models.base import Backend, MissingCapability, Score
 from xinstruct.prompts import generation_prompt
 from xinstruct.refine.evaluator import make_evaluator
-from xinstruct.refine.experiment import expected_calibration_error, quality
+from xinstruct.refine.experiment import bootstrap_auc_interval, expected_calibration_error, quality
 from xinstruct.refine.features import (
     FEATURES,
     FeatureScorer,
@@ -118,6 +119,14 @@ def test_pmi_vs_references_by_hand():
     ha, hb = backend.score([(generation_prompt(a), q), (generation_prompt(b), q)])
     assert half.values["half_vs_references"] == pytest.approx(
         (min(ha.logprob, hb.logprob) - np.mean([s.logprob for s in r])) / 7)
+    # how far apart the halves are, whichever half is the stronger: one half names the instruction's first word
+    on, off = "Kilimanjaro ina kahawa nzuri sana.", "Mpira wa miguu ni mchezo maarufu."
+    gaps = [FeatureScorer(backend, ["half_gap"]).compute([{**item, "instruction": "Kilimanjaro coffee, please.",
+                                                           "output": f"{x} {y}"}])[0].values["half_gap"]
+            for x, y in ((on, off), (off, on))]
+    assert gaps == pytest.approx([1.5, 1.5])  # the bonus of 1.5 nats a word, per word
+    assert FeatureScorer(backend, ["half_gap"]).compute([{**item, "output": f"{off} {off}"}])[0].values[
+        "half_gap"] == pytest.approx(0)
     # a language without reference texts falls back to the empty-text baseline: plain PMI, never a silent 0
     alone = FeatureScorer(backend, ["pmi", "pmi_vs_references_total"]).compute([item])[0]
     assert alone.values["pmi_vs_references_total"] == pytest.approx(alone.values["pmi"])
@@ -206,6 +215,12 @@ def test_calibration_error_and_quality_figures():
     q = quality(probs, rows)
     assert q["auc_true_vs_mismatched"] == 1.0 and q["auc_true_vs_flawed"] == 1.0 and q["accuracy"] == 0.75
     assert q["confusion"]["flawed"] == {"best": 1, "flawed": 1, "worst": 0}
+    # the bootstrap interval resamples seed pairs: perfect separation stays perfect, a mixed one brackets its AUC
+    assert bootstrap_auc_interval(np.array([0.9, 0.8, 0.7]), np.array([0.1, 0.2, 0.3])) == [1.0, 1.0]
+    pos, neg = np.linspace(0.2, 1.0, 30), np.linspace(0.0, 0.8, 30)
+    lo, hi = bootstrap_auc_interval(pos, neg)
+    auc = roc_auc_score(np.r_[np.ones(30), np.zeros(30)], np.r_[pos, neg])
+    assert lo < auc < hi and hi - lo < 0.5
 
 
 def test_make_evaluator_likelihood_uses_the_bundled_grader():

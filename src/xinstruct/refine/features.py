@@ -268,6 +268,10 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
             "weaker half of the text) minus its mean over the reference texts. A page that drifts onto another "
             "subject leaves one half that raises the instruction no more than any text of the language.",
             lambda it, s: (min(_lp(s, "q|ta"), _lp(s, "q|tb")) - _reference_mean(s)) / _n(s, "q|t")),
+    Feature("half_gap", "halves", "How far apart the two halves of the text are in support of the instruction: "
+            "|log p(instruction | first half) − log p(instruction | second half)| per token. Near 0 when the whole "
+            "text is on the instruction (or none of it is), large for a text that starts on it and drifts off.",
+            lambda it, s: abs(_lp(s, "q|ta") - _lp(s, "q|tb")) / _n(s, "q|ta")),
     Feature("pmi_half_share", "halves", "The weaker half's PMI as a share of the whole text's: near or above 1 when "
             "both halves are on the point, low when only one is.",
             lambda it, s: min(_half_pmis(s)) / max(1.0, abs(_pmi(s)))),
@@ -289,7 +293,8 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
             "the instruction shares with the text (Latin-script languages mainly).",
             lambda it, s: echo_share(it["instruction"], it["output"])),
     Feature("cut_mid_sentence", "cheap", "1 when the text stops inside a sentence (a clipped page): a partial "
-            "answer. Never fires on the synthetic rating set, whose cuts fall at sentence ends.",
+            "answer. On the synthetic rating set it fires on most truncated answers (a short passage with no sentence "
+            "end before the cut is cut at a word) and on the few FLORES passages that end without a mark.",
             lambda it, s: cut_mid_sentence(it["output"])),
 ]}
 

@@ -24,7 +24,7 @@ from xinstruct.refine.ratings import GRADES
 
 # The features that earned their place on the FLORES rating set (docs/REFINEMENT.md, "Evaluator quality").
 DEFAULT_FEATURES = ["pmi_per_token", "pmi_vs_references", "pmi_vs_references_total", "pmi_segment_min",
-                    "pmi_segment_spread", "cut_mid_sentence"]
+                    "pmi_segment_spread", "half_gap", "cut_mid_sentence"]
 BUNDLED = "bundled"
 
 
