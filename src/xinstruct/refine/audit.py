@@ -11,7 +11,8 @@ from xinstruct.io.files import read_jsonl
 
 # the features worth a glance, in words (the rest are in the files)
 SHOWN = {"pmi_vs_references": "vs references/token", "pmi_per_token": "PMI/token",
-         "pmi_segment_min": "weakest clause", "pmi": "PMI", "cut_mid_sentence": "cut mid-sentence"}
+         "pmi_segment_min": "weakest clause", "half_gap": "halves apart", "pmi": "PMI",
+         "cut_mid_sentence": "cut mid-sentence"}
 
 
 def snippet(text: str, limit: int = 160) -> str:
