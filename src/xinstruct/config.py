@@ -330,7 +330,7 @@ class RefineConfig(Section):
         0.8, ge=0, le=1, description="a label joins the evaluator's next training set only at this probability "
                                      "or above")
     self_label_max_per_grade: int = Field(200, ge=0, description="per language and grade, to keep retraining short")
-    min_best_prob: float = Field(0.35, ge=0, le=1, description="keep a pair whose P(best) is at or above this (a "
+    min_best_prob: float = Field(0.37, ge=0, le=1, description="keep a pair whose P(best) is at or above this (a "
                                                                 "judge without probabilities: when it says best)")
     per_document: int | None = Field(1, ge=1, description="at most this many instructions per document, the "
                                                           "best-graded; None = every pair that passes")

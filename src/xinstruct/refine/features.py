@@ -3,7 +3,10 @@
 The central signal is pointwise mutual information in the instruction direction (the direction Stage I writes):
 how much likelier the instruction becomes once the model has read the text,
 
-    PMI = log p(" " + instruction | generation_prompt(text)) − log p(" " + instruction | generation_prompt("")).
+    PMI = log p(" " + instruction | scoring_prompt(text)) − log p(" " + instruction | scoring_prompt("")).
+
+scoring_prompt is the text followed by "In English, the text above answers the request:"; Stage I's generation
+prompt in its place separated held-out pairs less well (docs/RESULTS.md).
 
 A raw conditional log-likelihood mostly measures how common an instruction's words are; subtracting the
 empty-text baseline leaves what the text explains. A second baseline asks the same question against a few
@@ -33,9 +36,9 @@ import numpy as np
 
 from xinstruct.generate.checks import echo_share
 from xinstruct.models.base import Backend, require
-from xinstruct.prompts import RESPONSE_SEPARATOR, answer_prompt, generation_prompt
+from xinstruct.prompts import RESPONSE_SEPARATOR, answer_prompt, scoring_prompt
 
-FEATURE_VERSION = 1  # bump when a request or a formula changes: cached grades and fitted graders then differ
+FEATURE_VERSION = 2  # bump when a request or a formula changes: cached grades and fitted graders then differ
 END_MARKER = "\n\n###"  # what follows a finished response in the Alpaca format: the next section
 
 # Where a clause or sentence of an English instruction ends; pieces under MIN_SEGMENT_WORDS words join the last.
@@ -88,7 +91,7 @@ def cut_mid_sentence(text: str) -> float:
 
 # -- requests -------------------------------------------------------------------------------------------------
 def _gen(text: str) -> str:
-    return generation_prompt(text)
+    return scoring_prompt(text)
 
 
 def _ans(instruction: str) -> str:
