@@ -8,7 +8,7 @@ from fake_backend import FakeBackend
 from sklearn.metrics import roc_auc_score
 
 from xinstruct.models.base import Backend, MissingCapability, Score
-from xinstruct.prompts import generation_prompt
+from xinstruct.prompts import generation_prompt, scoring_prompt
 from xinstruct.refine.evaluator import make_evaluator
 from xinstruct.refine.experiment import bootstrap_auc_interval, expected_calibration_error, quality
 from xinstruct.refine.features import (
@@ -76,15 +76,15 @@ def test_features_by_hand_and_requests_deduplicated():
     rows = FeatureScorer(backend, ["pmi", "pmi_per_token", "pmi_segment_min", "echo"]).compute(items)
     assert all(r.error is None for r in rows)
     # "Describe" is not in the text, "Dar" is: PMI is what the text adds, the baseline's share cancels
-    t, e = backend.score([(generation_prompt(TEXT), " Describe the floods in Dar es Salaam."),
-                          (generation_prompt(""), " Describe the floods in Dar es Salaam.")])
+    t, e = backend.score([(scoring_prompt(TEXT), " Describe the floods in Dar es Salaam."),
+                          (scoring_prompt(""), " Describe the floods in Dar es Salaam.")])
     assert rows[0].values["pmi"] == pytest.approx(t.logprob - e.logprob)
     assert rows[0].values["pmi_per_token"] == pytest.approx(rows[0].values["pmi"] / 7)
     assert rows[0].values["echo"] > 0.2 and rows[1].values["echo"] == 0.0  # "Dar es Salaam" is copied
     # the same empty-text baseline request serves both items that share the instruction: sent once
     sent = backend.seen[:-2]
     assert len(sent) == len(set(sent))
-    assert sent.count((generation_prompt(""), " Describe the floods in Dar es Salaam.")) == 1
+    assert sent.count((scoring_prompt(""), " Describe the floods in Dar es Salaam.")) == 1
 
 
 def test_reference_texts_are_chosen_by_content_not_order():
@@ -108,7 +108,7 @@ def test_pmi_vs_references_by_hand():
     item = {"lang": "sw", "instruction": "Describe the floods in Dar es Salaam.", "output": TEXT}
     row = FeatureScorer(backend, ["pmi_vs_references", "pmi_vs_references_total"], references=refs).compute([item])[0]
     q = " Describe the floods in Dar es Salaam."
-    t, *r = backend.score([(generation_prompt(TEXT), q)] + [(generation_prompt(x), q) for x in refs["sw"]])
+    t, *r = backend.score([(scoring_prompt(TEXT), q)] + [(scoring_prompt(x), q) for x in refs["sw"]])
     gain = t.logprob - np.mean([s.logprob for s in r])
     assert row.values["pmi_vs_references_total"] == pytest.approx(gain)
     assert row.values["pmi_vs_references"] == pytest.approx(gain / 7)
@@ -116,7 +116,7 @@ def test_pmi_vs_references_by_hand():
     assert families_of(["half_vs_references"]) == {"halves", "references"}
     half = FeatureScorer(backend, ["half_vs_references", "pmi_vs_references"], references=refs).compute([item])[0]
     a, b = text_halves(TEXT)
-    ha, hb = backend.score([(generation_prompt(a), q), (generation_prompt(b), q)])
+    ha, hb = backend.score([(scoring_prompt(a), q), (scoring_prompt(b), q)])
     assert half.values["half_vs_references"] == pytest.approx(
         (min(ha.logprob, hb.logprob) - np.mean([s.logprob for s in r])) / 7)
     # how far apart the halves are, whichever half is the stronger: one half names the instruction's first word
@@ -276,7 +276,9 @@ def test_fast_scoring_equals_one_at_a_time(llama):
 
 @pytest.mark.slow
 def test_pmi_prefers_the_instruction_written_for_the_text(llama, shared_data):
-    """For each of four held-out Thai FLORES passages, its own instruction has the highest PMI of the four."""
+    """For each of four held-out Thai FLORES instructions, its own passage raises it most (highest PMI of the four
+    passages): the comparison the reference gain makes. (Across instructions for one passage, raw PMI also follows
+    how much any Thai text raises an instruction: passage 0 gives instruction 3 a higher PMI than its own.)"""
     from xinstruct.seed.parallel import load_instructions, parallel_pairs
 
     pairs = parallel_pairs(load_instructions("bundled:flores"), shared_data / "text" / "flores_sib200", "th",
@@ -284,7 +286,7 @@ def test_pmi_prefers_the_instruction_written_for_the_text(llama, shared_data):
     rows = FeatureScorer(llama, ["pmi"]).compute([{"instruction": q["instruction"], "output": t["output"]}
                                                   for t in pairs for q in pairs])
     pmi = np.array([r.values["pmi"] for r in rows]).reshape(4, 4)
-    assert (pmi.argmax(axis=1) == [0, 1, 2, 3]).all(), pmi.round(2)
+    assert (pmi.argmax(axis=0) == [0, 1, 2, 3]).all(), pmi.round(2)
 
 
 @pytest.mark.slow
