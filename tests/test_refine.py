@@ -133,6 +133,23 @@ def test_a_round_earns_its_place_or_the_rounds_stop():
     assert not round_improves({}, q(0.9, 0.8, 0.1), 0.002)[0]
 
 
+def test_a_language_where_the_grader_is_near_chance_is_named_in_the_card():
+    from xinstruct.export.card import refinement_line
+    from xinstruct.refine.loop import weak_languages
+
+    heldout = {"sw": {"auc_true_vs_mismatched": 0.48, "n": 27}, "th": {"auc_true_vs_mismatched": 0.72, "n": 15},
+               "mean": {"auc_true_vs_mismatched": 0.60}}
+    assert weak_languages(heldout) == {"sw": 0.48}
+    line = refinement_line({"refinement": {
+        "evaluator": "likelihood", "keep": "P(best) >= 0.37", "instructions_per_document": 1, "round_kept": 1,
+        "rounds_run": 2, "heldout_auc_true_vs_mismatched": {"sw": 0.48, "th": 0.72},
+        "weak_grader_languages": ["sw"]}})
+    assert "sw 0.48, th 0.72" in line and "**Warning:** for sw that is near chance" in line
+    assert "Warning" not in refinement_line({"refinement": {
+        "evaluator": "likelihood", "keep": "P(best) >= 0.37", "instructions_per_document": 1, "round_kept": 1,
+        "rounds_run": 1, "heldout_auc_true_vs_mismatched": {"th": 0.72}, "weak_grader_languages": []}})
+
+
 def run_refine(tmp_path, monkeypatch, langs=("sw", "th"), write=True, **refine):
     """The refine stage alone (as the runner calls it), on hand-made candidates and seed pairs, with a stand-in
     model; raises StageIncomplete like the runner when records are left to retry."""
@@ -171,6 +188,27 @@ def test_refinement_rounds_with_the_likelihood_grader(tmp_path, monkeypatch):
         assert all(r["probs"]["best"] >= 0.3 and r["features"]["pmi_vs_references"] is not None for r in final)
         labels = list(read_jsonl(out / "refine" / f"iter-{summary['final_round']}" / "labels" / f"{lang}.labels.jsonl"))
         assert all(set(lb["features"]) >= {"pmi_vs_references", "pmi_per_token"} for lb in labels)
+
+
+def test_audit_shows_kept_and_dropped_pairs_side_by_side_with_their_evidence(tmp_path, monkeypatch):
+    """`xinstruct audit`'s table: random kept and dropped pairs of the standing round, each with its grade,
+    P(best), why it was kept or dropped, and the features behind it; the same seed shows the same pairs."""
+    from rich.console import Console
+
+    from xinstruct.refine.audit import audit_table, samples
+
+    _, out, _ = run_refine(tmp_path, monkeypatch, min_best_prob=0.37)  # the stand-in passes some pairs, not all
+    s = samples(out, "sw", n=3)
+    assert len(s["kept"]) == 3 and s["dropped_total"] > 0 and s["kept_total"] + s["dropped_total"] == 40
+    assert samples(out, "sw", n=3) == s and samples(out, "sw", n=3, seed=1) != s
+    console = Console(width=240, record=True)
+    console.print(audit_table(out, "sw", n=3))
+    text = " ".join(console.export_text().split())
+    assert f"sw: 3 of {s['kept_total']} kept pairs and" in text
+    for row in s["kept"] + s["dropped"]:
+        assert f"P(best) {row['probs']['best']:.2f}" in text and row["instruction"][:25] in text
+    assert s["dropped"][0]["drop_reason"].split(" (")[0] in text
+    assert "PMI/token" in text and "vs references/token" in text
 
 
 def test_reference_features_come_from_the_documents_and_are_part_of_the_evidence(tmp_path, monkeypatch):

@@ -124,8 +124,18 @@ def refinement_line(provenance: dict) -> str:
     docs = ("each document appears once, with the best-graded of its candidate instructions" if per_doc == 1 else
             f"at most {per_doc} instructions per document" if isinstance(per_doc, int) else
             "a document may appear with several instructions")
-    return (f"\n\nStage II graded the pairs with the `{r['evaluator']}` evaluator and kept those with {r['keep']}; "
+    line = (f"\n\nStage II graded the pairs with the `{r['evaluator']}` evaluator and kept those with {r['keep']}; "
             f"{docs}. The grades of refinement round {r['round_kept']} of {r['rounds_run']} stand.")
+    aucs = r.get("heldout_auc_true_vs_mismatched") or {}
+    if aucs:
+        line += (" On the held-out seed pairs the grader told a true pair from a mismatched one at ROC-AUC "
+                 + ", ".join(f"{lang} {auc:.2f}" for lang, auc in aucs.items()) + ".")
+    weak = r.get("weak_grader_languages") or []
+    if weak:
+        line += (f"\n\n**Warning:** for {', '.join(weak)} that is near chance: the grades there are close to guesses "
+                 "and many pairs may not fit. Read them (`xinstruct audit RUN --lang xx`) before training, or rebuild "
+                 "with a stronger model.")
+    return line
 
 
 def write_card(folder: Path, rows: dict[str, list[dict]], provenance: dict, formats: list[str]) -> Path:

@@ -36,13 +36,20 @@ def refinement(cfg: RunConfig) -> dict:
     """How Stage II chose the pairs, for the card: the grader, the keep rule, instructions per document, and the
     round whose grades stand."""
     from xinstruct.io.files import read_json
+    from xinstruct.refine.loop import weak_languages
 
     summary = read_json(cfg.out / "summaries" / "refine.json", {}) or {}
+    standing = next((it for it in summary.get("iterations", []) if it.get("iteration") == summary.get("final_round")),
+                    {})
+    heldout = standing.get("heldout", {})
     r = cfg.refine
     return {"evaluator": r.evaluator.kind, "grader": r.evaluator.grader if r.evaluator.kind == "likelihood" else None,
             "keep": f"P(best) >= {r.min_best_prob:g}", "instructions_per_document": r.per_document or "all",
             "rounds_run": len(summary.get("iterations", [])), "round_kept": summary.get("final_round"),
-            "decisions": [it.get("decision") for it in summary.get("iterations", []) if it.get("decision")]}
+            "decisions": [it.get("decision") for it in summary.get("iterations", []) if it.get("decision")],
+            "heldout_auc_true_vs_mismatched": {lang: q["auc_true_vs_mismatched"] for lang, q in heldout.items()
+                                               if lang != "mean"},
+            "weak_grader_languages": sorted(weak_languages(heldout))}
 
 
 def made_from(out) -> dict:

@@ -63,6 +63,16 @@ def heldout_quality(probs: np.ndarray, rows: list[dict], languages: list[str]) -
     return out
 
 
+WEAK_GRADER_AUC = 0.70
+
+
+def weak_languages(heldout: dict) -> dict[str, float]:
+    """Languages where the grader barely tells a true pair from a mismatched one on the held-out seed set
+    (AUC below WEAK_GRADER_AUC): their grades are close to guesses, and the card and console say so."""
+    return {lang: q["auc_true_vs_mismatched"] for lang, q in heldout.items()
+            if lang != "mean" and q.get("auc_true_vs_mismatched", 1.0) < WEAK_GRADER_AUC}
+
+
 def mean_auc(q: dict) -> float:
     m = q.get("mean", {})
     return float(np.mean([m[k] for k in AUCS])) if m else float("nan")
@@ -185,6 +195,10 @@ def print_round(summary: dict, log) -> None:
         log(f"  held-out seed rating set: AUC true/mismatched {m['auc_true_vs_mismatched']:.3f} ({per_lang}), "
             f"true/flawed {m['auc_true_vs_flawed']:.3f}, accuracy {m['accuracy']:.3f}, "
             f"calibration error {m['ece']:.3f}")
+        for lang, auc in weak_languages(q).items():
+            log(f"  [yellow]{lang}: the grader barely tells true from mismatched held-out pairs (AUC {auc:.2f} on "
+                f"{q[lang]['n'] // 3} seed pairs); its {lang} grades are close to guesses — score with a stronger "
+                "model (README)[/yellow]")
     if summary.get("decision"):
         log(f"  {summary['decision']}")
 
