@@ -35,13 +35,12 @@ def provenance(cfg: RunConfig, rows: dict[str, list[dict]]) -> dict:
 def refinement(cfg: RunConfig) -> dict:
     """How Stage II chose the pairs, for the card: the grader, the keep rule, instructions per document, and the
     round whose grades stand."""
+    from xinstruct.export.report import last_round
     from xinstruct.io.files import read_json
     from xinstruct.refine.loop import weak_languages
 
     summary = read_json(cfg.out / "summaries" / "refine.json", {}) or {}
-    standing = next((it for it in summary.get("iterations", []) if it.get("iteration") == summary.get("final_round")),
-                    {})
-    heldout = standing.get("heldout", {})
+    heldout = last_round(cfg.out).get("heldout", {})
     r = cfg.refine
     return {"evaluator": r.evaluator.kind, "grader": r.evaluator.grader if r.evaluator.kind == "likelihood" else None,
             "keep": f"P(best) >= {r.min_best_prob:g}", "instructions_per_document": r.per_document or "all",
