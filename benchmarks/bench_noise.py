@@ -7,9 +7,11 @@ other keep rules, per language and over all languages.
     PYTHONPATH=src .venv/bin/python benchmarks/bench_noise.py [--langs sw,th] [--share 0.3]
 
 With --stage, the same check through the refine stage with its defaults (a grader fitted on the run's seed
-rating set, the rounds, P(best) >= 0.37): seed pairs are the FLORES train pairs, candidates the held-out passages.
+rating set, the rounds, the keep threshold that grader derives from the rating set): seed pairs are the FLORES
+train pairs, candidates the held-out passages. --reuse keeps the last run's cached evidence, so another keep rule
+(--refine '{"min_best_prob": 0.45}') takes seconds.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/bench_noise.py --stage --langs sw,th,id [--seeds 60]
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_noise.py --stage [--langs sw,th,id] [--seeds 60] [--reuse]
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/bench-noise.json"))
     ap.add_argument("--stage", action="store_true", help="through the refine stage (refine.noise_refinement)")
     ap.add_argument("--seeds", type=int, default=None, help="--stage: train seed pairs per language")
+    ap.add_argument("--reuse", action="store_true", help="--stage: keep the last run's cached evidence (to try "
+                                                         "another keep rule; the candidates are the same)")
+    ap.add_argument("--refine", type=json.loads, default={}, help="--stage: refine settings as JSON, e.g. "
+                                                                  "'{\"min_best_prob\": 0.45}'")
     args = ap.parse_args()
     if args.stage:
         stage_check(args)
@@ -70,10 +76,11 @@ def stage_check(args) -> None:
     from xinstruct.refine.experiment import noise_refinement
 
     out = args.out.with_suffix("") / "run"
-    shutil.rmtree(out, ignore_errors=True)
+    if not args.reuse:
+        shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
     report = noise_refinement(args.langs.split(","), SHARED / "text" / "flores_sib200", out, args.share,
-                              seeds=args.seeds, log=Console(width=140).print)
+                              seeds=args.seeds, log=Console(width=140).print, refine=args.refine)
     seconds = time.perf_counter() - started
     for lang, r in report.items():
         print(f"{lang}: {r['true']} true + {r['mismatched']} mismatched: mismatched dropped "

@@ -352,3 +352,44 @@ def test_cross_validation_finds_a_real_signal_and_not_a_shuffled_one():
     # the same features with the signal shuffled across rows: cross-validation must not find what is not there
     shuffled = np.array(x)[rng.permutation(len(x))]
     assert cross_validated(shuffled, ["signal", "noise"], rows, ["sw", "th"], ["signal"], "m")["mean"]["accuracy"] < 0.6
+
+
+def test_threshold_dropping_is_the_lowest_that_drops_the_share():
+    from xinstruct.refine.grader import threshold_dropping
+
+    p = np.linspace(0.0, 0.99, 100)  # 0.00, 0.01, ... 0.99
+    t = threshold_dropping(p, 0.95)
+    assert t == 0.941 and (p < t).mean() == 0.95  # 0.95 to 0.99 pass; 0.94 itself would let a sixth through
+    assert threshold_dropping(p, 0.5) == 0.491
+    assert (p < threshold_dropping(p, 0.9)).mean() >= 0.9 and (p < threshold_dropping(p, 0.9) - 0.01).mean() < 0.9
+    assert threshold_dropping([0.2, 0.8], 0.99) == 0.801  # too few pairs to let any through
+
+
+def test_keep_threshold_is_derived_out_of_fold_and_drops_what_it_says():
+    """The fitted grader's own keep rule: out of fold (grouped by seed pair), the lowest P(best) that drops the
+    asked share of mismatched rows; it moves with the asked share, and a grader that is near chance on its rating
+    set earns a threshold that drops as asked but keeps few true pairs — said, not hidden."""
+    from xinstruct.refine.grader import derive_keep_threshold
+
+    rng = np.random.default_rng(0)
+
+    def rating(signal: float, n: int = 60):
+        rows, x = [], []
+        for k in range(n):
+            for grade, kind, centre in (("best", "true", signal), ("flawed", "truncated", 0.0),
+                                        ("worst", "mismatched", -signal)):
+                rows.append((grade, kind, f"s{k}"))
+                x.append([centre + rng.normal(0, 1.0)])
+        return np.array(x), [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+
+    x, grades, kinds, groups = rating(2.0)
+    d = derive_keep_threshold(x, grades, kinds, groups, ["signal"], "m", 0.95)
+    assert d["out_of_fold"] and d["folds"] == 5 and d["mismatched"] == 60
+    assert d["mismatched_dropped"] >= 0.95 and d["true_kept"] > 0.8 and 0 < d["min_best_prob"] < 1
+    stricter = derive_keep_threshold(x, grades, kinds, groups, ["signal"], "m", 0.99)
+    assert stricter["min_best_prob"] > d["min_best_prob"] and stricter["mismatched_dropped"] >= 0.99
+    weak = derive_keep_threshold(*rating(0.1), ["signal"], "m", 0.95)
+    assert weak["mismatched_dropped"] >= 0.95 and weak["true_kept"] < 0.3
+    # one seed pair a language: nothing to hold out, so in sample, and said so
+    one = derive_keep_threshold(x[:3], grades[:3], kinds[:3], groups[:3], ["signal"], "m", 0.95)
+    assert not one["out_of_fold"] and one["folds"] == 1

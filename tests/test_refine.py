@@ -190,6 +190,44 @@ def test_refinement_rounds_with_the_likelihood_grader(tmp_path, monkeypatch):
         assert all(set(lb["features"]) >= {"pmi_vs_references", "pmi_per_token"} for lb in labels)
 
 
+def test_the_keep_threshold_is_the_fitted_graders_own_unless_the_config_sets_one(tmp_path, monkeypatch):
+    """By default a fitted grader keeps pairs at the threshold it earned on the run's rating set (out of fold, the
+    lowest P(best) that drops refine.drop_mismatched of the mismatched rows); the round says so, and so does the
+    card. refine.min_best_prob, where set, wins, and a language's own threshold wins over both."""
+    from xinstruct.export.stage import keep_phrase
+
+    def assert_kept_at(out, lang, t, some_dropped=True):
+        final = list(read_jsonl(out / "refine" / "final" / f"{lang}.jsonl"))
+        dropped = list(read_jsonl(out / "refine" / "final" / f"{lang}.dropped.jsonl"))
+        assert all(r["probs"]["best"] >= t for r in final)
+        assert all(r["probs"]["best"] < t for r in dropped if r["drop_reason"].startswith("grade:"))
+        assert any(r["drop_reason"].startswith("grade:") for r in dropped) or not some_dropped
+
+    summary, out, lines = run_refine(tmp_path, monkeypatch, iterations=1)
+    keep = summary["iterations"][0]["keep"]
+    d = keep["derivation"]
+    assert keep["source"] == "derived" and d["out_of_fold"] and d["folds"] == 5 and d["drop_target"] == 0.95
+    assert keep["min_best_prob"] == d["min_best_prob"] and d["mismatched_dropped"] >= 0.95
+    assert d["mismatched"] == 60  # 30 train seed pairs in each of sw and th
+    for lang in ("sw", "th"):
+        assert_kept_at(out, lang, keep["min_best_prob"])
+    assert any(f"keep: P(best) >= {keep['min_best_prob']:g}, derived: the lowest that drops 95%" in line
+               for line in lines)
+    assert keep_phrase(keep).startswith(f"P(best) >= {keep['min_best_prob']:g} (derived from the run's seed rating")
+
+    stricter, _, _ = run_refine(tmp_path, monkeypatch, write=False, iterations=1, drop_mismatched=0.99)
+    assert stricter["iterations"][0]["keep"]["min_best_prob"] >= keep["min_best_prob"]
+
+    summary, out, _ = run_refine(tmp_path, monkeypatch, write=False, iterations=1, min_best_prob=0.5,
+                                 languages={"th": {"min_best_prob": 0.2}})
+    keep = summary["iterations"][0]["keep"]
+    assert keep["source"] == "refine.min_best_prob" and keep["min_best_prob"] == 0.5 and "derivation" not in keep
+    assert keep["languages"] == {"th": 0.2}
+    assert_kept_at(out, "sw", 0.5)
+    assert_kept_at(out, "th", 0.2, some_dropped=False)
+    assert keep_phrase(keep) == "P(best) >= 0.5 (per language: th 0.2)"
+
+
 def test_audit_shows_kept_and_dropped_pairs_side_by_side_with_their_evidence(tmp_path, monkeypatch):
     """`xinstruct audit`'s table: random kept and dropped pairs of the standing round, each with its grade,
     P(best), why it was kept or dropped, and the features behind it; the same seed shows the same pairs."""

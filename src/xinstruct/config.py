@@ -330,8 +330,14 @@ class RefineConfig(Section):
         0.8, ge=0, le=1, description="a label joins the evaluator's next training set only at this probability "
                                      "or above")
     self_label_max_per_grade: int = Field(200, ge=0, description="per language and grade, to keep retraining short")
-    min_best_prob: float = Field(0.37, ge=0, le=1, description="keep a pair whose P(best) is at or above this (a "
-                                                                "judge without probabilities: when it says best)")
+    min_best_prob: float | None = Field(
+        None, ge=0, le=1, description="keep a pair whose P(best) is at or above this (a judge without probabilities: "
+                                      "when it says best); None = the grader's own threshold: a fitted grader's is "
+                                      "derived from the run's rating set (drop_mismatched), the bundled grader's is "
+                                      "0.37, other evaluators' 0.37")
+    drop_mismatched: float = Field(
+        0.95, gt=0, lt=1, description="a fitted grader's keep threshold is the lowest P(best) that drops this share "
+                                      "of the seed rating set's mismatched pairs, out of fold")
     per_document: int | None = Field(1, ge=1, description="at most this many instructions per document, the "
                                                           "best-graded; None = every pair that passes")
     min_gain: float = Field(0.002, ge=0, description="a round whose grader does not raise the held-out mean AUC by "

@@ -14,6 +14,7 @@ import numpy as np
 from xinstruct.htmlpage import img, page, pyplot, save, table
 from xinstruct.io.files import read_jsonl
 from xinstruct.languages import get_language
+from xinstruct.refine.loop import last_round
 
 FUNNEL = ("documents in", "cleaned", "candidates", "graded best", "graded flawed", "graded worst",
           "kept by refinement", "diversify pool", "selected")
@@ -22,12 +23,6 @@ FUNNEL = ("documents in", "cleaned", "candidates", "graded best", "graded flawed
 def _json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
-
-def last_round(out: Path) -> dict:
-    """The summary of the refinement round whose grades stand (a later round that did not improve is not it)."""
-    rounds = sorted((out / "refine").glob("iter-*/summary.json"), key=lambda p: int(p.parent.name.split("-")[1]))
-    kept = [s for s in map(_json, rounds) if s.get("accepted", True)]
-    return kept[-1] if kept else {}
 
 
 def funnels(out: Path, langs: list[str]) -> dict[str, dict[str, int]]:
@@ -173,8 +168,12 @@ def audit_section(out: Path, langs: list[str], n: int, seed: int) -> list[str]:
         return (f"<b>{html.escape(row['instruction'])}</b><br><span class=muted>{html.escape(snippet(row['output']))}"
                 f"</span><br><i>{html.escape(why(row))}</i>")
 
+    from xinstruct.refine.loop import describe_keep
+
+    keep = last_round(out).get("keep")
     parts = [("<h2>Audit: what Stage II kept and dropped</h2><p class=muted>Random pairs of the refinement round "
-             "whose grades stand (<code>xinstruct audit RUN --lang xx</code> shows more).</p>")]
+             "whose grades stand (<code>xinstruct audit RUN --lang xx</code> shows more).</p>"
+              + (f"<p>{html.escape(describe_keep(keep))}</p>" if keep else ""))]
     for lang in langs:
         s = samples(out, lang, n, seed)
         rows = [[cell(s["kept"][i] if i < len(s["kept"]) else None),

@@ -35,20 +35,34 @@ def provenance(cfg: RunConfig, rows: dict[str, list[dict]]) -> dict:
 def refinement(cfg: RunConfig) -> dict:
     """How Stage II chose the pairs, for the card: the grader, the keep rule, instructions per document, and the
     round whose grades stand."""
-    from xinstruct.export.report import last_round
     from xinstruct.io.files import read_json
-    from xinstruct.refine.loop import weak_languages
+    from xinstruct.refine.loop import last_round, weak_languages
 
     summary = read_json(cfg.out / "summaries" / "refine.json", {}) or {}
-    heldout = last_round(cfg.out).get("heldout", {})
+    standing = last_round(cfg.out)
+    heldout = standing.get("heldout", {})
     r = cfg.refine
     return {"evaluator": r.evaluator.kind, "grader": r.evaluator.grader if r.evaluator.kind == "likelihood" else None,
-            "keep": f"P(best) >= {r.min_best_prob:g}", "instructions_per_document": r.per_document or "all",
+            "keep": keep_phrase(standing.get("keep")), "instructions_per_document": r.per_document or "all",
             "rounds_run": len(summary.get("iterations", [])), "round_kept": summary.get("final_round"),
             "decisions": [it.get("decision") for it in summary.get("iterations", []) if it.get("decision")],
             "heldout_auc_true_vs_mismatched": {lang: q["auc_true_vs_mismatched"] for lang, q in heldout.items()
                                                if lang != "mean"},
             "weak_grader_languages": sorted(weak_languages(heldout))}
+
+
+def keep_phrase(keep: dict | None) -> str:
+    """The standing round's keep threshold in words, for the card."""
+    if not keep:
+        return "the keep rule of its round"
+    phrase = f"P(best) >= {keep['min_best_prob']:g}"
+    d = keep.get("derivation") or {}
+    if keep["source"] == "derived":
+        phrase += (f" (derived from the run's seed rating set: the lowest threshold that drops {d['drop_target']:.0%} "
+                   "of its mismatched pairs" + (", out of fold)" if d.get("out_of_fold") else ", in sample)"))
+    if keep.get("languages"):
+        phrase += " (per language: " + ", ".join(f"{k} {v:g}" for k, v in keep["languages"].items()) + ")"
+    return phrase
 
 
 def made_from(out) -> dict:

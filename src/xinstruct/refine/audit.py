@@ -52,10 +52,13 @@ def audit_table(run: Path, lang: str, n: int = 20, seed: int = 0):
     from rich.markup import escape
     from rich.table import Table
 
+    from xinstruct.refine.loop import describe_keep, last_round
+
     s = samples(run, lang, n, seed)
+    keep = last_round(Path(run)).get("keep")
     table = Table(title=f"{lang}: {len(s['kept'])} of {s['kept_total']} kept pairs and {len(s['dropped'])} of "
                         f"{s['dropped_total']} dropped, at random (seed {seed})", show_lines=True,
-                  title_justify="left")
+                  title_justify="left", caption=describe_keep(keep) if keep else None, caption_justify="left")
     table.add_column("kept", ratio=1)
     table.add_column("dropped", ratio=1)
     for i in range(max(len(s["kept"]), len(s["dropped"]))):

@@ -23,7 +23,7 @@ import numpy as np
 
 from xinstruct.languages import PAPER_LANGUAGES
 from xinstruct.refine.features import FeatureScorer, ScoreCache, references_by_language
-from xinstruct.refine.grader import DEFAULT_FEATURES, GraderModel, fit_grader
+from xinstruct.refine.grader import DEFAULT_FEATURES, GraderModel, derive_keep_threshold, fit_grader
 from xinstruct.refine.quality import roc_auc
 from xinstruct.refine.ratings import GRADES, rating_set
 
@@ -213,9 +213,13 @@ def run_experiment(langs: list[str] | None = None, passages: Path = Path("../sha
             pooled = models["all"]
     report["fits"]["cross_validated"] = cross_validated(x, candidates, rows, langs, features, model_id)
     report["ablation"] = ablation(x, candidates, rows, langs, features, model_id)
-    pooled.info = {"fitted_on": "FLORES rating set, train ids", "languages": langs,
-                   "rows": int(sum(r["split"] == "train" for r in rows)),
-                   "heldout_mean": report["fits"]["pooled"]["mean"]}
+    train = [i for i, r in enumerate(rows) if r["split"] == "train"]
+    cols = [candidates.index(f) for f in features]
+    pooled.info = {"fitted_on": "FLORES rating set, train ids", "languages": langs, "rows": len(train),
+                   "heldout_mean": report["fits"]["pooled"]["mean"],
+                   "keep_threshold": derive_keep_threshold(
+                       x[train][:, cols], [rows[i]["grade"] for i in train], [rows[i]["kind"] for i in train],
+                       [f"{rows[i]['lang']}:{rows[i]['seed_id']}" for i in train], features, model_id, 0.95)}
     report["grader"] = {"fingerprint": pooled.fingerprint, "coef": pooled.coef, "features": pooled.features}
     if save_grader:
         pooled.save(save_grader)
@@ -275,7 +279,8 @@ KEEP_RULES = {
 # The proposed keep rule: the lowest P(best) threshold that drops >= 95% of the mismatched pairs of the FLORES
 # rating set's train split under the bundled grader (0.367 with the scoring-prompt grader: 95.0% dropped, 82.7% of
 # true kept there; 0.35 under the generation-prompt grader before it). Re-derive it when the bundled grader is
-# refitted. In refine's select(): min_best_prob 0.37 (refine.min_best_prob's default).
+# refitted. In refine: the threshold of the bundled grader and of evaluators that carry none (refine/label.py
+# FALLBACK_MIN_BEST_PROB); a grader fitted in the run derives its own the same way, out of fold.
 DEFAULT_KEEP_RULE = "P(best) >= 0.37"
 
 
@@ -350,12 +355,12 @@ def run_trained(langs: list[str], passages: Path, evaluator: Path | None, output
 
 
 def noise_refinement(langs: list[str], passages: Path, out: Path, share: float = 0.3, seeds: int | None = None,
-                     documents: int | None = None, seed: int = 0, log=None) -> dict:
+                     documents: int | None = None, seed: int = 0, log=None, refine: dict | None = None) -> dict:
     """Issue 11's check through the refine stage itself, with its defaults: a run whose seed pairs are the FLORES
     train pairs (at most `seeds` per language) and whose candidates are held-out FLORES passages, `share` of them
     given another passage's instruction (each on a document of its own, so one-instruction-per-document cannot
-    drop it for the stage). Returns per language and over all: the share of mismatched candidates dropped and of
-    true ones kept."""
+    drop it for the stage); `refine` overrides refine settings. Returns per language and over all: the share of
+    mismatched candidates dropped and of true ones kept."""
     from xinstruct.config import RunConfig
     from xinstruct.core.stage import RunContext
     from xinstruct.io.files import read_jsonl, write_jsonl
@@ -384,7 +389,7 @@ def noise_refinement(langs: list[str], passages: Path, out: Path, share: float =
             truth[candidates[-1]["id"]] = (lang, i not in bad)
         write_jsonl(out / "candidates" / f"{lang}.candidates.jsonl", candidates)
     write_jsonl(out / "seed" / "pairs.jsonl", seed_rows)
-    cfg = RunConfig(output_dir=str(out), languages=list(langs))
+    cfg = RunConfig(output_dir=str(out), languages=list(langs), refine=refine or {})
     RefineStage(RunContext(cfg, log=log or (lambda *_: None), quiet=True)).run()
     report = {}
     for lang in [*langs, "all"]:

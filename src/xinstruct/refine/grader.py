@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -82,6 +83,48 @@ def fit_grader(x: np.ndarray, grades: list[str], features: list[str], model_id: 
         raise ValueError("the rating set must hold all three grades")
     return GraderModel(features=list(features), mean=mean.tolist(), scale=scale.tolist(), coef=lr.coef_.tolist(),
                        intercept=lr.intercept_.tolist(), model_id=model_id, info=info or {})
+
+
+def threshold_dropping(p_best: np.ndarray, share: float) -> float:
+    """The lowest P(best) threshold (to 3 decimals, rounded up) under which at least `share` of these pairs fall."""
+    p = np.sort(np.asarray(p_best, dtype=float))[::-1]
+    passing = math.floor(round((1 - share) * len(p), 9))  # how many may reach the threshold
+    if passing >= len(p):
+        return 0.0
+    return min(1.0, math.ceil((p[passing] + 1e-9) * 1000) / 1000)
+
+
+def derive_keep_threshold(x: np.ndarray, grades: list[str], kinds: list[str], groups: list[str], features: list[str],
+                          model_id: str, drop: float, fixed: tuple[np.ndarray, list[str]] | None = None,
+                          folds: int = 5, seed: int = 0) -> dict:
+    """The keep rule a fitted grader earns on its own rating set: the lowest P(best) that drops `drop` of the
+    mismatched pairs, judged out of fold (grouped by seed pair, so a pair's three rows are never split across a
+    fit and its test) — in-sample probabilities flatter a grader fitted on a few dozen pairs a language. `fixed`
+    rows (a round's self-labels) join every fold's fit. Returns the threshold and, at it, the out-of-fold shares
+    of mismatched dropped and true kept."""
+    x = np.asarray(x, dtype=float)
+    ids = sorted(set(groups))
+    k = min(folds, len(ids))
+    order = np.random.default_rng(seed).permutation(len(ids))
+    fold_of = {ids[i]: j % k for j, i in enumerate(order)}
+    fold = np.array([fold_of[g] for g in groups])
+    p = np.full(len(x), np.nan)
+    for j in range(k if k > 1 else 0):
+        fit_x, fit_g = x[fold != j], [g for g, f in zip(grades, fold) if f != j]
+        if fixed is not None and len(fixed[1]):
+            fit_x, fit_g = np.vstack([fit_x, fixed[0]]), fit_g + list(fixed[1])
+        if set(fit_g) == set(GRADES):
+            p[fold == j] = fit_grader(fit_x, fit_g, features, model_id).predict_proba(x[fold == j])[:, 0]
+    out_of_fold = not np.isnan(p).any()
+    if not out_of_fold:  # too few seed pairs to hold some out: in-sample, and said so
+        fit_x, fit_g = (x, list(grades)) if fixed is None else (np.vstack([x, fixed[0]]), list(grades) + list(fixed[1]))
+        p = fit_grader(fit_x, fit_g, features, model_id).predict_proba(x)[:, 0]
+    kinds = np.asarray(kinds)
+    mismatched, true = p[kinds == "mismatched"], p[kinds == "true"]
+    t = threshold_dropping(mismatched, drop)
+    return {"min_best_prob": t, "drop_target": drop, "out_of_fold": out_of_fold, "folds": k if out_of_fold else 1,
+            "mismatched": len(mismatched), "mismatched_dropped": round(float((mismatched < t).mean()), 4),
+            "true_kept": round(float((true >= t).mean()), 4)}
 
 
 class LikelihoodEvaluator:

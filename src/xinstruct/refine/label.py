@@ -1,7 +1,8 @@
 """Which graded pairs to keep: the keep rule, one instruction per document, quotas. Pure functions over labels.
 
 A pair is kept when its P(best) reaches the language's `min_best_prob` (a judge that gives no probabilities:
-when it says `best`). Of a document's kept pairs only the best-graded `per_document` stay: for supervised
+when it says `best`): set in the config, or else the grader's own (a fitted grader derives it from the run's
+rating set: refine/grader.derive_keep_threshold). Of a document's kept pairs only the best-graded `per_document` stay: for supervised
 tuning, one text with two instructions is one answer to two questions. A language's quota (`min_keep`,
 `min_keep_share`) then tops up with the highest P(best) pairs of documents that have none, so no language is
 emptied. Every pair ends with `kept_by` (best / quota) or `drop_reason`, so the audit view can say why.
@@ -23,13 +24,26 @@ def p_best(label: dict) -> float:
     return {"best": 1.0, "flawed": 0.5, "worst": 0.0}[label["grade"]]
 
 
-def keep_rule(cfg: RefineConfig, lang: str) -> LanguageQuota:
-    """The language's keep rule: its override where set, else the global one."""
+# The keep threshold where neither the config nor the grader gives one: the bundled grader's (refine/experiment.py
+# DEFAULT_KEEP_RULE), for a judge's or trained grader's probabilities.
+FALLBACK_MIN_BEST_PROB = 0.37
+
+
+def keep_rule(cfg: RefineConfig, lang: str, grader_threshold: float | None = None) -> LanguageQuota:
+    """The language's keep rule: its override where set, else the global one; the threshold, where the config
+    leaves it open, the grader's own."""
     own = cfg.languages.get(lang, LanguageQuota())
     return LanguageQuota(
-        min_best_prob=cfg.min_best_prob if own.min_best_prob is None else own.min_best_prob,
+        min_best_prob=own.min_best_prob if own.min_best_prob is not None else threshold(cfg, grader_threshold),
         min_keep=cfg.min_keep if own.min_keep is None else own.min_keep,
         min_keep_share=cfg.min_keep_share if own.min_keep_share is None else own.min_keep_share)
+
+
+def threshold(cfg: RefineConfig, grader_threshold: float | None = None) -> float:
+    """The global keep threshold: the config's, else the grader's, else the fallback."""
+    if cfg.min_best_prob is not None:
+        return cfg.min_best_prob
+    return FALLBACK_MIN_BEST_PROB if grader_threshold is None else grader_threshold
 
 
 def passes(label: dict, rule: LanguageQuota) -> bool:

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from xinstruct.config import RunConfig, with_adapter
-from xinstruct.io.files import read_jsonl, write_json, write_jsonl
+from xinstruct.io.files import read_json, read_jsonl, write_json, write_jsonl
 from xinstruct.refine.evidence import DONE, pair_key
-from xinstruct.refine.label import compare, keep_rule, select
+from xinstruct.refine.label import compare, keep_rule, select, threshold
 from xinstruct.refine.ratings import GRADES, rating_set
 
 AUCS = ("auc_true_vs_mismatched", "auc_true_vs_flawed")
@@ -131,10 +131,49 @@ def grade_candidates(candidates: list[dict], evidence: dict, grader, t: int, eva
     return labels
 
 
-def keep(cfg: RunConfig, lang: str, candidates: list[dict], labels: list[dict]) -> tuple[list[dict], list[dict]]:
+def keep(cfg: RunConfig, lang: str, candidates: list[dict], labels: list[dict], grader_threshold: float | None = None
+         ) -> tuple[list[dict], list[dict]]:
     graded = [{**c, **{k: lb[k] for k in ("grade", "probs", "iteration", "evaluator", "features") if k in lb}}
               for c, lb in zip(candidates, labels, strict=True) if "grade" in lb]
-    return select(graded, keep_rule(cfg.refine, lang), cfg.refine.per_document)
+    return select(graded, keep_rule(cfg.refine, lang, grader_threshold), cfg.refine.per_document)
+
+
+def keep_threshold_summary(cfg: RunConfig, derived: dict | None) -> dict:
+    """The round's keep threshold and where it came from: the config, the grader (derived from the rating set, or
+    carried by a loaded grader), or the fallback; per-language overrides listed."""
+    rcfg = cfg.refine
+    own = derived["min_best_prob"] if derived else None
+    source = ("refine.min_best_prob" if rcfg.min_best_prob is not None else
+              "fallback" if own is None else "grader" if "loaded_from" in derived else "derived")
+    out = {"min_best_prob": threshold(rcfg, own), "source": source}
+    if derived and source != "refine.min_best_prob":
+        out["derivation"] = derived
+    overrides = {lang: q.min_best_prob for lang, q in rcfg.languages.items()
+                 if lang in cfg.languages and q.min_best_prob is not None}
+    if overrides:
+        out["languages"] = overrides
+    return out
+
+
+def describe_keep(k: dict) -> str:
+    """One line on the keep threshold, for the round's printout and the report."""
+    line = f"keep: P(best) >= {k['min_best_prob']:g}"
+    d = k.get("derivation") or {}
+    if k["source"] == "derived":
+        how = (f"out of fold ({d['folds']} folds)" if d.get("out_of_fold") else
+               "in sample (too few seed pairs to hold some out)")
+        line += (f", derived: the lowest that drops {d['drop_target']:.0%} of the seed rating set's "
+                 f"{d['mismatched']} mismatched pairs {how}; there it drops {d['mismatched_dropped']:.1%} and keeps "
+                 f"{d['true_kept']:.1%} of the true pairs")
+    elif k["source"] == "grader":
+        line += f", saved with the grader {d['loaded_from']} (derived on the rating set it was fitted on)"
+    elif k["source"] == "fallback":
+        line += " (the threshold derived for the bundled grader on FLORES; this grader carries none of its own)"
+    else:
+        line += " (refine.min_best_prob)"
+    if k.get("languages"):
+        line += "; per language: " + ", ".join(f"{lang} {v:g}" for lang, v in k["languages"].items())
+    return line
 
 
 def self_labelled_rows(cfg: RunConfig, labels: dict[str, list[dict]], candidates: dict[str, list[dict]],
@@ -199,6 +238,8 @@ def print_round(summary: dict, log) -> None:
             log(f"  [yellow]{lang}: the grader barely tells true from mismatched held-out pairs (AUC {auc:.2f} on "
                 f"{q[lang]['n'] // 3} seed pairs); its {lang} grades are close to guesses — score with a stronger "
                 "model (README)[/yellow]")
+    if summary.get("keep"):
+        log(f"  {describe_keep(summary['keep'])}")
     if summary.get("decision"):
         log(f"  {summary['decision']}")
 
@@ -233,11 +274,12 @@ class Rounds:
             rg = self.stage.round_evaluator(t, rows, candidates, train_extra)
             grader, evaluator_id, evidence = rg.grader, rg.id, rg.evidence
             summary = {"iteration": t, "evaluator": evaluator_id, "languages": {},
-                       "heldout": heldout_quality(rg.heldout_probs, rg.heldout_rows, cfg.languages)}
+                       "heldout": heldout_quality(rg.heldout_probs, rg.heldout_rows, cfg.languages),
+                       "keep": keep_threshold_summary(cfg, rg.keep_threshold)}
             labels = {}
             for lang in cfg.languages:
                 labels[lang] = grade_candidates(candidates[lang], evidence[lang], grader, t, evaluator_id)
-                kept, dropped = keep(cfg, lang, candidates[lang], labels[lang])
+                kept, dropped = keep(cfg, lang, candidates[lang], labels[lang], summary["keep"]["min_best_prob"])
                 write_round(folder, lang, labels[lang], kept, dropped)
                 summary["languages"][lang] = language_summary(candidates[lang], labels[lang], kept, dropped)
                 if previous_labels:
@@ -268,7 +310,7 @@ class Rounds:
             src = self.layout.round_dir(accepted["iteration"])
             write_jsonl(final / f"{lang}.jsonl", read_jsonl(src / "kept" / f"{lang}.jsonl"))
             write_jsonl(final / f"{lang}.dropped.jsonl", read_jsonl(src / "dropped" / f"{lang}.jsonl"))
-        return {"iterations": [{k: r[k] for k in ("iteration", "evaluator", "accepted", "heldout") if k in r}
+        return {"iterations": [{k: r[k] for k in ("iteration", "evaluator", "accepted", "heldout", "keep") if k in r}
                                | {"decision": r.get("decision")}
                                | {lang: {k: s[k] for k in ("grades", "kept", "errors", "documents_with_kept")}
                                   for lang, s in r["languages"].items()} for r in rounds],
@@ -303,6 +345,13 @@ class Rounds:
             b, a = share(before), share(after)
             checks.append((a > b, f"documents with a kept instruction {b:.1%} → {a:.1%}"))
         return any(ok for ok, _ in checks), "; ".join(figures for _, figures in checks)
+
+
+def last_round(out: Path) -> dict:
+    """The summary of the refinement round whose grades stand (a later round that did not improve is not it)."""
+    rounds = sorted((out / "refine").glob("iter-*/summary.json"), key=lambda p: int(p.parent.name.split("-")[1]))
+    kept = [s for s in (read_json(p, {}) or {} for p in rounds) if s.get("accepted", True)]
+    return kept[-1] if kept else {}
 
 
 def unresolved_of(summary: dict) -> dict[str, int]:

@@ -134,7 +134,14 @@ class RefineStage(Stage):
             return RoundGrader(None, self.judge_id, evidence, *_heldout(rows, rating, _probs_of))
         grader = self.fit_grader(t, rows, rating, extra)
         return RoundGrader(grader, f"likelihood:{grader.fingerprint}", evidence,
-                           *_heldout(rows, rating, lambda ev: None, grader))
+                           *_heldout(rows, rating, lambda ev: None, grader), self.grader_threshold(t, grader))
+
+    def grader_threshold(self, t: int, grader) -> dict | None:
+        """The keep threshold the grader carries: derived in this run (fitted), or saved with a loaded grader."""
+        own = grader.info.get("keep_threshold")
+        if own and t == 1 and self.ecfg.grader != "fit":
+            return {**own, "loaded_from": self.ecfg.grader}
+        return own
 
     def candidate_folder(self, t: int) -> Path:
         """Where round t's candidate evidence is cached: the stage's tasks, or a round that regenerated."""
@@ -176,9 +183,24 @@ class RefineStage(Stage):
                              "seed pairs in at least one language with two or more pairs (seed stage)"
                              + (f"; or set refine.evaluator.grader: bundled ({BUNDLED_MODEL_ID} only)"))
         x = np.array([[ev["features"][f] for f in features] for _, ev in train])
-        return fit_grader(x, [r["grade"] for r, _ in train], features, model_id,
-                          info={"round": t, "rating_rows": sum(r.get("kind") != "self_label" for r, _ in train),
-                                "self_labels": len(extra)})
+        grader = fit_grader(x, [r["grade"] for r, _ in train], features, model_id,
+                            info={"round": t, "rating_rows": sum(r.get("kind") != "self_label" for r, _ in train),
+                                  "self_labels": len(extra)})
+        grader.info["keep_threshold"] = self.derive_threshold(train, x, features, model_id)
+        return grader
+
+    def derive_threshold(self, train: list[tuple[dict, dict]], x: np.ndarray, features: list[str],
+                         model_id: str) -> dict:
+        """The fitted grader's keep threshold, from its rating rows out of fold (self-labels join every fold)."""
+        from xinstruct.refine.grader import derive_keep_threshold
+
+        rating = np.array([r.get("kind") != "self_label" for r, _ in train])
+        rows = [r for r, _ in train]
+        fixed = (x[~rating], [r["grade"] for r, m in zip(rows, rating, strict=True) if not m])
+        mine = [r for r, m in zip(rows, rating, strict=True) if m]
+        return derive_keep_threshold(x[rating], [r["grade"] for r in mine], [r["kind"] for r in mine],
+                                     [f"{r['lang']}:{r['seed_id']}" for r in mine], features, model_id,
+                                     self.cfg.refine.drop_mismatched, fixed)
 
     def scorer_id(self) -> str:
         with self.open_backend() as backend:
@@ -252,14 +274,15 @@ class RefineStage(Stage):
 
 @dataclass
 class RoundGrader:
-    """What one round grades with: a fitted grader (likelihood) or None, its id, every candidate's evidence, and
-    the held-out rating rows it could grade with their P(grade)."""
+    """What one round grades with: a fitted grader (likelihood) or None, its id, every candidate's evidence, the
+    held-out rating rows it could grade with their P(grade), and the grader's own keep threshold."""
 
     grader: object
     id: str
     evidence: dict[str, dict]
     heldout_rows: list[dict]
     heldout_probs: np.ndarray
+    keep_threshold: dict | None = None  # the grader's own keep rule and how it was derived (fitted graders)
 
 
 class _RoundLayout:
