@@ -367,3 +367,23 @@ def test_compare_counts_moves():
 def test_evaluator_config_round_trips():
     cfg = RunConfig(refine={"evaluator": {"kind": "judge", "model": model_config(backend="openai", chat=True)}})
     assert cfg.refine.iterations == 2 and cfg.refine.evaluator.kind == "judge"
+
+
+def test_the_keep_threshold_says_where_it_comes_from():
+    """Config over grader over fallback; a loaded grader's saved threshold is its own, not this run's derivation."""
+    from xinstruct.refine.label import FALLBACK_MIN_BEST_PROB
+    from xinstruct.refine.loop import describe_keep, keep_threshold_summary
+
+    derived = {"min_best_prob": 0.41, "drop_target": 0.95, "out_of_fold": True, "folds": 5, "mismatched": 90,
+               "mismatched_dropped": 0.9556, "true_kept": 0.8}
+    cfg = RunConfig(languages=["sw", "th"])
+    k = keep_threshold_summary(cfg, derived)
+    assert k["source"] == "derived" and k["min_best_prob"] == 0.41
+    assert "derived: the lowest that drops 95% of the seed rating set's 90 mismatched pairs" in describe_keep(k)
+    loaded = keep_threshold_summary(cfg, {**derived, "loaded_from": "my-grader.json"})
+    assert loaded["source"] == "grader" and "saved with the grader my-grader.json" in describe_keep(loaded)
+    fallback = keep_threshold_summary(cfg, None)
+    assert fallback == {"min_best_prob": FALLBACK_MIN_BEST_PROB, "source": "fallback"}
+    assert "bundled grader" in describe_keep(fallback)
+    fixed = keep_threshold_summary(RunConfig(languages=["sw"], refine={"min_best_prob": 0.6}), derived)
+    assert fixed == {"min_best_prob": 0.6, "source": "refine.min_best_prob"}
