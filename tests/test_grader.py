@@ -378,18 +378,18 @@ def test_keep_threshold_is_derived_out_of_fold_and_drops_what_it_says():
         for k in range(n):
             for grade, kind, centre in (("best", "true", signal), ("flawed", "truncated", 0.0),
                                         ("worst", "mismatched", -signal)):
-                rows.append((grade, kind, f"s{k}"))
+                rows.append({"grade": grade, "kind": kind, "lang": "sw", "seed_id": f"s{k}"})
                 x.append([centre + rng.normal(0, 1.0)])
-        return np.array(x), [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+        return np.array(x), rows
 
-    x, grades, kinds, groups = rating(2.0)
-    d = derive_keep_threshold(x, grades, kinds, groups, ["signal"], "m", 0.95)
+    x, rows = rating(2.0)
+    d = derive_keep_threshold(x, rows, ["signal"], "m", 0.95)
     assert d["out_of_fold"] and d["folds"] == 5 and d["mismatched"] == 60
     assert d["mismatched_dropped"] >= 0.95 and d["true_kept"] > 0.8 and 0 < d["min_best_prob"] < 1
-    stricter = derive_keep_threshold(x, grades, kinds, groups, ["signal"], "m", 0.99)
+    stricter = derive_keep_threshold(x, rows, ["signal"], "m", 0.99)
     assert stricter["min_best_prob"] > d["min_best_prob"] and stricter["mismatched_dropped"] >= 0.99
     weak = derive_keep_threshold(*rating(0.1), ["signal"], "m", 0.95)
     assert weak["mismatched_dropped"] >= 0.95 and weak["true_kept"] < 0.3
     # one seed pair a language: nothing to hold out, so in sample, and said so
-    one = derive_keep_threshold(x[:3], grades[:3], kinds[:3], groups[:3], ["signal"], "m", 0.95)
+    one = derive_keep_threshold(x[:3], rows[:3], ["signal"], "m", 0.95)
     assert not one["out_of_fold"] and one["folds"] == 1

@@ -14,7 +14,7 @@ import numpy as np
 from xinstruct.htmlpage import img, page, pyplot, save, table
 from xinstruct.io.files import read_jsonl
 from xinstruct.languages import get_language
-from xinstruct.refine.loop import last_round
+from xinstruct.refine.loop import describe_keep, last_round
 
 FUNNEL = ("documents in", "cleaned", "candidates", "graded best", "graded flawed", "graded worst",
           "kept by refinement", "diversify pool", "selected")
@@ -22,7 +22,6 @@ FUNNEL = ("documents in", "cleaned", "candidates", "graded best", "graded flawed
 
 def _json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
-
 
 
 def funnels(out: Path, langs: list[str]) -> dict[str, dict[str, int]]:
@@ -167,8 +166,6 @@ def audit_section(out: Path, langs: list[str], n: int, seed: int) -> list[str]:
             return ""
         return (f"<b>{html.escape(row['instruction'])}</b><br><span class=muted>{html.escape(snippet(row['output']))}"
                 f"</span><br><i>{html.escape(why(row))}</i>")
-
-    from xinstruct.refine.loop import describe_keep
 
     keep = last_round(out).get("keep")
     parts = [("<h2>Audit: what Stage II kept and dropped</h2><p class=muted>Random pairs of the refinement round "

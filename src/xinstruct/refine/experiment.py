@@ -23,7 +23,13 @@ import numpy as np
 
 from xinstruct.languages import PAPER_LANGUAGES
 from xinstruct.refine.features import FeatureScorer, ScoreCache, references_by_language
-from xinstruct.refine.grader import DEFAULT_FEATURES, GraderModel, derive_keep_threshold, fit_grader
+from xinstruct.refine.grader import (
+    DEFAULT_FEATURES,
+    GraderModel,
+    derive_keep_threshold,
+    fit_grader,
+    out_of_fold_probs,
+)
 from xinstruct.refine.quality import roc_auc
 from xinstruct.refine.ratings import GRADES, rating_set
 
@@ -130,12 +136,9 @@ def cross_validated(x: np.ndarray, columns: list[str], rows: list[dict], langs: 
     of the same grader (the held-out figures stay the headline)."""
     cols = [columns.index(f) for f in features]
     fold = np.array([int(hashlib.sha1(r["seed_id"].encode()).hexdigest(), 16) % folds for r in rows])
-    grades = [r["grade"] for r in rows]
-    probs = np.zeros((len(rows), len(GRADES)))
-    for k in range(folds):
-        fit = fold != k
-        model = fit_grader(x[fit][:, cols], [g for g, f in zip(grades, fit) if f], features, model_id)
-        probs[fold == k] = model.predict_proba(x[fold == k][:, cols])
+    probs = out_of_fold_probs(x[:, cols], [r["grade"] for r in rows], fold, features, model_id)
+    if np.isnan(probs).any():
+        raise ValueError("the rating set must hold all three grades in every fold's fit")
     lang = np.array([r["lang"] for r in rows])
     reports = {code: quality(probs[lang == code], [r for r in rows if r["lang"] == code], interval=True)
                for code in langs}
@@ -217,9 +220,8 @@ def run_experiment(langs: list[str] | None = None, passages: Path = Path("../sha
     cols = [candidates.index(f) for f in features]
     pooled.info = {"fitted_on": "FLORES rating set, train ids", "languages": langs, "rows": len(train),
                    "heldout_mean": report["fits"]["pooled"]["mean"],
-                   "keep_threshold": derive_keep_threshold(
-                       x[train][:, cols], [rows[i]["grade"] for i in train], [rows[i]["kind"] for i in train],
-                       [f"{rows[i]['lang']}:{rows[i]['seed_id']}" for i in train], features, model_id, 0.95)}
+                   "keep_threshold": derive_keep_threshold(x[train][:, cols], [rows[i] for i in train], features,
+                                                           model_id, 0.95)}
     report["grader"] = {"fingerprint": pooled.fingerprint, "coef": pooled.coef, "features": pooled.features}
     if save_grader:
         pooled.save(save_grader)

@@ -94,32 +94,41 @@ def threshold_dropping(p_best: np.ndarray, share: float) -> float:
     return min(1.0, math.ceil((p[passing] + 1e-9) * 1000) / 1000)
 
 
-def derive_keep_threshold(x: np.ndarray, grades: list[str], kinds: list[str], groups: list[str], features: list[str],
-                          model_id: str, drop: float, fixed: tuple[np.ndarray, list[str]] | None = None,
-                          folds: int = 5, seed: int = 0) -> dict:
-    """The keep rule a fitted grader earns on its own rating set: the lowest P(best) that drops `drop` of the
-    mismatched pairs, judged out of fold (grouped by seed pair, so a pair's three rows are never split across a
-    fit and its test) — in-sample probabilities flatter a grader fitted on a few dozen pairs a language. `fixed`
-    rows (a round's self-labels) join every fold's fit. Returns the threshold and, at it, the out-of-fold shares
-    of mismatched dropped and true kept."""
+def out_of_fold_probs(x: np.ndarray, grades: list[str], fold: np.ndarray, features: list[str], model_id: str,
+                      fixed: tuple[np.ndarray, list[str]] | None = None) -> np.ndarray:
+    """P(grade) of each row from a grader fitted on the rows of the other folds (and the `fixed` rows, which join
+    every fit); NaN for a fold whose fit lacks one of the grades."""
     x = np.asarray(x, dtype=float)
+    probs = np.full((len(x), len(GRADES)), np.nan)
+    for j in np.unique(fold):
+        fit_x, fit_g = x[fold != j], [g for g, f in zip(grades, fold, strict=True) if f != j]
+        if fixed is not None:
+            fit_x, fit_g = np.vstack([fit_x, fixed[0]]), fit_g + list(fixed[1])
+        if set(fit_g) == set(GRADES):
+            probs[fold == j] = fit_grader(fit_x, fit_g, features, model_id).predict_proba(x[fold == j])
+    return probs
+
+
+def derive_keep_threshold(x: np.ndarray, rows: list[dict], features: list[str], model_id: str, drop: float,
+                          fixed: tuple[np.ndarray, list[str]] | None = None, folds: int = 5, seed: int = 0) -> dict:
+    """The keep rule a fitted grader earns on its own rating rows (`grade`, `kind`, `lang`, `seed_id`): the lowest
+    P(best) that drops `drop` of the mismatched pairs, judged out of fold (grouped by seed pair, so a pair's three
+    rows are never split across a fit and its test) — in-sample probabilities flatter a grader fitted on a few
+    dozen pairs a language. `fixed` rows (a round's self-labels) join every fit. Returns the threshold and, at it,
+    the out-of-fold shares of mismatched dropped and true kept."""
+    grades = [r["grade"] for r in rows]
+    groups = [f"{r['lang']}:{r['seed_id']}" for r in rows]
     ids = sorted(set(groups))
     k = min(folds, len(ids))
     order = np.random.default_rng(seed).permutation(len(ids))
     fold_of = {ids[i]: j % k for j, i in enumerate(order)}
     fold = np.array([fold_of[g] for g in groups])
-    p = np.full(len(x), np.nan)
-    for j in range(k if k > 1 else 0):
-        fit_x, fit_g = x[fold != j], [g for g, f in zip(grades, fold) if f != j]
-        if fixed is not None and len(fixed[1]):
-            fit_x, fit_g = np.vstack([fit_x, fixed[0]]), fit_g + list(fixed[1])
-        if set(fit_g) == set(GRADES):
-            p[fold == j] = fit_grader(fit_x, fit_g, features, model_id).predict_proba(x[fold == j])[:, 0]
+    p = out_of_fold_probs(x, grades, fold, features, model_id, fixed)[:, 0] if k > 1 else np.full(len(rows), np.nan)
     out_of_fold = not np.isnan(p).any()
-    if not out_of_fold:  # too few seed pairs to hold some out: in-sample, and said so
-        fit_x, fit_g = (x, list(grades)) if fixed is None else (np.vstack([x, fixed[0]]), list(grades) + list(fixed[1]))
+    if not out_of_fold:  # too few seed pairs to hold some out: in sample, and said so
+        fit_x, fit_g = (x, grades) if fixed is None else (np.vstack([x, fixed[0]]), grades + list(fixed[1]))
         p = fit_grader(fit_x, fit_g, features, model_id).predict_proba(x)[:, 0]
-    kinds = np.asarray(kinds)
+    kinds = np.array([r["kind"] for r in rows])
     mismatched, true = p[kinds == "mismatched"], p[kinds == "true"]
     t = threshold_dropping(mismatched, drop)
     return {"min_best_prob": t, "drop_target": drop, "out_of_fold": out_of_fold, "folds": k if out_of_fold else 1,

@@ -2,8 +2,8 @@
 
 A pair is kept when its P(best) reaches the language's `min_best_prob` (a judge that gives no probabilities:
 when it says `best`): set in the config, or else the grader's own (a fitted grader derives it from the run's
-rating set: refine/grader.derive_keep_threshold). Of a document's kept pairs only the best-graded `per_document` stay: for supervised
-tuning, one text with two instructions is one answer to two questions. A language's quota (`min_keep`,
+rating set: refine/grader.derive_keep_threshold). Of a document's kept pairs only the best-graded `per_document`
+stay: for supervised tuning, one text with two instructions is one answer to two questions. A language's quota (`min_keep`,
 `min_keep_share`) then tops up with the highest P(best) pairs of documents that have none, so no language is
 emptied. Every pair ends with `kept_by` (best / quota) or `drop_reason`, so the audit view can say why.
 """

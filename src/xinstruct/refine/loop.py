@@ -279,7 +279,8 @@ class Rounds:
             labels = {}
             for lang in cfg.languages:
                 labels[lang] = grade_candidates(candidates[lang], evidence[lang], grader, t, evaluator_id)
-                kept, dropped = keep(cfg, lang, candidates[lang], labels[lang], summary["keep"]["min_best_prob"])
+                kept, dropped = keep(cfg, lang, candidates[lang], labels[lang],
+                                     (rg.keep_threshold or {}).get("min_best_prob"))
                 write_round(folder, lang, labels[lang], kept, dropped)
                 summary["languages"][lang] = language_summary(candidates[lang], labels[lang], kept, dropped)
                 if previous_labels:

@@ -165,7 +165,7 @@ class RefineStage(Stage):
         them plus round t-1's confident labels."""
         from xinstruct.models.bundled import BUNDLED_MODEL_ID
         from xinstruct.refine.evidence import DONE
-        from xinstruct.refine.grader import GraderModel, fit_grader
+        from xinstruct.refine.grader import GraderModel, derive_keep_threshold, fit_grader
 
         features = self.features()
         model_id = self.scorer_id()
@@ -186,21 +186,12 @@ class RefineStage(Stage):
         grader = fit_grader(x, [r["grade"] for r, _ in train], features, model_id,
                             info={"round": t, "rating_rows": sum(r.get("kind") != "self_label" for r, _ in train),
                                   "self_labels": len(extra)})
-        grader.info["keep_threshold"] = self.derive_threshold(train, x, features, model_id)
+        # its keep threshold, from the rating rows out of fold; the self-labels (the last len(extra)) join every fit
+        n = len(train) - len(extra)
+        grader.info["keep_threshold"] = derive_keep_threshold(
+            x[:n], [r for r, _ in train[:n]], features, model_id, self.cfg.refine.drop_mismatched,
+            (x[n:], [r["grade"] for r, _ in extra]) if extra else None)
         return grader
-
-    def derive_threshold(self, train: list[tuple[dict, dict]], x: np.ndarray, features: list[str],
-                         model_id: str) -> dict:
-        """The fitted grader's keep threshold, from its rating rows out of fold (self-labels join every fold)."""
-        from xinstruct.refine.grader import derive_keep_threshold
-
-        rating = np.array([r.get("kind") != "self_label" for r, _ in train])
-        rows = [r for r, _ in train]
-        fixed = (x[~rating], [r["grade"] for r, m in zip(rows, rating, strict=True) if not m])
-        mine = [r for r, m in zip(rows, rating, strict=True) if m]
-        return derive_keep_threshold(x[rating], [r["grade"] for r in mine], [r["kind"] for r in mine],
-                                     [f"{r['lang']}:{r['seed_id']}" for r in mine], features, model_id,
-                                     self.cfg.refine.drop_mismatched, fixed)
 
     def scorer_id(self) -> str:
         with self.open_backend() as backend:
