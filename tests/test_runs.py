@@ -136,3 +136,62 @@ def test_stamps_and_manifest_record_what_each_stage_was_made_from(tmp_path):
 
 def test_fake_backend_is_not_a_default():
     assert RunConfig().generator.backend == "llamacpp" and FakeBackend.name == "fake"
+
+
+def test_status_says_what_run_would_redo_and_why(tmp_path):
+    """Issue 22: after `xinstruct corpus` with a new min_chars, status names every stage the next run redoes and
+    why, without running anything; the next run then redoes exactly those."""
+    from typer.testing import CliRunner
+
+    from xinstruct.cli import app
+    from xinstruct.pipeline.run import plan
+
+    run(config(tmp_path))
+    assert {r["stage"]: r["state"] for r in plan(RunContext(config(tmp_path)))} == {
+        "corpus": "done", "seed": "done", "train": "not needed", "generate": "done", "refine": "done",
+        "diversify": "not run", "export": "not run"}
+    run(config(tmp_path, corpus={"min_chars": 520}), targets=("corpus",))
+    rows = {r["stage"]: r for r in plan(RunContext(config(tmp_path, corpus={"min_chars": 520})))}
+    assert rows["corpus"]["state"] == "done" and rows["seed"]["state"] == "done"
+    assert rows["generate"]["state"] == "stale" and "the output of corpus changed" in rows["generate"]["why"]
+    assert rows["refine"]["state"] == "stale" and "generate will be redone first" in rows["refine"]["why"]
+    stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "stages").glob("*.json")}
+    shown = CliRunner().invoke(app, ["status", str(tmp_path)], terminal_width=200)
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.count("stale") == 2 and "corpus" in shown.output.split("generate")[1]
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "stages").glob("*.json")} == stamps  # ran nothing
+    _, lines = run(config(tmp_path, corpus={"min_chars": 520}))
+    assert "up to date" in said(lines, "corpus") and "redone" in said(lines, "generate")
+
+
+def test_a_second_writer_is_refused_at_once_and_a_dead_holder_frees_the_folder(tmp_path):
+    """Issue 22: one writer per run folder. A second command that writes stops at once with exit code 3 and the
+    holder's PID and command; read-only commands still work; a holder killed with SIGKILL leaves no lock."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from typer.testing import CliRunner
+
+    from xinstruct.cli import app
+
+    run(config(tmp_path))
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from xinstruct.core.lock import run_folder_lock\n"
+        f"with run_folder_lock({str(tmp_path)!r}, 'xinstruct run held-by-test'):\n"
+        "    print('held', flush=True); time.sleep(120)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.perf_counter()
+        second = CliRunner().invoke(app, ["refine", str(tmp_path)], terminal_width=300)
+        assert second.exit_code == 3, second.output
+        assert f"PID {holder.pid}" in second.output and "xinstruct run held-by-test" in second.output
+        assert time.perf_counter() - started < 10  # refused before loading any model
+        assert CliRunner().invoke(app, ["status", str(tmp_path)]).exit_code == 0
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    again = CliRunner().invoke(app, ["refine", str(tmp_path)], terminal_width=300)
+    assert again.exit_code == 0, again.output

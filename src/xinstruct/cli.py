@@ -60,7 +60,8 @@ def quiet_libraries() -> None:
 @contextlib.contextmanager
 def user_errors():
     """A user's mistake (bad config, missing file, a model that cannot do what is asked) is one red line and
-    exit 2; a server that cannot serve, or records left to retry, exit 1. --verbose shows the traceback."""
+    exit 2; a server that cannot serve, or records left to retry, exit 1 (a run folder another command writes
+    to: exit 3, see `writing`). --verbose shows the traceback."""
     from xinstruct.io.read import InputError
     from xinstruct.models.base import FatalBackendError, MissingCapability
     from xinstruct.pipeline.run import RunProblem, StageIncomplete
@@ -73,6 +74,23 @@ def user_errors():
         _fail(e, 1, "the model server cannot serve this run; fix it and run the same command again")
     except StageIncomplete as e:
         _fail(e, 1, "run the same command again to retry them (finished work is kept)")
+
+
+@contextlib.contextmanager
+def writing(folder: Path, output: Path | None = None):
+    """Hold the run folder's lock while a command writes (core/lock.py): a second writer stops at once with
+    exit code 3 and who holds it. An `output` outside the run folder is locked instead."""
+    from xinstruct.core.lock import RunFolderBusy, run_folder_lock
+
+    folder = Path(folder)
+    if output is not None and not Path(output).resolve().is_relative_to(folder.resolve()):
+        folder = Path(output)
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(run_folder_lock(folder))
+        except RunFolderBusy as e:
+            _fail(e, 3)
+        yield
 
 
 def _fail(error: BaseException, code: int, hint: str = "") -> None:
@@ -115,7 +133,7 @@ def _run(config: Path, stages: tuple[str, ...], force: bool = False, limit: int 
     from xinstruct.pipeline.run import run_stages
 
     cfg = _load(config)
-    with user_errors():
+    with writing(cfg.out), user_errors():
         return run_stages(_context(cfg, limit), stages, force=stages if force else ())
 
 
@@ -230,7 +248,7 @@ def demo(
         console.print("[yellow]no evaluation questions found: the demo data is not decontaminated[/yellow]")
     started = time.perf_counter()
     ctx = _context(cfg)
-    with user_errors():
+    with writing(cfg.out), user_errors():
         results = run_stages(ctx, STAGES)
     table = Table(title="demo: documents → candidates → refined pairs → selected")
     for col in ("language", "read", "kept", "dropped", "seed pairs", "candidates", "rejected candidates",
@@ -290,14 +308,21 @@ def audit(
 
 @app.command()
 def status(run_dir: Annotated[Path, typer.Argument(help="a run folder")]):
-    """Where a run stands: each stage's state, and each model task's progress (on Ray or Slurm, the way to follow
-    a run from the login node)."""
+    """Where a run stands, without running anything: each stage done, stale (and why: what `run` would redo and
+    the reason it gives), to retry or not run; and each model task's progress (on Ray or Slurm, the way to follow
+    a run from the login node). Works while another command writes to the folder."""
+    from xinstruct.core.stage import RunContext
     from xinstruct.pipeline.manifest import status_tables
+    from xinstruct.pipeline.run import plan
 
     if not (run_dir / "stages").is_dir():
         console.print(f"[red]{run_dir} has no stages/ folder[/red]: not a run folder, or no stage has run yet")
         raise typer.Exit(2)
-    for table in status_tables(run_dir):
+    stage_plan = None
+    if (run_dir / "config.json").exists():
+        with user_errors():
+            stage_plan = plan(RunContext(_load(run_dir), quiet=True))
+    for table in status_tables(run_dir, stage_plan):
         console.print(table)
 
 
@@ -336,7 +361,8 @@ def tune(
         raise typer.Exit(2) from None
     source = data or tcfg.data or str(cfg.out)
     try:
-        results = run_tune(tcfg, source, output_dir or cfg.out / "tune", log=console.print)
+        with writing(cfg.out, output_dir):
+            results = run_tune(tcfg, source, output_dir or cfg.out / "tune", log=console.print)
     except (FileNotFoundError, ValueError) as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from None
@@ -480,8 +506,9 @@ def evaluate(
     cfg, langs = _evaluate_overrides(_load(config), questions, limit, languages)
     progress = ConsoleProgress(console)
     try:
-        summary = run_evaluate(cfg.evaluate, langs, output_dir or cfg.out / "evaluate", progress, console.print,
-                               cfg.executor)
+        with writing(cfg.out, output_dir):
+            summary = run_evaluate(cfg.evaluate, langs, output_dir or cfg.out / "evaluate", progress, console.print,
+                                   cfg.executor)
     except (FileNotFoundError, ValueError) as e:
         progress.close()
         console.print(f"[red]{e}[/red]")
@@ -512,12 +539,13 @@ def compare(
     cfg, langs = _evaluate_overrides(cfg, questions, limit, languages)
     started = time.perf_counter()
     try:
-        tune_baselines(cfg, langs, console.print)
-        progress = ConsoleProgress(console)
-        try:
-            summary = evaluate_baselines(cfg, langs, progress, console.print)
-        finally:
-            progress.close()
+        with writing(cfg.out):
+            tune_baselines(cfg, langs, console.print)
+            progress = ConsoleProgress(console)
+            try:
+                summary = evaluate_baselines(cfg, langs, progress, console.print)
+            finally:
+                progress.close()
     except (FileNotFoundError, ValueError) as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from None

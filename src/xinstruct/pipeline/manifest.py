@@ -113,9 +113,10 @@ def _short(value) -> str:
     return text[:16] if len(text) == 64 and all(c in "0123456789abcdef" for c in text) else text
 
 
-def status_tables(root: Path) -> list:
-    """`xinstruct status RUN`: each stage's state (from its stamp) and, for the model stages, each task's progress
-    (from the files the tasks write as they go: the way to follow a run on Ray or Slurm)."""
+def status_tables(root: Path, stage_plan: list[dict] | None = None) -> list:
+    """`xinstruct status RUN`: each stage's state and why (`stage_plan`: pipeline.run.plan, what `run` would
+    do now; without it, what the stamps say) and, for the model stages, each task's progress (from the files the
+    tasks write as they go: the way to follow a run on Ray or Slurm)."""
     from rich.table import Table
 
     from xinstruct.core.layout import RunLayout
@@ -123,14 +124,25 @@ def status_tables(root: Path) -> list:
 
     layout = RunLayout(root)
     stages = Table(title=f"stages of {root}", title_justify="left")
-    for col in ("stage", "state", "seconds", "left to retry", "started"):
-        stages.add_column(col)
-    for stamp_path in sorted(layout.root.glob("stages/*.json"), key=lambda p: p.stat().st_mtime):
-        stamp = read_json(stamp_path, {})
+    for col in ("stage", "state", "seconds", "to retry", "last run"):
+        stages.add_column(col, no_wrap=True)
+    stages.add_column("why", ratio=1)
+    colours = {"done": "green", "stale": "yellow", "to retry": "yellow", "unfinished": "yellow", "not run": "dim"}
+    if stage_plan is None:
+        stage_plan = []
+        for stamp_path in sorted(layout.root.glob("stages/*.json"), key=lambda p: p.stat().st_mtime):
+            stamp = read_json(stamp_path, {})
+            left = sum((stamp.get("unresolved") or {}).values())
+            stage_plan.append({"stage": stamp_path.stem, "why": "", "state": (
+                "not needed" if stamp.get("not_needed") else "done" if stamp.get("complete") else
+                "to retry" if left else "unfinished")})
+    for row in stage_plan:
+        stamp = read_json(layout.stamp(row["stage"]), {}) or {}
         left = sum((stamp.get("unresolved") or {}).values())
-        state = ("not needed" if stamp.get("not_needed") else "done" if stamp.get("complete") else
-                 "records to retry" if left else "unfinished")
-        stages.add_row(stamp_path.stem, state, str(stamp.get("seconds", "")), str(left or ""), stamp.get("started", ""))
+        colour = colours.get(row["state"], "")
+        state = f"[{colour}]{row['state']}[/{colour}]" if colour else row["state"]
+        stages.add_row(row["stage"], state, str(stamp.get("seconds", "")), str(left or ""),
+                       stamp.get("started", "")[:16].replace("T", " "), row["why"])
     tables = [stages]
     for folder in (layout.candidates, layout.refine, layout.diversify, layout.root / "evaluate"):
         progress = read_progress(folder)

@@ -152,6 +152,38 @@ def why_redo(stage: Stage, stamp: dict | None, parts: dict) -> str | None:
     return None
 
 
+def plan(ctx: RunContext, targets: tuple[str, ...] = STAGES) -> list[dict]:
+    """What `run` would do now, stage by stage, without running anything: {stage, state, why} with state
+    done | stale | not run | to retry | unfinished | not needed. A stage whose own parts are unchanged but that
+    reads from a stage to be redone is stale too: it is looked at again once that one has run."""
+    rows, redo = [], set()
+    for name in required(targets):
+        stage = BY_NAME[name](ctx)
+        skip = stage.not_needed()
+        if skip:
+            rows.append({"stage": name, "state": "not needed", "why": skip})
+            continue
+        stamp = read_json(ctx.layout.stamp(name))
+        why = why_redo(stage, stamp, fingerprint_parts(stage))
+        upstream = [need for need in stage.needs if need in redo]
+        if why is None and upstream:
+            why = f"{' and '.join(upstream)} will be redone first (then it runs if their output changed)"
+        if why is None:
+            state = "done"
+        elif not stamp:
+            state = "not run"
+        elif why.endswith("to retry"):
+            state = "to retry"
+        elif why == "it did not finish":
+            state = "unfinished"
+        else:
+            state = "stale"
+        if why is not None:
+            redo.add(name)
+        rows.append({"stage": name, "state": state, "why": why or ""})
+    return rows
+
+
 def run_stages(ctx: RunContext, targets: tuple[str, ...] = STAGES, force: tuple[str, ...] = (),
                log=None) -> dict:
     """Bring `targets` up to date, running each stage they need whose fingerprint changed (or in `force`).
