@@ -1,6 +1,7 @@
 """A deterministic stand-in model, for orchestration tests only (resume, error handling). Never a default."""
 
 import os
+import re
 import time
 import zlib
 
@@ -92,6 +93,7 @@ class FakeScorer(FakeBackend):
                 out.append(Score(error="HTTP 503: overloaded"))
                 continue
             seen = set(context.lower().split())
-            words = continuation.lower().split()
-            out.append(Score(-sum(1.0 if w in seen else 3.0 for w in words), max(1, len(words))))
+            words = [(m.start(), m.group().strip().lower()) for m in re.finditer(r"\s*\S+", continuation)]
+            values = [-1.0 if w in seen else -3.0 for _, w in words]
+            out.append(Score(sum(values), max(1, len(words)), values, [o for o, _ in words]))
         return out

@@ -23,22 +23,33 @@ PROMPTS = [generation_prompt(t) for t in (
 )]
 
 
-def _avg_logprob(llama, prompt, text):
-    n = max(1, len(llama.tokenize(text, add_bos=False)))
-    return llama.loglikelihood([(prompt, text)])[0] / n
+def test_llamacpp_generation_does_not_depend_on_the_other_prompts(llama):
+    """batch_invariant (the default): a prompt's texts are the same, bit for bit, generated alone, among other
+    prompts, in another order, greedy or sampled with n > 1 (what a resume or another batch size does)."""
+    sampled = SamplingParams(temperature=0.7, top_p=0.9, max_tokens=16, n=2, seed=5, stop=INSTRUCTION_STOPS)
+    for params in (GREEDY, sampled):
+        together = [[c.text for c in r.completions] for r in llama.generate(PROMPTS, params)]
+        reversed_ = [[c.text for c in r.completions] for r in llama.generate(PROMPTS[::-1], params)][::-1]
+        alone = [[c.text for c in llama.generate([p], params)[0].completions] for p in PROMPTS]
+        assert together == reversed_ == alone
+    assert len({t for texts in together for t in texts}) > len(PROMPTS)  # two samples of a prompt differ
 
 
-def test_llamacpp_batching_keeps_sequences_apart(llama):
-    """A sequence decoded in a batch of others must stay about its own prompt. Greedy texts can differ
-    between batch shapes (kernels sum in another order and a near-tie flips), so compare likelihoods:
-    the batched text must be about as likely under its own prompt as the single-sequence text, and far
-    likelier under its own prompt than under a neighbour's."""
-    together = [r.completions[0].text for r in llama.generate(PROMPTS, GREEDY)]
-    for i in range(3):
-        alone = llama.generate([PROMPTS[i]], GREEDY)[0].completions[0].text
-        own = _avg_logprob(llama, PROMPTS[i], together[i])
-        assert own > _avg_logprob(llama, PROMPTS[i], alone) - 0.5
-        assert own > _avg_logprob(llama, PROMPTS[(i + 1) % 3], together[i]) + 0.5
+def test_llamacpp_batching_keeps_sequences_apart():
+    """batch_invariant false: sequences decoded together (more than n_parallel of them, so slots are reused) each
+    read only their own prompt: every one repeats its own word, never a neighbour's. (Their texts may differ from
+    those decoded alone: kernels round with the batch's shape, and a near-tie can flip.)"""
+    from xinstruct.models.llamacpp import LlamaCppBackend
+
+    words = ["kettle", "giraffe", "lantern", "pepper", "violin", "harbor"]
+    prompts = [f"Q: Say the word 'mango' three times.\nA: mango mango mango\nQ: Say the word '{w}' three times.\nA:"
+               for w in words]
+    params = SamplingParams(temperature=0.0, max_tokens=8, stop=("\n",), n=2)
+    with LlamaCppBackend(model_config(n_ctx=4096, n_parallel=4, batch_invariant=False)) as llama:
+        results = llama.generate(prompts, params)
+    for word, result in zip(words, results):
+        for completion in result.completions:
+            assert completion.text.split()[:2] == [word, word], (word, completion.text)
 
 
 def test_llamacpp_sampling_n_and_seed(llama):

@@ -1,5 +1,7 @@
 """Stage II grader: likelihood features, the fitted grader, the fast llama.cpp scoring path, the noise check."""
 
+import random
+import re
 import zlib
 
 import numpy as np
@@ -43,10 +45,14 @@ class TableScorer(Backend):
         self.seen += requests
         out = []
         for ctx, cont in requests:
-            n = len(cont.split())
-            base = -2.0 * n - (zlib.crc32(cont.encode()) % 7) / 10
-            bonus = 1.5 * n if cont.split()[0].lower() in ctx.lower() else 0.0
-            out.append(Score(base + bonus, n) if "FAIL" not in cont else Score(error="boom"))
+            if "FAIL" in cont:
+                out.append(Score(error="boom"))
+                continue
+            # a token a word (with its leading space): -2 nats, 1.5 back if the context names the word
+            words = [(m.start(), m.group()) for m in re.finditer(r"\s*\S+", cont)]
+            values = [-2.0 + (1.5 if w.strip().lower() in ctx.lower() else 0.0) for _, w in words]
+            values[0] -= (zlib.crc32(cont.encode()) % 7) / 10
+            out.append(Score(sum(values), len(values), values, [o for o, _ in words]))
         return out
 
 
@@ -81,10 +87,20 @@ def test_features_by_hand_and_requests_deduplicated():
     assert rows[0].values["pmi"] == pytest.approx(t.logprob - e.logprob)
     assert rows[0].values["pmi_per_token"] == pytest.approx(rows[0].values["pmi"] / 7)
     assert rows[0].values["echo"] > 0.2 and rows[1].values["echo"] == 0.0  # "Dar es Salaam" is copied
+    # clauses from the per-token values of the two requests: "Explain coffee farming," / "and when to harvest
+    # beans." against TEXT, which names none of the words: every token gains 0, so both clauses have PMI 0;
+    # the first item's one clause is its whole PMI per token
+    assert rows[1].values["pmi_segment_min"] == pytest.approx(0.0)
+    assert rows[0].values["pmi_segment_min"] == pytest.approx(rows[0].values["pmi_per_token"])
     # the same empty-text baseline request serves both items that share the instruction: sent once
     sent = backend.seen[:-2]
     assert len(sent) == len(set(sent))
     assert sent.count((scoring_prompt(""), " Describe the floods in Dar es Salaam.")) == 1
+    mixed = FeatureScorer(backend, ["pmi_segment_min", "pmi_segment_spread"]).compute(
+        [{"instruction": "Tell me about Dar es Salaam, and then about coffee farming.", "output": TEXT}])[0]
+    assert mixed.values["pmi_segment_min"] == pytest.approx(0.0)  # "and then about coffee farming." gains nothing
+    # "Dar" and "me" (in "imenyesha") are in the text, "es" also in the scoring prompt itself: 2 of 6 tokens gain
+    assert mixed.values["pmi_segment_spread"] == pytest.approx(1.5 * 2 / 6)
 
 
 def test_reference_texts_are_chosen_by_content_not_order():
@@ -124,7 +140,7 @@ def test_pmi_vs_references_by_hand():
     gaps = [FeatureScorer(backend, ["half_gap"]).compute([{**item, "instruction": "Kilimanjaro coffee, please.",
                                                            "output": f"{x} {y}"}])[0].values["half_gap"]
             for x, y in ((on, off), (off, on))]
-    assert gaps == pytest.approx([1.5, 1.5])  # the bonus of 1.5 nats a word, per word
+    assert gaps == pytest.approx([0.5, 0.5])  # "Kilimanjaro" gains 1.5 nats in one half: 1.5 over 3 tokens
     assert FeatureScorer(backend, ["half_gap"]).compute([{**item, "output": f"{off} {off}"}])[0].values[
         "half_gap"] == pytest.approx(0)
     # a language without reference texts falls back to the empty-text baseline: plain PMI, never a silent 0
@@ -246,32 +262,36 @@ INSTRUCTIONS = ["Describe last night's heavy rain and the floods it caused.",
 
 
 @pytest.mark.slow
-def test_fast_scoring_equals_one_at_a_time(llama):
-    """The prefix-tree path scores what the one-at-a-time path scores. llama.cpp's CPU kernels round differently
-    with a batch's shape: the one-at-a-time path against itself fed in 16-token chunks moved a single token's
-    log-probability by up to 0.32 nats and sums by up to 2.9 nats (mean 0.35; benchmarks/bench_scoring.py, sw),
-    so the bound is 0.5 + 0.1 nats a token; a wrong position or a sequence reading another's cache is off by
-    nats per token. With batches shaped alike the two agree to float32 rounding."""
+def test_llamacpp_scores_do_not_depend_on_what_else_is_scored(llama):
+    """A request's score is the same, bit for bit, alone, among others, in another order, in another subset (a
+    resume, another batch size or shard split): score() decodes each request's own path only. It also agrees with
+    the plain one-request-from-position-0 path to within llama.cpp's rounding for another batch shape (that path
+    fed in 16-token chunks moved sums by up to 2.9 nats, benchmarks/bench_scoring.py)."""
     requests = [(generation_prompt(t), " " + q) for t in SW_TEXTS for q in INSTRUCTIONS]
     requests += [(generation_prompt(""), " " + q) for q in INSTRUCTIONS]
     requests += [(generation_prompt(SW_TEXTS[0]), " Describe last night's"),  # a prefix of another request
                  (generation_prompt(SW_TEXTS[0]) + " Describe last night's", " heavy rain and the floods it caused."),
                  requests[0],  # the same request twice
                  (generation_prompt(SW_TEXTS[1]), ""),  # nothing to score
+                 (generation_prompt(SW_TEXTS[1] * 3), " A context of several blocks."),
                  ("word " * 5000, " too long")]
-    fast, slow = llama.score(requests), llama.score_sequential(requests)
-    for f, s in zip(fast[:-1], slow[:-1]):
-        assert f.error is None and f.n_tokens == s.n_tokens
-        assert abs(f.logprob - s.logprob) <= 0.5 + 0.1 * f.n_tokens, (f, s)
-    assert fast[-1].error and "n_ctx" in fast[-1].error and fast[-2].logprob == 0.0
-    assert fast[0].logprob == fast[-3].logprob
-    distinct = requests[:12]
-    saved, llama.n_parallel = llama.n_parallel, 1
-    try:
-        one = llama.score(distinct)
-    finally:
-        llama.n_parallel = saved
-    assert [s.logprob for s in one] == pytest.approx([s.logprob for s in slow[:12]], abs=1e-4)  # float32 sums
+    together = llama.score(requests)
+    assert together[-1].error and "n_ctx" in together[-1].error and together[-3].logprob == 0.0
+    assert together[0] == together[-4]
+    alone = [llama.score([r])[0] for r in requests[:-1]]
+    assert alone == together[:-1]  # every field: sums, per-token values, offsets
+    shuffled = list(range(len(requests) - 1))
+    random.Random(3).shuffle(shuffled)
+    again = llama.score([requests[i] for i in shuffled[:9]])
+    assert again == [together[i] for i in shuffled[:9]]
+    reference = llama.score_sequential(requests[:-1])
+    for s, r in zip(together, reference):
+        assert s.error is None and s.n_tokens == r.n_tokens == len(s.token_logprobs)
+        assert abs(s.logprob - r.logprob) <= 0.5 + 0.1 * s.n_tokens, (s, r)
+        assert s.logprob == pytest.approx(sum(s.token_logprobs))
+    # offsets: where each token starts in the continuation
+    q = requests[0][1]
+    assert together[0].token_offsets[0] == 0 and all(0 < o < len(q) for o in together[0].token_offsets[1:])
 
 
 @pytest.mark.slow

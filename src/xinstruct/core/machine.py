@@ -21,6 +21,11 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def cpu_has_amx() -> bool:
+    """Intel AMX tiles: llama.cpp's AMX kernels crashed the demo on such a CPU (models/llamacpp.py avoids them)."""
+    return " amx_int8" in cpu_flags() or " amx_tile" in cpu_flags()
+
+
 def machine() -> dict:
     model = platform.processor()
     try:
@@ -30,7 +35,8 @@ def machine() -> dict:
         pass
     flags = cpu_flags()
     out = {"cpu": model, "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-           "avx2": " avx2" in flags, "avx512_bf16": cpu_has_bf16(), "python": platform.python_version(),
+           "avx2": " avx2" in flags, "avx512_bf16": cpu_has_bf16(), "amx": cpu_has_amx(),
+           "python": platform.python_version(),
            "platform": platform.platform()}
     try:
         import torch

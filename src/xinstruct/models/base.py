@@ -40,10 +40,13 @@ class GenerationResult:
 @dataclass
 class Score:
     """log p(continuation | context) summed over the continuation's tokens, and how many tokens that was;
-    or the error that prevented scoring."""
+    or the error that prevented scoring. Where the backend knows them, each token's log-probability and the
+    character where it starts in the continuation (so a part of the continuation can be scored from them)."""
 
     logprob: float | None = None
     n_tokens: int = 0
+    token_logprobs: list[float] | None = None
+    token_offsets: list[int] | None = None
     error: str | None = None
 
 

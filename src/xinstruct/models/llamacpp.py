@@ -22,29 +22,40 @@ from pathlib import Path
 import numpy as np
 
 from xinstruct.config import LlamaCppConfig
+from xinstruct.core.machine import cpu_has_amx
 from xinstruct.models.base import (
     Backend,
     Completion,
     FatalBackendError,
     GenerationResult,
-    OptionScores,
     SamplingParams,
     Score,
     truncate_at_stop,
 )
 from xinstruct.models.bundled import BUNDLED_MODEL_ID, bundled_gguf
 
+# score(): contexts are decoded in blocks of this many tokens, each block a cache entry that requests starting with
+# the same tokens share. Changing it changes the scores' rounding (part of the code, so of every fingerprint).
+SCORE_BLOCK = 64
+
+
+@dataclass
+class _Prompt:
+    length: int  # its cache cells, shared by its samples
+    samples: int  # samples still generating
+
 
 @dataclass
 class _Slot:
     job: tuple[int, int]  # (prompt index, sample index)
-    pending: list[int]  # prompt tokens not yet decoded
-    reserved: int  # KV cells reserved: prompt + max_tokens
+    prompt: _Prompt
+    reserved: int  # KV cells reserved for what it generates (max_tokens)
     sampler: object
     pos: int = 0
     out: list[int] = field(default_factory=list)
     text: bytes = b""
     logit_index: int = -1
+    finish: str | None = None
 
 
 class LlamaCppBackend(Backend):
@@ -64,6 +75,7 @@ class LlamaCppBackend(Backend):
         L.llama_backend_init()
         L.llama_log_set(_QUIET_LOG, ctypes.c_void_p())
         mparams = L.llama_model_default_params()
+        mparams.use_extra_bufts = cfg.cpu_repack if cfg.cpu_repack is not None else not cpu_has_amx()
         self.model = L.llama_model_load_from_file(self.model_path.encode(), mparams)
         if not self.model:
             raise RuntimeError(f"llama.cpp could not load {self.model_path}")
@@ -89,7 +101,6 @@ class LlamaCppBackend(Backend):
             adapters = (L.llama_adapter_lora_p_ctypes * 1)(self.adapter)
             L.llama_set_adapters_lora(self.ctx, adapters, 1, (ctypes.c_float * 1)(1.0))
         self.batch = L.llama_batch_init(512, 0, 1)
-        self.tree_batch = None  # score(): up to n_parallel sequences per token, made on first use
         self.tokens_generated = 0
 
     @property
@@ -144,89 +155,165 @@ class LlamaCppBackend(Backend):
         return i
 
     def generate(self, prompts: list[str], params: SamplingParams) -> list[GenerationResult]:
-        L = self.L
+        """n completions per prompt. Each sample's sampler is seeded from the prompt and the sample's index, never
+        from its place in the call, and (batch_invariant, the default) every llama_decode call holds one sequence
+        on a cache that holds only that sequence: a prompt's texts are then a function of the prompt, however the
+        work was split into calls, batches, tasks or resumes. llama.cpp's CPU kernels round with a batch's shape
+        and the cache's layout, so sequences decoded together are not (measured: 7 of 24 greedy texts changed
+        between 1 and 4 sequences a batch); `batch_invariant: false` decodes n_parallel together anyway, which
+        pays off for long outputs (about 2.5x the tokens a second)."""
         results = [GenerationResult(completions=[None] * params.n) for _ in prompts]
         tokens = [self.tokenize(p) for p in prompts]
         base_seed = params.seed if params.seed is not None else random.randrange(2**31)
-        queue = deque()
+        todo = []
         for i, toks in enumerate(tokens):
             if len(toks) + params.max_tokens > self.n_ctx:
                 results[i] = GenerationResult(error=f"prompt of {len(toks)} tokens + max_tokens exceeds n_ctx "
                                                     f"{self.n_ctx}")
-                continue
-            queue.extend((i, k) for k in range(params.n))
+            else:
+                todo.append(i)
+        seeds = {i: [(base_seed * 1_000_003 + zlib.crc32(prompts[i].encode()) * 7919 + k) & 0x7FFFFFFF
+                     for k in range(params.n)] for i in todo}
+        if self.cfg.batch_invariant:
+            for i in todo:
+                self._generate_alone(i, tokens[i], seeds[i], params, results)
+        else:
+            self._generate_together(todo, tokens, seeds, params, results)
+        return results
+
+    def _generate_alone(self, i: int, tokens: list[int], seeds: list[int], params: SamplingParams,
+                        results: list) -> None:
+        """One prompt's samples on an empty cache, decoded together and nothing else: the prompt but its last token
+        is decoded once on sequence 0 and shared by the samples' sequences; then every step decodes one token for
+        each sample, including samples that have finished (their tokens are dropped), so each call's batch is the
+        same function of the prompt and seeds (at most n_parallel samples a group)."""
+        L = self.L
+        for first in range(0, len(seeds), self.n_parallel):
+            group = seeds[first:first + self.n_parallel]
+            L.llama_memory_clear(self.mem, True)
+            self._prefill(tokens[:-1], 0, logits=False)
+            for seq in range(1, len(group)):
+                L.llama_memory_seq_cp(self.mem, 0, seq, -1, -1)
+            slots = [_Slot((i, first + k), _Prompt(len(tokens), 1), params.max_tokens, self._sampler(params, seed))
+                     for k, seed in enumerate(group)]
+            feed, pos = [tokens[-1]] * len(group), len(tokens) - 1
+            try:
+                while any(slot.finish is None for slot in slots):
+                    self.batch.n_tokens = 0
+                    for seq, tok in enumerate(feed):
+                        self._add(tok, pos, seq, True)
+                    if (rc := L.llama_decode(self.ctx, self.batch)) != 0:
+                        raise FatalBackendError(_decode_failed(rc))
+                    for seq, slot in enumerate(slots):
+                        feed[seq] = L.llama_sampler_sample(slot.sampler, self.ctx, seq)
+                        if slot.finish is None:
+                            self._accept(slot, feed[seq], params, results)
+                    pos += 1
+            finally:
+                for slot in slots:
+                    L.llama_sampler_free(slot.sampler)
+                L.llama_memory_clear(self.mem, True)
+
+    def _generate_together(self, todo: list[int], tokens: list[list[int]], seeds: dict, params: SamplingParams,
+                           results: list) -> None:
+        """Up to n_parallel sequences a step: each prompt prefilled alone and shared by its samples
+        (llama_memory_seq_cp), then one token per generating sequence a call."""
+        L = self.L
+        queue: deque[tuple[int, list[int]]] = deque()  # (prompt, the samples to draw together)
+        for i in todo:
+            samples = list(range(params.n))
+            queue.extend((i, samples[k:k + self.n_parallel]) for k in range(0, params.n, self.n_parallel))
         slots: list[_Slot | None] = [None] * self.n_parallel
         used = 0
         while queue or any(slots):
-            for s in range(self.n_parallel):  # admit new prompts into free slots while the KV cache has room
-                if slots[s] is None and queue:
-                    i, k = queue[0]
-                    need = len(tokens[i]) + params.max_tokens
-                    if used + need > self.n_ctx:
-                        break
-                    queue.popleft()
-                    L.llama_memory_seq_rm(self.mem, s, -1, -1)
-                    # per prompt, not per position in this call: the same prompt samples the same text however
-                    # the work was split into calls, batches or tasks
-                    seed = (base_seed * 1_000_003 + zlib.crc32(prompts[i].encode()) * 7919 + k) & 0x7FFFFFFF
-                    slots[s] = _Slot((i, k), list(tokens[i]), need, self._sampler(params, seed))
-                    used += need
+            while queue:  # admit prompts while there are free slots for all their samples and room in the cache
+                i, ks = queue[0]
+                free = [s for s, slot in enumerate(slots) if slot is None]
+                need = len(tokens[i]) + len(ks) * params.max_tokens
+                if len(free) < len(ks) or used + need > self.n_ctx:
+                    break
+                queue.popleft()
+                used += need
+                seqs = free[:len(ks)]
+                for seq in seqs:
+                    L.llama_memory_seq_rm(self.mem, seq, -1, -1)
+                last = self._prefill(tokens[i], seqs[0])
+                for seq in seqs[1:]:  # before any sample can end and free seqs[0]
+                    L.llama_memory_seq_cp(self.mem, seqs[0], seq, -1, -1)
+                shared = _Prompt(len(tokens[i]), len(ks))
+                for seq, k in zip(seqs, ks):
+                    slots[seq] = _Slot((i, k), shared, params.max_tokens, self._sampler(params, seeds[i][k]),
+                                       pos=len(tokens[i]))
+                    used -= self._step(slots, seq, last, params, results)
+            if not any(slots):
+                continue
             self.batch.n_tokens = 0
-            budget = 512
-            for s, slot in enumerate(slots):  # one new token per generating slot
-                if slot is not None and not slot.pending:
-                    slot.logit_index = self._add(slot.out[-1], slot.pos, s, True)
+            for seq, slot in enumerate(slots):  # one new token per generating sequence
+                if slot is not None:
+                    slot.logit_index = self._add(slot.out[-1], slot.pos, seq, True)
                     slot.pos += 1
-                    budget -= 1
-            for s, slot in enumerate(slots):  # then as much prompt as fits
-                if slot is None or not slot.pending or budget <= 0:
-                    continue
-                take = slot.pending[:budget]
-                del slot.pending[:len(take)]
-                for j, tok in enumerate(take):
-                    last = not slot.pending and j == len(take) - 1
-                    idx = self._add(tok, slot.pos, s, last)
-                    slot.pos += 1
-                    if last:
-                        slot.logit_index = idx
-                budget -= len(take)
             if (rc := L.llama_decode(self.ctx, self.batch)) != 0:
                 raise FatalBackendError(_decode_failed(rc))
-            for s, slot in enumerate(slots):
-                if slot is None or slot.pending or slot.logit_index < 0:
-                    continue
-                tok = L.llama_sampler_sample(slot.sampler, self.ctx, slot.logit_index)
-                slot.logit_index = -1
-                finish = None
-                if L.llama_vocab_is_eog(self.vocab, tok):
-                    finish = "stop"
-                else:
-                    slot.out.append(tok)
-                    slot.text += self._piece(tok)
-                    self.tokens_generated += 1
-                    if params.stop and truncate_at_stop(slot.text.decode("utf-8", "ignore"), params.stop)[1]:
-                        finish = "stop"
-                    elif len(slot.out) >= params.max_tokens:
-                        finish = "length"
-                if finish:
-                    text, _ = truncate_at_stop(slot.text.decode("utf-8", "ignore"), params.stop)
-                    i, k = slot.job
-                    results[i].completions[k] = Completion(text, finish, len(slot.out))
-                    L.llama_sampler_free(slot.sampler)
-                    L.llama_memory_seq_rm(self.mem, s, -1, -1)
-                    used -= slot.reserved
-                    slots[s] = None
-        return results
+            for seq, slot in enumerate(slots):
+                if slot is not None:
+                    used -= self._step(slots, seq, slot.logit_index, params, results)
+
+    def _prefill(self, tokens: list[int], seq: int, logits: bool = True) -> int:
+        """Decode a prompt alone on `seq`, 512 tokens a call from position 0; the batch index of its last logits."""
+        for start in range(0, len(tokens), 512):
+            self.batch.n_tokens = 0
+            chunk = tokens[start:start + 512]
+            for j, tok in enumerate(chunk):
+                self._add(tok, start + j, seq, logits and start + j == len(tokens) - 1)
+            if (rc := self.L.llama_decode(self.ctx, self.batch)) != 0:
+                raise FatalBackendError(_decode_failed(rc))
+        return self.batch.n_tokens - 1
+
+    def _step(self, slots: list, seq: int, logit_index: int, params: SamplingParams, results: list) -> int:
+        """Sample the sequence's next token; when that ends its completion, free the sequence and return the cache
+        cells it gives back (else 0)."""
+        slot = slots[seq]
+        if not self._accept(slot, self.L.llama_sampler_sample(slot.sampler, self.ctx, logit_index), params, results):
+            return 0
+        self.L.llama_sampler_free(slot.sampler)
+        self.L.llama_memory_seq_rm(self.mem, seq, -1, -1)
+        slots[seq] = None
+        slot.prompt.samples -= 1
+        return slot.reserved + (slot.prompt.length if slot.prompt.samples == 0 else 0)
+
+    def _accept(self, slot: _Slot, tok: int, params: SamplingParams, results: list) -> str | None:
+        """Add a sampled token to the slot's text; when it ends the completion (end of generation, a stop
+        string, max_tokens), record the completion and return why it ended."""
+        if self.L.llama_vocab_is_eog(self.vocab, tok):
+            slot.finish = "stop"
+        else:
+            slot.out.append(tok)
+            slot.text += self._piece(tok)
+            self.tokens_generated += 1
+            if params.stop and truncate_at_stop(slot.text.decode("utf-8", "ignore"), params.stop)[1]:
+                slot.finish = "stop"
+            elif len(slot.out) >= params.max_tokens:
+                slot.finish = "length"
+        if slot.finish:
+            text, _ = truncate_at_stop(slot.text.decode("utf-8", "ignore"), params.stop)
+            i, k = slot.job
+            results[i].completions[k] = Completion(text, slot.finish, len(slot.out))
+        return slot.finish
 
     def score(self, requests: list[tuple[str, str]]) -> list[Score]:
-        """log p(continuation tokens | context) per request, with shared prefixes computed once.
+        """log p(continuation tokens | context) per request, each token's log-probability and where it starts.
 
-        The workload repeats contexts (one text scored with several instructions; one empty-text prompt shared
-        by every instruction), so requests are sorted by their tokens and packed, up to n_parallel at a time,
-        into a prefix tree: a token shared by several requests is decoded once, in one cell of the unified
-        KV cache that all their sequences read (a multi-sequence batch entry), and logits are asked for only
-        at positions whose next token is scored. Equal to `score_sequential` within llama.cpp's kernel
-        rounding, which moves with a batch's shape (see the tests and benchmarks/bench_scoring.py).
+        Batch-invariant by construction: every llama_decode call holds tokens of one request's own path only,
+        on a KV cache that holds exactly that path's earlier tokens, so a request's score is a function of
+        its own tokens (not of the other requests, their order, the batch size, a resume or a shard split).
+        llama.cpp's CPU kernels round differently with a batch's shape and make (measured here, logits of one
+        sequence: up to 2.4 apart when other sequences shared its batch), so sharing a batch would not be.
+
+        What is shared is shared whole: a context is decoded in blocks of SCORE_BLOCK tokens from position 0
+        and then its remainder, each block a function of the tokens up to its end, so requests that start alike
+        (one text with several instructions, one reference text with every instruction) reuse those cells; the
+        continuation is decoded on top, alone, and removed. Requests are sorted by tokens so the cells a
+        request needs are mostly there already.
         """
         toks = [(self.tokenize(c), self.tokenize(x, add_bos=False)) for c, x in requests]
         scores: list[Score | None] = [None] * len(requests)
@@ -235,90 +322,70 @@ class LlamaCppBackend(Backend):
             if len(ctx) + len(cont) > self.n_ctx:
                 scores[i] = Score(error=f"{len(ctx) + len(cont)} tokens exceed n_ctx {self.n_ctx}")
             elif not cont:
-                scores[i] = Score(0.0, 0)
+                scores[i] = Score(0.0, 0, [], [])
             else:
                 todo.append(i)
-        # Sorted by tokens, a request that is a prefix of another sits just before it and can ride on its
-        # sequence: its scored positions are nodes of the longer request's path (a clause of an instruction,
-        # the same pair twice). Only the others ("leaves") need a sequence of their own.
         todo.sort(key=lambda i: toks[i][0] + toks[i][1])
-        fulls = [toks[i][0] + toks[i][1] for i in todo]
-        wave: list[int] = []
-        leaves = cells = 0
-        for k, i in enumerate(todo):
-            full = fulls[k]
-            new_cells = len(full) - (_common_prefix(fulls[k - 1], full) if wave else 0)
-            leaf = k + 1 == len(todo) or _common_prefix(full, fulls[k + 1]) < len(full)
-            # +1: whichever request ends a wave needs a sequence, even one that would have ridden on the next
-            if wave and (leaves + 1 > self.n_parallel or cells + new_cells > self.n_ctx):
-                self._score_wave(wave, toks, scores)
-                wave, leaves, cells, new_cells = [], 0, 0, len(full)
-            wave.append(i)
-            leaves += leaf
-            cells += new_cells
-        if wave:
-            self._score_wave(wave, toks, scores)
+        L = self.L
+        L.llama_memory_seq_rm(self.mem, -1, -1, -1)
+        chain: list[tuple[tuple[int, ...], bool]] = []  # the blocks in the cache, cells [0, their length)
+        first = (None, 0.0)  # (logits, log_z) after the chain's last block, which ends a context
+        try:
+            for i in todo:
+                ctx, cont = toks[i]
+                blocks = _context_blocks(ctx)
+                keep = 0
+                while keep < min(len(chain), len(blocks)) and chain[keep] == blocks[keep]:
+                    keep += 1
+                if keep < len(chain):
+                    L.llama_memory_seq_rm(self.mem, 0, sum(len(b) for b, _ in chain[:keep]), -1)
+                    del chain[keep:]
+                pos = sum(len(b) for b, _ in chain)
+                for block, ends_context in blocks[keep:]:
+                    self._decode_alone(block, pos, range(pos + len(block) - 1, pos + len(block)) if ends_context
+                                       else range(0))
+                    if ends_context:
+                        logits, log_z = self._logprobs(len(block) - 1)
+                        first = (logits.copy(), log_z)
+                    pos += len(block)
+                    chain.append((block, ends_context))
+                values = [float(first[0][cont[0]]) - first[1]]
+                for start in range(0, len(cont) - 1, 512):  # the continuation on top, alone, then removed
+                    chunk = cont[start:start + 512]
+                    if start + len(chunk) == len(cont):
+                        chunk = chunk[:-1]  # the last token is only a target
+                    self._decode_alone(chunk, pos + start, range(pos + start, pos + start + len(chunk)))
+                    for j in range(len(chunk)):
+                        logits, log_z = self._logprobs(j)
+                        values.append(float(logits[cont[start + j + 1]]) - log_z)
+                if len(cont) > 1:
+                    L.llama_memory_seq_rm(self.mem, 0, pos, -1)
+                scores[i] = Score(float(sum(values)), len(cont), values, self._offsets(requests[i][1], cont))
+        finally:
+            L.llama_memory_seq_rm(self.mem, -1, -1, -1)
         return scores
 
-    def _score_wave(self, wave: list[int], toks: list[tuple[list[int], list[int]]], scores: list) -> None:
-        """Decode the prefix tree of a wave of requests (sorted by tokens) and sum each request's scores.
+    def _decode_alone(self, tokens, start: int, logits_at: range) -> None:
+        """One llama_decode of `tokens` at positions start.. on sequence 0, logits where asked."""
+        self.batch.n_tokens = 0
+        for j, tok in enumerate(tokens):
+            self._add(tok, start + j, 0, start + j in logits_at)
+        if (rc := self.L.llama_decode(self.ctx, self.batch)) != 0:
+            raise FatalBackendError(_decode_failed(rc))
 
-        Every node (a token at a position after a given prefix) is one batch entry whose sequence ids are the
-        leaves below it, so the KV cell it fills is read by all of them; a request that is a prefix of the
-        next one is scored on that one's nodes."""
-        L = self.L
-        if self.tree_batch is None:
-            self.tree_batch = L.llama_batch_init(512, 0, self.n_parallel)
-        fulls = [toks[i][0] + toks[i][1] for i in wave]
-        index: dict[tuple[int, int], int] = {}  # (parent node, token) -> node
-        nodes: list[list] = []  # [token, pos, seq ids, wants logits]
-        wanted: dict[int, list[tuple[int, int]]] = {}  # node -> [(request, next token)]
-        seq = 0
-        for k in range(len(wave) - 1, -1, -1):  # from the last, so a prefix request finds its leaf's seq
-            i, full = wave[k], fulls[k]
-            if k + 1 < len(wave) and _common_prefix(full, fulls[k + 1]) == len(full):
-                seq_of = None  # rides on the next request's path
-            else:
-                seq_of = seq
-                seq += 1
-            n_ctx_toks = len(toks[i][0])
-            parent = -1
-            for pos, tok in enumerate(full):
-                node = index.get((parent, tok))
-                if node is None:
-                    node = index[(parent, tok)] = len(nodes)
-                    nodes.append([tok, pos, [], False])
-                if seq_of is not None:
-                    nodes[node][2].append(seq_of)
-                if n_ctx_toks - 1 <= pos < len(full) - 1:
-                    nodes[node][3] = True
-                    wanted.setdefault(node, []).append((i, full[pos + 1]))
-                parent = node
-        totals = dict.fromkeys(wave, 0.0)
-        b = self.tree_batch
-        L.llama_memory_seq_rm(self.mem, -1, -1, -1)
-        for start in range(0, len(nodes), 512):  # a node is made after its parent, so chunks stay causal
-            chunk = range(start, min(start + 512, len(nodes)))
-            b.n_tokens = 0
-            for j, n in enumerate(chunk):
-                tok, pos, seqs, logits = nodes[n]
-                b.token[j], b.pos[j], b.n_seq_id[j], b.logits[j] = tok, pos, len(seqs), logits
-                for k, s in enumerate(seqs):
-                    b.seq_id[j][k] = s
-            b.n_tokens = len(chunk)
-            rc = L.llama_decode(self.ctx, b)
-            if rc != 0:
-                raise FatalBackendError(_decode_failed(rc))
-            for j, n in enumerate(chunk):
-                if nodes[n][3]:
-                    logits = np.ctypeslib.as_array(L.llama_get_logits_ith(self.ctx, j), shape=(self.n_vocab,))
-                    m = logits.max()
-                    log_z = m + np.log(np.exp(logits - m).sum())
-                    for i, nxt in wanted[n]:
-                        totals[i] += float(logits[nxt] - log_z)
-        L.llama_memory_seq_rm(self.mem, -1, -1, -1)
-        for i in wave:
-            scores[i] = Score(totals[i], len(toks[i][1]))
+    def _logprobs(self, j: int) -> tuple[np.ndarray, float]:
+        """(logits, log of their normaliser) at batch entry j: log p(token) = logits[token] − log_z."""
+        logits = np.ctypeslib.as_array(self.L.llama_get_logits_ith(self.ctx, j), shape=(self.n_vocab,))
+        m = logits.max()
+        return logits, float(m + np.log(np.exp(logits - m).sum()))
+
+    def _offsets(self, text: str, tokens: list[int]) -> list[int]:
+        """Where each token starts in `text`, in characters (from the tokens' bytes)."""
+        raw, out, at = text.encode("utf-8"), [], 0
+        for tok in tokens:
+            out.append(len(raw[:at].decode("utf-8", "ignore")))
+            at += len(self._piece(tok))
+        return out
 
     def score_sequential(self, requests: list[tuple[str, str]]) -> list[Score]:
         """The reference path: one request at a time on sequence 0, nothing shared (tests and benchmarks)."""
@@ -351,45 +418,11 @@ class LlamaCppBackend(Backend):
         L.llama_memory_seq_rm(self.mem, -1, -1, -1)
         return scores
 
-    def option_logprobs(self, prompts: list[str], options: tuple[str, ...]) -> list[OptionScores]:
-        """Single-token options: one prefill per prompt with logits at its last position only.
-
-        One prompt per decode rather than several sequences packed together: prefill is compute-bound
-        either way (same speed, measured), and this is simpler. Note that llama.cpp's CPU kernels round
-        differently with the number of tokens in a batch: the same log-probability comes out up to ~0.3 nats
-        apart between a 243- and a 244-token batch (measured), so scores are stable only to that level.
-        """
-        option_ids = [self.tokenize(o, add_bos=False) for o in options]
-        if any(len(ids) != 1 for ids in option_ids):
-            return super().option_logprobs(prompts, options)
-        option_ids = [ids[0] for ids in option_ids]
-        L = self.L
-        out = []
-        for prompt in prompts:
-            tokens = self.tokenize(prompt)
-            if len(tokens) > self.n_ctx:
-                out.append(OptionScores(error=f"prompt of {len(tokens)} tokens exceeds n_ctx {self.n_ctx}"))
-                continue
-            L.llama_memory_seq_rm(self.mem, -1, -1, -1)
-            for start in range(0, len(tokens), 512):
-                self.batch.n_tokens = 0
-                for pos in range(start, min(start + 512, len(tokens))):
-                    self._add(tokens[pos], pos, 0, pos == len(tokens) - 1)
-                if (rc := L.llama_decode(self.ctx, self.batch)) != 0:
-                    raise FatalBackendError(_decode_failed(rc))
-            logits = np.ctypeslib.as_array(L.llama_get_logits_ith(self.ctx, -1), shape=(self.n_vocab,))
-            m = logits.max()
-            log_z = m + np.log(np.exp(logits - m).sum())
-            out.append(OptionScores([float(logits[t] - log_z) for t in option_ids]))
-        L.llama_memory_seq_rm(self.mem, -1, -1, -1)
-        return out
-
     def close(self) -> None:
         L = self.L
-        for name in ("batch", "tree_batch"):
-            if getattr(self, name, None) is not None:
-                L.llama_batch_free(getattr(self, name))
-                setattr(self, name, None)
+        if getattr(self, "batch", None) is not None:
+            L.llama_batch_free(self.batch)
+            self.batch = None
         if getattr(self, "ctx", None):
             L.llama_free(self.ctx)
             self.ctx = None
@@ -413,13 +446,12 @@ def _decode_failed(rc: int) -> str:
     return f"llama_decode failed with code {rc}: {why}"
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
+def _context_blocks(ctx: list[int]) -> list[tuple[tuple[int, ...], bool]]:
+    """A context's tokens as score() decodes them: SCORE_BLOCK-token blocks from position 0, then the rest
+    (1 to SCORE_BLOCK tokens, ending the context: its last token's logits are the first continuation token's)."""
+    n = (len(ctx) - 1) // SCORE_BLOCK
+    return ([(tuple(ctx[k * SCORE_BLOCK:(k + 1) * SCORE_BLOCK]), False) for k in range(n)]
+            + [(tuple(ctx[n * SCORE_BLOCK:]), True)])
 
 
 def _quiet(level, text, user_data):  # llama.cpp prints every tensor load otherwise

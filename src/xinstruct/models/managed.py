@@ -39,6 +39,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def server_env(m) -> dict[str, str]:
+    """What a managed server gets besides this process's environment: batch invariance for vLLM, its GPUs, and
+    the config's own variables (which win)."""
+    env = {"VLLM_BATCH_INVARIANT": "1"} if m.kind == "vllm" and m.batch_invariant else {}
+    if m.gpus is not None:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in m.gpus)
+    return {**env, **m.env}
+
+
 def server_command(cfg: OpenAIConfig, port: int, host: str = "127.0.0.1") -> list[str]:
     """The command line that serves `cfg.model` (+ `cfg.lora`) as BASE_NAME (LORA_NAME) at host:port/v1."""
     m = cfg.managed
@@ -103,9 +112,7 @@ class ManagedServer:
         m = self.cfg.managed
         if self.starts and not m.port and not _port_free(self.port):
             self.port = free_port()  # the old port was taken meanwhile
-        env = {**os.environ, **m.env}
-        if m.gpus is not None:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in m.gpus)
+        env = {**os.environ, **server_env(m)}
         cmd = server_command(self.cfg, self.port)
         self.starts += 1
         log.info("starting managed %s server: %s", self.kind, " ".join(cmd))

@@ -113,6 +113,7 @@ class OpenAIBackend(Backend):
         self._outcomes: deque[bool] = deque(maxlen=cfg.error_budget.window)
         self._fatal: FatalBackendError | None = None
         self._closed = False
+        self.waiting_to_retry = 0  # calls now waiting out a backoff before their next attempt (for the console)
         self._server = None
         if cfg.managed is not None:
             self._server = ManagedServer(cfg, self._secrets)
@@ -142,6 +143,11 @@ class OpenAIBackend(Backend):
     def __repr__(self) -> str:  # the key stays out of logs and tracebacks
         where = f"managed={self.cfg.managed.kind}" if self.cfg.managed else f"base_urls={self.cfg.endpoints!r}"
         return f"OpenAIBackend({where}, model={self.cfg.model!r})"
+
+    @property
+    def concurrent_calls(self) -> int:
+        """Records the stages keep in flight at once (core/work.py), each its own call."""
+        return self.cfg.max_concurrency
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -316,7 +322,11 @@ class OpenAIBackend(Backend):
                 attempt += 1
                 log.debug("%s %s%s failed (%s); retry %d in %.2fs", method, ep.url, path,
                           self._clean(str(e)), attempt, delay)
-                await asyncio.sleep(delay)
+                self.waiting_to_retry += 1
+                try:
+                    await asyncio.sleep(delay)
+                finally:
+                    self.waiting_to_retry -= 1
             else:
                 ep.fails = 0
                 return result
@@ -537,10 +547,10 @@ def _prompt_score(start: int, end: int, data: dict) -> Score:
     values = logprobs.get("token_logprobs") if isinstance(logprobs, dict) else None
     if not isinstance(offsets, list) or not isinstance(values, list) or len(offsets) != len(values):
         raise _Schema("no prompt logprobs (the server does not support echo with logprobs on /completions)")
-    picked = [v for off, v in zip(offsets, values) if start <= off < end and v is not None]
+    picked = [(off - start, float(v)) for off, v in zip(offsets, values) if start <= off < end and v is not None]
     if end > start and not picked:
         raise _PerRecord("no token of the continuation starts after the context (they share a token)")
-    return Score(float(sum(picked)), len(picked))
+    return Score(float(sum(v for _, v in picked)), len(picked), [v for _, v in picked], [o for o, _ in picked])
 
 
 def _first_model(data: dict) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import zlib
 from pathlib import Path
 
 from xinstruct.config import TransformersConfig
@@ -112,14 +113,16 @@ class TransformersBackend(Backend):
             else:
                 fit.append(i)
         batched = []
-        for start in range(0, len(fit), self.cfg.batch_size):
-            chunk = [prompts[i] for i in fit[start:start + self.cfg.batch_size]]
+        size = 1 if self.cfg.batch_invariant else self.cfg.batch_size
+        for start in range(0, len(fit), size):
+            chunk = [prompts[i] for i in fit[start:start + size]]
             try:
                 # each prompt n times: greedy decoding refuses num_return_sequences > 1
                 enc = self.tok([p for p in chunk for _ in range(params.n)], return_tensors="pt",
                                padding=True).to(self.device)
-                if params.seed is not None:
-                    torch.manual_seed(params.seed + start)
+                if params.seed is not None:  # from the prompts, not their place in the call
+                    torch.manual_seed((params.seed * 1_000_003 + zlib.crc32("\x00".join(chunk).encode()))
+                                      & 0x7FFFFFFF)
                 sample = params.temperature > 0
                 with torch.no_grad():
                     out = self.model.generate(
@@ -151,7 +154,8 @@ class TransformersBackend(Backend):
         scores = []
         for context, continuation in requests:
             ctx = self.tok(context, return_tensors="pt")["input_ids"]
-            full = self.tok(context + continuation, return_tensors="pt")["input_ids"].to(self.device)
+            enc = self.tok(context + continuation, return_tensors="pt", return_offsets_mapping=self.tok.is_fast)
+            full = enc["input_ids"].to(self.device)
             error = self._too_long(full.shape[1])
             if error:
                 scores.append(Score(error=error))
@@ -163,6 +167,8 @@ class TransformersBackend(Backend):
                 scores.append(Score(error=clean_error(f"{type(e).__name__}: {e}")))
                 continue
             targets = full[0, 1:]
-            token_lp = logprobs.gather(1, targets[:, None])[:, 0]
-            scores.append(Score(float(token_lp[ctx.shape[1] - 1:].sum()), int(full.shape[1] - ctx.shape[1])))
+            token_lp = logprobs.gather(1, targets[:, None])[:, 0][ctx.shape[1] - 1:].double().tolist()
+            offsets = ([max(0, int(a) - len(context)) for a, _ in enc["offset_mapping"][0, ctx.shape[1]:].tolist()]
+                       if "offset_mapping" in enc else None)
+            scores.append(Score(float(sum(token_lp)), int(full.shape[1] - ctx.shape[1]), token_lp, offsets))
         return scores

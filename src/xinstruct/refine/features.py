@@ -38,7 +38,7 @@ from xinstruct.generate.checks import echo_share
 from xinstruct.models.base import Backend, require
 from xinstruct.prompts import RESPONSE_SEPARATOR, answer_prompt, scoring_prompt
 
-FEATURE_VERSION = 2  # bump when a request or a formula changes: cached grades and fitted graders then differ
+FEATURE_VERSION = 3  # bump when a request, a formula or the scores' numerics change: cached grades and fitted graders then differ
 END_MARKER = "\n\n###"  # what follows a finished response in the Alpaca format: the next section
 
 # Where a clause or sentence of an English instruction ends; pieces under MIN_SEGMENT_WORDS words join the last.
@@ -54,13 +54,22 @@ _THAI = re.compile(r"[\u0E00-\u0E7F]")
 def instruction_segments(instruction: str) -> list[str]:
     """The instruction's sentences and clauses (split after . ? ! ; : ,), short pieces merged into the one before,
     so that each segment is a request or a qualification of its own."""
-    segments: list[str] = []
-    for piece in _SEGMENT_END.split(instruction.strip()):
-        if segments and min(len(piece.split()), len(segments[-1].split())) < MIN_SEGMENT_WORDS:
-            segments[-1] += " " + piece
-        else:
-            segments.append(piece)
-    return segments
+    q = instruction.strip()
+    starts = segment_starts(q)
+    return [" ".join(q[a:b].split()) for a, b in zip(starts, starts[1:] + [len(q)])]
+
+
+def segment_starts(q: str) -> list[int]:
+    """Where each segment of the (stripped) instruction q starts, in characters."""
+    pieces = [0] + [m.end() for m in _SEGMENT_END.finditer(q)]
+    ends = pieces[1:] + [len(q)]
+    starts: list[int] = []
+    for a, b in zip(pieces, ends):
+        words = len(q[a:b].split())
+        if starts and min(words, len(q[starts[-1]:a].split())) < MIN_SEGMENT_WORDS:
+            continue  # joins the segment before
+        starts.append(a)
+    return starts
 
 
 def text_halves(text: str) -> tuple[str, str]:
@@ -148,7 +157,8 @@ def _same_start(a: str, b: str) -> bool:
 def _requests(item: dict, families: set[str], references: dict[str, list[str]] | None = None
               ) -> dict[str, tuple[str, str]]:
     """Named (context, continuation) requests for one pair; shared ones (the empty-text baseline, the reference
-    texts) repeat across pairs and are scored once."""
+    texts) repeat across pairs and are scored once. The segments family asks nothing of its own: a clause's
+    log-likelihood is the sum over its tokens in q|t and q|- (segment_token_spans)."""
     q, t = item["instruction"].strip(), item["output"].strip()
     out: dict[str, tuple[str, str]] = {}
     if families & {"pmi", "segments", "references"}:
@@ -157,12 +167,6 @@ def _requests(item: dict, families: set[str], references: dict[str, list[str]] |
     if "references" in families:
         for k, ref in enumerate(references_of(item, references or {})):
             out[f"q|r{k}"] = (_gen(ref), " " + q)
-    if "segments" in families:
-        segments = instruction_segments(q)
-        for k, seg in enumerate(segments if len(segments) > 1 else []):
-            before = "".join(" " + s for s in segments[:k])
-            out[f"seg{k}|t"] = (_gen(t) + before, " " + seg)
-            out[f"seg{k}|-"] = (_gen("") + before, " " + seg)
     if "distractors" in families:
         for k, d in enumerate(distractors()):
             out[f"d{k}|t"] = (_gen(t), " " + d)
@@ -205,11 +209,31 @@ def _pmi(s):
     return _lp(s, "q|t") - _lp(s, "q|-")
 
 
-def _segment_pmis(s) -> list[float]:
-    ks = sorted({int(k[3:].split("|")[0]) for k in s if k.startswith("seg")})
-    if not ks:
+def segment_token_spans(instruction: str, offsets: list[int]) -> list[range]:
+    """Which tokens of the continuation " " + instruction belong to each of its segments, from where each token
+    starts (`offsets`, characters into the continuation): a token belongs to the segment its first character
+    falls in, the whitespace before a segment counting as the segment's own."""
+    q = instruction.strip()
+    starts = [len(q[:a].rstrip()) + 1 if a else 0 for a in segment_starts(q)]  # +1: the continuation's space
+    spans, k = [], 0
+    for j in range(len(starts)):
+        end = starts[j + 1] if j + 1 < len(starts) else len(q) + 2
+        first = k
+        while k < len(offsets) and offsets[k] < end:
+            k += 1
+        spans.append(range(first, k))
+    return spans
+
+
+def _segment_pmis(it, s) -> list[float]:
+    """PMI per token of each segment (clause) of the instruction, from the per-token log-probabilities of the
+    whole instruction given the text and given no text."""
+    segments = instruction_segments(it["instruction"])
+    if len(segments) < 2:
         return [_pmi(s) / _n(s, "q|t")]
-    return [(_lp(s, f"seg{k}|t") - _lp(s, f"seg{k}|-")) / _n(s, f"seg{k}|t") for k in ks]
+    (_, _, with_text, offsets), (_, _, without, _) = s["q|t"], s["q|-"]
+    spans = segment_token_spans(it["instruction"], offsets)
+    return [sum(with_text[j] - without[j] for j in span) / max(1, len(span)) for span in spans]
 
 
 def _distractor_pmis(s) -> list[float]:
@@ -253,10 +277,10 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
             lambda it, s: _reference_gain(s)),
     Feature("pmi_segment_min", "segments", "The least-supported clause of the instruction, PMI per token: an "
             "instruction that asks for something the text does not contain has one clause the text does not "
-            "predict, however well it predicts the rest.", lambda it, s: min(_segment_pmis(s))),
+            "predict, however well it predicts the rest.", lambda it, s: min(_segment_pmis(it, s))),
     Feature("pmi_segment_spread", "segments", "Best minus worst clause PMI per token: an instruction the text "
             "answers in part has one clause well supported and another not.",
-            lambda it, s: max(_segment_pmis(s)) - min(_segment_pmis(s))),
+            lambda it, s: max(_segment_pmis(it, s)) - min(_segment_pmis(it, s))),
     Feature("pmi_vs_distractors", "distractors", "PMI per token of the instruction minus the mean over fixed "
             "unrelated instructions given the same text: some texts (many names, numbers, English words) raise any "
             "instruction's likelihood; what counts is how much more they raise this one.",
@@ -309,27 +333,29 @@ class FeatureRow:
 
 
 class ScoreCache:
-    """log-likelihoods on disk, one JSON line per (model, context, continuation): a rerun scores nothing twice."""
+    """log-likelihoods on disk, one JSON line per (model, context, continuation): a rerun scores nothing twice.
+    Each entry is (sum, tokens, per-token log-probabilities, token offsets)."""
 
     def __init__(self, path: str | Path | None):
         self.path = Path(path) if path else None
-        self.data: dict[str, tuple[float, int]] = {}
+        self.data: dict[str, tuple] = {}
         if self.path and self.path.exists():
             for line in self.path.read_text(encoding="utf-8").splitlines():
                 if line.strip():
                     r = json.loads(line)
-                    self.data[r["k"]] = (r["lp"], r["n"])
+                    self.data[r["k"]] = (r["lp"], r["n"], r.get("t"), r.get("o"))
 
     @staticmethod
     def key(model_id: str, request: tuple[str, str]) -> str:
-        return hashlib.sha1(json.dumps([model_id, *request]).encode()).hexdigest()
+        return hashlib.sha1(json.dumps([f"v{FEATURE_VERSION}", model_id, *request]).encode()).hexdigest()
 
-    def add(self, items: dict[str, tuple[float, int]]) -> None:
+    def add(self, items: dict[str, tuple]) -> None:
         self.data.update(items)
         if self.path and items:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as f:
-                f.writelines(json.dumps({"k": k, "lp": lp, "n": n}) + "\n" for k, (lp, n) in items.items())
+                f.writelines(json.dumps({"k": k, "lp": lp, "n": n, "t": t, "o": o}) + "\n"
+                             for k, (lp, n, t, o) in items.items())
 
 
 def families_of(names: list[str]) -> set[str]:
@@ -373,7 +399,7 @@ class FeatureScorer:
                 if s.error:
                     errors[k] = s.error
                 else:
-                    found[k] = (s.logprob, s.n_tokens)
+                    found[k] = (s.logprob, s.n_tokens, s.token_logprobs, s.token_offsets)
             self.cache.add(found)
             if on_progress:
                 on_progress(len(part))
