@@ -213,3 +213,19 @@ def test_many_small_files_share_a_few_tasks(tmp_path):
     again = run_corpus(CorpusConfig(inputs=[InputSpec(path=str(tmp_path / "many"))]), tmp_path / "out2", ["sw"],
                        ExecutorConfig(tasks=7))
     assert again == summary and len(list((tmp_path / "out2" / "logs" / "filter" / "completions").iterdir())) == 7
+
+
+def test_the_console_table_shows_every_row_of_the_summary(tmp_path):
+    """Issue 22: the corpus table printed after the stage has the _unknown row (records set aside before their
+    language was known), so its rejects add up to summary.json's."""
+    from rich.console import Console
+
+    from xinstruct.pipeline.run import stage_report
+
+    raw = tmp_path / "raw.jsonl"
+    _write_bad_file(raw, demo_docs("sw")[:3])
+    summary = run_corpus(CorpusConfig(inputs=[InputSpec(path=str(raw))]), tmp_path / "out", ["sw"])
+    console = Console(width=250, record=True)
+    console.print(stage_report("corpus", summary, 1.0))
+    rows = {line.split("│")[1].strip() for line in console.export_text().splitlines() if line.count("│") > 2}
+    assert {"sw", "_unknown"} <= rows

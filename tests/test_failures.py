@@ -153,3 +153,49 @@ def test_a_server_killed_mid_stage_then_restarted(tmp_path):
         assert best and best <= dataset
         print(f"killed server: {failed} of {N_DOCS} documents failed, all generated on the rerun; "
               f"{len(best)} graded best, all {len(best)} in the dataset of {len(dataset)}")
+
+
+def test_a_quarter_of_judge_calls_failing_holds_up_no_other_pair(tmp_path):
+    """Issue 22: a record whose calls keep failing is set aside without delaying the rest. A judge that answers
+    503 to a quarter of the pairs, every time: the good pairs are graded and committed as they come, and refine
+    takes about what a healthy judge takes plus a record's chain of retries for each pass over the pairs, not a
+    chain per batch (it took 10 min 53 s for 80 pairs at batch size 8 before)."""
+    import zlib
+
+    def judge(fail_share):
+        def behaviour(request):
+            if request.path.endswith("/models"):
+                return completion(request)
+            prompt = request.body["prompt"]
+            if "Reason:" in prompt:
+                if fail_share and zlib.crc32(prompt.encode()) % 4 == 0:
+                    return reply({"error": "overloaded"}, 503)
+                return reply({"choices": [{"text": " It answers it. Score: best", "finish_reason": "stop"}],
+                              "usage": {"completion_tokens": 6}})
+            return completion(request)
+        return behaviour
+
+    times, graded = {}, {}
+    for name, share in (("healthy", 0), ("failing", 0.25)):
+        folder = tmp_path / name
+        folder.mkdir()
+        with LoopbackServer(judge(share)) as server:
+            model = {"backend": "openai", "base_url": server.url, "model": "fake-model", "api_key_env": "XI_FAULT_KEY",
+                     "max_retries": 2, "backoff_s": 0.5, "max_backoff_s": 1.0, "max_concurrency": 16,
+                     "error_budget": {"window": 50, "max_failed_share": 0.9}}
+            config = write_config(folder, server.url, refine={
+                "iterations": 1, "retrain": "none", "batch_size": 4,
+                "evaluator": {"kind": "judge", "scoring": "parse", "model": model}})
+            runner.invoke(app, ["generate", str(config)])
+            started = time.perf_counter()
+            result = runner.invoke(app, ["refine", str(config)])
+            times[name] = time.perf_counter() - started
+            assert result.exit_code == (1 if share else 0), result.output
+            labels = list(read_jsonl(folder / "run" / "refine" / "iter-1" / "labels" / "sw.labels.jsonl"))
+            graded[name] = len(labels)
+    assert graded["healthy"] == N_DOCS and 0.6 * N_DOCS <= graded["failing"] < N_DOCS
+    # a chain of retries: 3 attempts, backoffs of up to 1.5 x (0.5 + 1.0) s. One chain while the held-out seed
+    # pairs are graded, two for the candidates (the stage's own retry): 3 chains in all, not one per batch
+    assert times["failing"] < times["healthy"] + 3 * 2.25 + 2, times
+    print(f"refine with a judge failing a quarter of the pairs: {times['failing']:.1f} s "
+          f"(healthy: {times['healthy']:.1f} s); {graded['failing']} of {N_DOCS} graded, the rest to retry")

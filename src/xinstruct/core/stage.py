@@ -9,7 +9,8 @@ A stage declares
 and does its work in `run()`, returning a StageResult. Where and whether it runs (skipped when its
 fingerprint matches, redone when it changed) is the runner's business (pipeline/run.py), never the stage's.
 
-Progress goes through one interface: `ctx.progress(name, total)` returns `advance(n)`.
+Progress goes through one interface: `ctx.progress(name, total)` returns `advance(n, note=None)`; a note ("3 calls
+retrying") shows beside the bar until the next one.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ ProgressFactory = Callable[[str, int], Advance]
 
 
 def no_progress(_name: str, _total: int) -> Advance:
-    return lambda _n: None
+    return lambda _n, note=None: None
 
 
 @dataclass

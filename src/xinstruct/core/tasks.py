@@ -123,15 +123,17 @@ class FileProgress:
 
     def __init__(self, folder: Path, task: Task, total: int, bar=None):
         self.folder, self.task, self.total, self.done, self.last, self.bar = folder, task, total, 0, 0.0, bar
+        self.note = ""  # e.g. "3 calls retrying", shown on the bar and in the progress file
         write_progress(folder, task, done=0, total=total, state="running")
 
-    def __call__(self, n: int) -> None:
+    def __call__(self, n: int, note: str | None = None) -> None:
         if self.bar:
-            self.bar(n)
+            self.bar(n, note=note)
         self.done += n
+        self.note = self.note if note is None else note
         if time.time() - self.last > 1 or self.done >= self.total:
             self.last = time.time()
-            write_progress(self.folder, self.task, done=self.done, total=self.total, state="running")
+            write_progress(self.folder, self.task, done=self.done, total=self.total, state="running", note=self.note)
 
 
 # -- running the tasks ------------------------------------------------------------------------------------------
@@ -324,9 +326,8 @@ def _watch(folder: Path, tasks: list[Task], progress, stop: threading.Event, die
                 advances[name] = progress(f"{name}", state.get("total", 0))
                 seen[name] = 0
             delta = state.get("done", 0) - seen[name]
-            if delta > 0:
-                advances[name](delta)
-                seen[name] += delta
+            advances[name](max(0, delta), note=state.get("note", ""))
+            seen[name] += max(0, delta)
 
 
 def _alive(pid) -> bool:

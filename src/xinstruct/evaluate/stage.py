@@ -29,7 +29,7 @@ Progress = Callable[[str, int], Callable[[int], None]]  # (task name, total) →
 
 
 def no_progress(_name: str, _total: int) -> Callable[[int], None]:
-    return lambda _n: None
+    return lambda _n, note=None: None
 
 
 def collect_answers(plan: Plan, progress: Progress, log, executor: ExecutorConfig) -> dict[str, dict[tuple, dict]]:

@@ -27,10 +27,10 @@ from pathlib import Path
 from xinstruct.answer.systems import answer_params, model_fingerprint, resolve_system
 from xinstruct.config import EvaluateConfig, SystemConfig
 from xinstruct.core.tasks import FileProgress, ModelSlot, Task, other_splits, shard_of, write_progress
+from xinstruct.core.work import completed, retry_note, workers_for
 from xinstruct.evaluate.judge import JudgeParseError, parse_scores
 from xinstruct.evaluate.questions import Question, native_questions
 from xinstruct.io.cache import RecordCache
-from xinstruct.io.journal import batches
 from xinstruct.languages import get_language
 from xinstruct.models.base import SamplingParams
 from xinstruct.prompts import JUDGE_GRAMMAR, pairwise_judge_prompt
@@ -201,8 +201,9 @@ class _Tasks:
         skipped only when its exact work was done."""
         return call_key(type(self).__name__, self.plan.shards, list(self.keys()))[:16]
 
-    def _run(self, task: Task, jobs: list[dict], cache_path: Path, call, progress) -> dict:
-        """Ask `call(batch) -> [(status, record)]` for the jobs no cache holds, a batch at a time."""
+    def _run(self, task: Task, jobs: list[dict], cache_path: Path, call, progress, model) -> dict:
+        """Ask `call(batch) -> [(status, record)]` for the jobs no cache holds, committed as they complete
+        (core/work.py); `model()` is the backend `call` uses (loaded only if a job is left)."""
         total = len(jobs)
         advance = FileProgress(self.task_folder, task, total, progress and progress(f"{self.name} {task.name}",
                                                                                    total))
@@ -223,13 +224,12 @@ class _Tasks:
                 for o in others:
                     o.close()
             advance(total - len(todo))
-            for batch in batches(todo, self.plan.cfg.batch_size):
-                done = call(batch)
-                cache.put_many((job["key"], status, [record]) for job, (status, record) in zip(batch, done,
-                                                                                              strict=True))
-                stats["asked"] += len(batch)
-                stats["failed"] += sum(status == FAILED for status, _ in done)
-                advance(len(batch))
+            backend = model() if todo else None
+            for group in completed(todo, call, self.plan.cfg.batch_size, workers_for(backend)):
+                cache.put_many((job["key"], status, [record]) for job, (status, record) in group)
+                stats["asked"] += len(group)
+                stats["failed"] += sum(status == FAILED for _, (status, _) in group)
+                advance(len(group), **retry_note(backend))
         write_progress(self.task_folder, task, done=total, total=total, state="done", stats=stats,
                        retry=stats["failed"])
         return stats
@@ -255,12 +255,14 @@ class Answering(_Tasks):
         params = answer_params(p.cfg.answer.temperature, p.cfg.answer.top_p, p.cfg.answer.max_tokens,
                                p.cfg.answer.seed)
 
-        def call(batch):
+        def backend():
             model = resolve_system(system, task.lang).model
-            backend = slot.get(model_fingerprint(model), model)
+            return slot.get(model_fingerprint(model), model)
+
+        def call(batch):
             out = []
-            for job, result in zip(batch, backend.generate([j["prompt"] for j in batch], params), strict=True):
-                record = {**job, "model": backend.model_id}
+            for job, result in zip(batch, backend().generate([j["prompt"] for j in batch], params), strict=True):
+                record = {**job, "model": backend().model_id}
                 if result.error:
                     out.append((FAILED, {**record, "error": result.error}))
                 else:
@@ -269,7 +271,7 @@ class Answering(_Tasks):
                                        "n_tokens": c.n_tokens}))
             return out
 
-        return self._run(task, jobs, answer_cache(p.folder, task), call, progress)
+        return self._run(task, jobs, answer_cache(p.folder, task), call, progress, backend)
 
 
 class Judging(_Tasks):
@@ -294,8 +296,11 @@ class Judging(_Tasks):
         jobs = [job for key, _, job in p.judge_jobs(other, task.lang, answers) if job is not None and task.owns(key)]
         params = judge_params(p.cfg)
 
+        def judge_model():
+            return slot.get("judge", p.cfg.judge)
+
         def call(batch):
-            judge = slot.get("judge", p.cfg.judge)
+            judge = judge_model()
             out = []
             for job, result in zip(batch, judge.generate([j["prompt"] for j in batch], params), strict=True):
                 record = {k: v for k, v in job.items() if k != "prompt"} | {"judge": judge.model_id}
@@ -310,4 +315,4 @@ class Judging(_Tasks):
                     out.append((DONE, {**record, "output": output, "scores": None, "failure": str(e)}))
             return out
 
-        return self._run(task, jobs, judge_cache(p.folder, task), call, progress)
+        return self._run(task, jobs, judge_cache(p.folder, task), call, progress, judge_model)

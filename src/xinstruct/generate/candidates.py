@@ -24,11 +24,11 @@ from pathlib import Path
 
 from xinstruct.config import GenerateConfig
 from xinstruct.core.tasks import Task, shard_of
+from xinstruct.core.work import completed, retry_note, workers_for
 from xinstruct.corpus.langid import LanguageIdentifier
 from xinstruct.generate.checks import check_instruction
 from xinstruct.io.cache import RecordCache
 from xinstruct.io.files import dumps
-from xinstruct.io.journal import batches
 from xinstruct.models.base import Backend, SamplingParams
 from xinstruct.prompts import generation_prompt
 
@@ -95,17 +95,19 @@ def generate_task(docs: Iterable[dict], lang: str, task: Task, backend: Backend,
                 else:
                     yield d
 
-        for batch in batches(todo(), cfg.batch_docs):
+        def call(batch):
             results = backend.generate([generation_prompt(d["text"]) for d in batch], params)
-            done = [outcome(d, r, lang, cfg, lid, backend.model_id, params) for d, r in zip(batch, results,
-                                                                                            strict=True)]
-            cache.put_many((doc_key(d), status, rows) for d, (status, rows) in zip(batch, done, strict=True))
-            stats["documents"] += len(batch)
-            stats["tokens"] += sum(c.n_tokens for r in results if not r.error for c in r.completions)
-            for _, rows in done:
+            return [(r, outcome(d, r, lang, cfg, lid, backend.model_id, params)) for d, r in zip(batch, results,
+                                                                                                 strict=True)]
+
+        for group in completed(todo(), call, cfg.batch_docs, workers_for(backend)):
+            cache.put_many((doc_key(d), status, rows) for d, (_, (status, rows)) in group)
+            stats["documents"] += len(group)
+            stats["tokens"] += sum(c.n_tokens for _, (r, _) in group if not r.error for c in r.completions)
+            for _, (_, (_, rows)) in group:
                 stats.update("candidates" if r["stream"] == "candidates" else r["reason"] for r in rows)
             if on_progress:
-                on_progress(len(batch))
+                on_progress(len(group), **retry_note(backend))
     stats["seconds"] = round(time.perf_counter() - started, 2)
     return dict(stats)
 

@@ -24,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from xinstruct.core.fingerprint import changed, describe_change, digest, tree_digest
 from xinstruct.core.stage import RunContext, Stage
+from xinstruct.corpus.readers import UNKNOWN_LANG
 from xinstruct.corpus.stage import CorpusStage
 from xinstruct.diversify.stage import DiversifyStage
 from xinstruct.export.stage import ExportStage
@@ -74,9 +75,11 @@ class ConsoleProgress:
         self.open += 1
         state = {"done": 0, "closed": False}
 
-        def advance(n: int) -> None:
+        def advance(n: int, note: str | None = None) -> None:
             if state["closed"]:
                 return
+            if note is not None:
+                self.bar.update(task, description=f"{name} [yellow]{note}[/yellow]" if note else name)
             self.bar.advance(task, n)
             state["done"] += n
             if state["done"] >= total:
@@ -246,7 +249,9 @@ def stage_report(name: str, summary: dict, seconds: float):
     """A stage's summary for the console: a table of per-language counts where it has them."""
     from rich.table import Table
 
-    per_lang = {k: v for k, v in summary.items() if isinstance(v, dict) and len(k) <= 3 and k.isalpha()}
+    # language codes, and the corpus's _unknown (records set aside before a language was known)
+    per_lang = {k: v for k, v in summary.items() if isinstance(v, dict) and (len(k) <= 3 and k.isalpha()
+                                                                              or k == UNKNOWN_LANG)}
     if not per_lang:
         return f"[green]{name}[/green] done in {seconds:g}s"
     table = Table(title=f"{name} ({seconds:g}s)", title_justify="left")

@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from xinstruct.core.tasks import Task, shard_of
+from xinstruct.core.work import completed, retry_note, workers_for
 from xinstruct.io.cache import RecordCache
-from xinstruct.io.journal import batches
 from xinstruct.models.base import Backend, require
 
 DONE, FAILED, SET_ASIDE = "done", "failed", "set_aside"  # failed: retried on the next run (a server error)
@@ -44,7 +44,7 @@ class Evidence:
 
     def __init__(self, kind: str, backend: Backend, features: list[str] | None = None, scoring: str = "auto",
                  max_tokens: int = 96, references: dict[str, list[str]] | None = None):
-        self.kind = kind
+        self.kind, self.backend = kind, backend
         if kind == "likelihood":
             from xinstruct.refine.features import FEATURE_VERSION, FeatureScorer
 
@@ -103,20 +103,14 @@ def score_task(items: Iterable[dict], task: Task, evidence: Evidence, folder: Pa
                 else:
                     yield it
 
-        for batch in batches(todo(), batch_size):
-            results = evidence.compute(batch)
-            for _ in range(retries):
-                failed = [i for i, (status, _) in enumerate(results) if status == FAILED]
-                if not failed:
-                    break
-                for i, again in zip(failed, evidence.compute([batch[i] for i in failed]), strict=True):
-                    results[i] = again
-            cache.put_many((pair_key(it), status, [ev]) for it, (status, ev) in zip(batch, results, strict=True))
-            stats["pairs"] += len(batch)
-            for status, _ in results:
+        for group in completed(todo(), evidence.compute, batch_size, workers_for(evidence.backend), retries,
+                               failed=lambda result: result[0] == FAILED):
+            cache.put_many((pair_key(it), status, [ev]) for it, (status, ev) in group)
+            stats["pairs"] += len(group)
+            for _, (status, _) in group:
                 stats[status] = stats.get(status, 0) + 1
             if on_progress:
-                on_progress(len(batch))
+                on_progress(len(group), **retry_note(evidence.backend))
     return stats
 
 
@@ -141,8 +135,7 @@ def rating_evidence(rows: list[dict], evidence: Evidence, path: Path, fingerprin
     """Evidence for the synthetic rating set's rows (fitting and checking the grader), cached like candidates."""
     with RecordCache(path, fingerprint) as cache:
         todo = [r for r in rows if cache.status(rating_key(r)) not in (DONE, SET_ASIDE)]
-        for batch in batches(todo, batch_size):
-            cache.put_many((rating_key(r), status, [ev])
-                           for r, (status, ev) in zip(batch, evidence.compute(batch), strict=True))
+        for group in completed(todo, evidence.compute, batch_size, workers_for(evidence.backend)):
+            cache.put_many((rating_key(r), status, [ev]) for r, (status, ev) in group)
         found = [cache.get(rating_key(r)) for r in rows]
     return [(status, evs[0] if evs else {}) for status, evs in found]
