@@ -6,7 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="server"
 [ "${1:-}" = "--dev" ] && extras="dev,server"
-wheelhouse="${XINSTRUCT_WHEELHOUSE:-$HOME/.cache/xinstruct/wheels}"
+# The wheel is compiled for this CPU (llama.cpp's native build: AVX2, AVX512, ...), so it is kept per CPU kind: a
+# home folder shared by machines of other kinds must not hand one of them instructions it lacks.
+cpu_kind="$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | tr ' ' '\n' | grep -E '^(avx|amx|fma|f16c|bmi)' | sort \
+  | tr '\n' ' ' | cksum | cut -d' ' -f1 || true)"
+wheelhouse="${XINSTRUCT_WHEELHOUSE:-$HOME/.cache/xinstruct/wheels}/cpu-${cpu_kind:-unknown}"
 mkdir -p "$wheelhouse"
 [ -x .venv/bin/python ] || python3 -m venv .venv
 pip() { .venv/bin/python -m pip --disable-pip-version-check "$@"; }

@@ -269,7 +269,7 @@ def test_managed_server_that_cannot_start_is_fatal_with_its_output(tmp_path):
 
 def test_managed_command_lines_for_vllm_and_sglang():
     """vLLM and SGLang cannot run here (no GPU): their command lines and request names are checked instead."""
-    from xinstruct.models.managed import LORA_NAME, request_fields, server_command
+    from xinstruct.models.managed import LORA_NAME, request_fields, server_command, server_env
 
     vllm = model_config(backend="openai", model="Qwen/Qwen2.5-7B", lora="/run/generator/adapter",
                         managed={"kind": "vllm", "gpus": [2, 3], "args": ["--max-lora-rank", "32"]})
@@ -278,6 +278,9 @@ def test_managed_command_lines_for_vllm_and_sglang():
         "xinstruct", "--tensor-parallel-size", "2", "--enable-lora", "--lora-modules",
         f"{LORA_NAME}=/run/generator/adapter", "--max-lora-rank", "32"]
     assert request_fields(vllm) == {"model": LORA_NAME}
+    assert server_env(vllm.managed) == {"VLLM_BATCH_INVARIANT": "1", "CUDA_VISIBLE_DEVICES": "2,3"}
+    fast = model_config(backend="openai", model="m", managed={"kind": "vllm", "batch_invariant": False})
+    assert "VLLM_BATCH_INVARIANT" not in server_env(fast.managed)
     sglang = model_config(backend="openai", model="Qwen/Qwen2.5-7B", lora="/a", managed={"kind": "sglang"})
     assert server_command(sglang, 30000) == [
         sys.executable, "-m", "sglang.launch_server", "--model-path", "Qwen/Qwen2.5-7B", "--host", "127.0.0.1",
@@ -289,3 +292,37 @@ def test_managed_command_lines_for_vllm_and_sglang():
     assert ["--interrupt_requests", "False"] == cmd[cmd.index("--interrupt_requests"):][:2]
     assert request_fields(llama) == {"model": "xinstruct"}
     assert json.dumps(request_fields(llama))  # what goes into every request body
+
+
+def test_transport_settings_do_not_change_the_outputs():
+    """The openai client's settings are Knobs (in no fingerprint): concurrency, streaming, timeouts, retries,
+    one endpoint or several, flaky or not, give the same generations and scores, in the same order."""
+    def echo(request):  # completions, and scores from echoed prompt logprobs (one token a word)
+        if request.path.endswith("/models") or not request.body.get("echo"):
+            return completion(request)
+        prompt = request.body["prompt"]
+        words = prompt.split(" ")
+        offsets = [sum(len(w) + 1 for w in words[:i]) for i in range(len(words))] + [len(prompt)]
+        values = [None] + [-float(len(w)) for w in words[1:]] + [-9.0]
+        return reply({"choices": [{"text": prompt + " x", "logprobs": {"text_offset": offsets, "token_logprobs": values,
+                                                                        "tokens": words + [" x"]}}]})
+
+    flaky_calls = []
+
+    def flaky(request):  # every third request fails first with a 503
+        flaky_calls.append(1)
+        if len(flaky_calls) % 3 == 0:
+            return reply({"error": "busy"}, 503)
+        return echo(request)
+
+    requests = [(f"context {i}", f" the continuation of {i}") for i in range(12)]
+    outputs = []
+    with LoopbackServer(echo) as one, LoopbackServer(echo) as two, LoopbackServer(flaky) as three:
+        for url, settings in ((one.url, {}), (one.url, {"max_concurrency": 1, "stream": False}),
+                              (None, {"base_urls": [one.url, two.url], "max_concurrency": 3, "read_timeout_s": 2.0}),
+                              (three.url, {"max_retries": 5, "backoff_s": 0.02, "endpoint_cooldown_s": 1.0})):
+            with backend(url, **settings) as b:
+                generated = b.generate(PROMPTS, SamplingParams(n=2, seed=3))
+                outputs.append(([[c.text for c in r.completions] for r in generated], b.score(requests)))
+    assert all(o == outputs[0] for o in outputs[1:])
+    assert outputs[0][1][0].token_offsets == [1, 5, 18, 21] and outputs[0][1][0].error is None  # word starts

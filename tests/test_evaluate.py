@@ -122,7 +122,8 @@ def _fake_eval(tmp_path, **kw) -> EvaluateConfig:
     questions.write_text("".join(json.dumps({"question_id": i, "category": "generic", "turns": [f"Question {i}?"]})
                                  + "\n" for i in range(5)))
     fake = model_config(backend="fake_backend:FakeBackend")
-    return EvaluateConfig(questions=[str(questions)], native_questions=False, batch_size=4,
+    kw = {"batch_size": 4, **kw}
+    return EvaluateConfig(questions=[str(questions)], native_questions=False,
                           systems=[SystemConfig(name="a", model=fake), SystemConfig(name="b", model=fake,
                                                                                     template="assistant")],
                           judge=model_config(backend="fake_backend:FakePositionBiasedJudge"), **kw)
@@ -187,3 +188,14 @@ def test_evaluation_report_renders(tmp_path, monkeypatch):
     images = re.search(r'data-images="(\d+)" data-images-ok="(\d+)"', dom)
     assert images and int(images[1]) == int(images[2]) == 2  # fidelity chart + win/tie/loss chart
     assert "Pairwise judge" in dom and "vs a" in dom and summary["report"] == str(page)
+
+
+def test_answers_do_not_depend_on_batch_size(tmp_path, monkeypatch):
+    """evaluate.batch_size is the commit batch: 1 or 4 model calls a batch, the same answer and judgement files
+    (the bundled model's own batch invariance is tests/test_backends.py's)."""
+    files = []
+    for batch in (1, 4):
+        run_evaluate(_fake_eval(tmp_path, batch_size=batch), ["sw"], tmp_path / f"eval{batch}", log=lambda *_: None)
+        out = tmp_path / f"eval{batch}"
+        files.append({str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*.jsonl"))})
+    assert files[0] == files[1] and any("answers" in k for k in files[0])

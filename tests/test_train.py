@@ -67,3 +67,18 @@ def test_completion_only_loss_equals_the_models_own_loss():
         ours = CompletionLossTrainer.compute_loss(fake_trainer, model, {**enc, "labels": labels})
         theirs = model(**enc, labels=labels).loss
     assert float(ours) == pytest.approx(float(theirs), rel=1e-4)
+
+
+@pytest.mark.slow
+def test_checkpoints_do_not_change_the_adapter(tmp_path):
+    """train.save_steps only decides when checkpoints are written: 2 steps with none or one after each step give
+    the same adapter, byte for byte."""
+    from xinstruct.train.sft import train_generator
+
+    pairs = list(read_jsonl(bundled_path("demo/sw/seed.jsonl")))[:4]
+    adapters = []
+    for save_steps in (0, 1):
+        cfg = TrainConfig(max_steps=2, batch_size=2, max_length=128, learning_rate=1e-3, save_steps=save_steps)
+        train_generator(pairs, cfg, tmp_path / f"s{save_steps}", progress=False)
+        adapters.append((tmp_path / f"s{save_steps}" / "adapter" / "adapter_model.safetensors").read_bytes())
+    assert adapters[0] == adapters[1]
