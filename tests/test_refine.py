@@ -73,15 +73,14 @@ def test_grade_probabilities_are_normalised():
 
 
 def test_option_logprobs_batched_equals_loglikelihood(llama):
-    """The one-pass grading path scores what per-option log-likelihoods score (to llama.cpp's kernel rounding,
-    which moves with the batch's token count: ~0.3 nats; a wrong position would be off by nats)."""
+    """The grading path scores what per-option log-likelihoods score, bit for bit: on llama.cpp both are score(),
+    which decodes each prompt once (single-token options need no continuation)."""
     items = candidates(n=4)
     prompts = ScoringEvaluator(llama).prompts(items)
     batched = llama.option_logprobs(prompts, GRADE_TOKENS)
     for prompt, scores in zip(prompts, batched):
-        single = llama.loglikelihood([(prompt, o) for o in GRADE_TOKENS])
         assert scores.error is None
-        assert scores.logprobs == pytest.approx(single, abs=0.35)
+        assert scores.logprobs == llama.loglikelihood([(prompt, o) for o in GRADE_TOKENS])
 
 
 def test_prompted_judge_on_llamacpp_gives_probabilities(llama):
