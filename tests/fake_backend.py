@@ -37,8 +37,19 @@ class FakeBackend(Backend):
                 else GenerationResult(completions=self.answer(zlib.crc32(p.encode()), params)) for p in prompts]
 
     def answer(self, h, params):
-        return [Completion(f" {WORDS[(h + k) % len(WORDS)]} the topic of document number {h % 100000} "
+        return [Completion(f" {WORDS[(h + k) % len(WORDS)]} the topic of document {_letters(h % 100000)} "
                            f"in a short paragraph.", "stop", 12) for k in range(params.n)]
+
+
+def _letters(n: int) -> str:
+    """A number as a lowercase word (qbd...): unique per document like the number, but no digits for the text
+    to lack (generate.require_support) and no capital for a name."""
+    out = ""
+    while True:
+        out = "abcdefghijklmnopqrstuvwxyz"[n % 26] + out
+        n //= 26
+        if not n:
+            return out
 
 
 class FakeJudge(FakeBackend):

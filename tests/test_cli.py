@@ -44,7 +44,7 @@ def test_answer_with_the_bundled_model(llama):
 BAD_CONFIGS = {
     "unknown key": ("corpus:\n  min_char: 100\n", "corpus.min_char: unknown key (did you mean 'min_chars'?)"),
     "wrong type": ("generate:\n  n_per_doc: many\n", "generate.n_per_doc: Input should be a valid integer"),
-    "negative count": ("generate:\n  n_per_doc: -1\n", "generate.n_per_doc: Input should be greater than or equal to 1"),
+    "negative count": ("generate:\n  n_per_doc: -1\n", "generate.n_per_doc: Input should be greater than or equal to 0"),
     "bounds out of order": ("corpus:\n  min_chars: 900\n  max_chars: 500\n",
                             "corpus: min_chars (900) is above max_chars (500)"),
     "unknown language": ("languages: [sw, xx]\n", "languages: unknown language code(s) xx"),

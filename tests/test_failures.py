@@ -52,7 +52,9 @@ def _key_and_short_answers(monkeypatch):
 
     monkeypatch.setenv("XI_FAULT_KEY", KEY)
     # an instruction-like answer (the loopback default echoes the whole prompt, which the checks reject)
-    monkeypatch.setattr(loopback, "answer_text", lambda p: f" Describe the topic of document {zlib.crc32(p.encode())}.")
+    # (the number as letters: a number the text lacks is rejected, generate.require_support)
+    monkeypatch.setattr(loopback, "answer_text", lambda p: " Describe the topic of document "
+                        + "".join(chr(97 + int(d)) for d in str(zlib.crc32(p.encode()))) + ".")
 
 
 def assert_recovers(server: LoopbackServer, config: Path, tmp_path: Path) -> None:

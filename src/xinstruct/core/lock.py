@@ -37,6 +37,7 @@ def run_folder_lock(folder: str | Path, command: str | None = None):
     """Hold the lock of `folder` (created if needed) for the block; RunFolderBusy at once if another process
     holds it."""
     folder = Path(folder)
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
     f = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the block
@@ -58,3 +59,7 @@ def run_folder_lock(folder: str | Path, command: str | None = None):
         yield
     finally:
         f.close()  # closing the file releases the lock
+        if created and [p.name for p in folder.iterdir()] == [LOCK_NAME]:  # a command that wrote nothing
+            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                folder.rmdir()

@@ -16,9 +16,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from itertools import islice
 from typing import TypeVar
-
-from xinstruct.io.journal import batches
 
 R = TypeVar("R")
 O = TypeVar("O")
@@ -46,7 +45,8 @@ def completed(records: Iterable[R], call: Callable[[list[R]], list[O]], size: in
     workers > 1: call([record]) on `workers` threads; a failed record goes to the back of the queue.
     An exception from `call` (a FatalBackendError) stops everything and is raised."""
     if workers <= 1:
-        for batch in batches(records, size):
+        source = iter(records)
+        while batch := list(islice(source, size)):
             outcomes = list(call(batch))
             for _ in range(retries):
                 again = [i for i, o in enumerate(outcomes) if failed(o)]

@@ -7,6 +7,7 @@ from functools import cache
 
 from xinstruct.corpus.filters import compression_ratio
 from xinstruct.corpus.langid import LanguageIdentifier
+from xinstruct.generate.support import unsupported
 from xinstruct.models.base import Completion
 
 _WORD = re.compile(r"[^\W\d_]+")
@@ -62,8 +63,10 @@ def is_english(text: str, lid: LanguageIdentifier) -> tuple[bool, str]:
 
 def check_instruction(completion: Completion, source_text: str, lid: LanguageIdentifier, *,
                       min_chars: int = 10, max_chars: int = 400, max_echo: float = 0.5,
-                      seen: set[str] | None = None) -> tuple[str, str | None]:
-    """(cleaned instruction, None) if usable, else (text, reason)."""
+                      seen: set[str] | None = None, require_support: bool = True) -> tuple[str, str | None]:
+    """(cleaned instruction, None) if usable, else (text, reason). `require_support`: also reject instructions
+    that point at a context the reader lacks or give numbers the text does not contain (generate/support.py;
+    names are checked in Stage II, where the model's scores are at hand)."""
     text = clean_instruction(completion.text)
     if not text:
         return text, "empty"
@@ -78,6 +81,8 @@ def check_instruction(completion: Completion, source_text: str, lid: LanguageIde
     english, code = is_english(text, lid)
     if not english:
         return text, f"not_english:{code}"
+    if require_support and (why := unsupported(text, source_text, names_too=False)):
+        return text, "deictic" if why.startswith("deictic") else "unsupported_number"
     if seen is not None:
         key = " ".join(text.lower().split())
         if key in seen:

@@ -68,7 +68,8 @@ class Evidence:
                     status = FAILED if row.error.startswith("backend_error") else SET_ASIDE
                     out.append((status, {"error": row.error}))
                 else:
-                    out.append((DONE, {"features": {k: round(v, 6) for k, v in row.values.items()}}))
+                    out.append((DONE, {"features": {k: round(v, 6) for k, v in row.values.items()},
+                                       **({"unsupported": row.unsupported} if row.unsupported else {})}))
             return out
         out = []
         for g in self.evaluator.grade(items):

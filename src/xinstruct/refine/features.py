@@ -330,6 +330,7 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
 class FeatureRow:
     values: dict[str, float] | None = None
     error: str | None = None
+    unsupported: str | None = None  # "name:Yangpu": a name the text neither spells nor makes likely
 
 
 class ScoreCache:
@@ -356,6 +357,18 @@ class ScoreCache:
             with self.path.open("a", encoding="utf-8") as f:
                 f.writelines(json.dumps({"k": k, "lp": lp, "n": n, "t": t, "o": o}) + "\n"
                              for k, (lp, n, t, o) in items.items())
+
+
+def _unsupported_name(item: dict, scores: dict) -> str | None:
+    """A name of the instruction that the text neither spells nor makes likely (generate/support.py), from the
+    per-token scores the PMI features already asked for; None without them."""
+    from xinstruct.generate.support import unsupported_name_given_scores
+
+    if "q|t" not in scores or "q|-" not in scores or scores["q|t"][2] is None or scores["q|t"][3] is None:
+        return None
+    name = unsupported_name_given_scores(item["instruction"], item["output"], scores["q|t"][2], scores["q|-"][2],
+                                         scores["q|t"][3])
+    return f"name:{name}" if name else None
 
 
 def families_of(names: list[str]) -> set[str]:
@@ -412,5 +425,6 @@ class FeatureScorer:
             scores = {name: self.cache.data[k] for name, k in ks.items()}
             values = {name: float(FEATURES[name].fn(item, scores)) for name in self.names}
             bad = [name for name, v in values.items() if not math.isfinite(v)]
-            rows.append(FeatureRow(error=f"nonfinite_feature: {bad}") if bad else FeatureRow(values=values))
+            rows.append(FeatureRow(error=f"nonfinite_feature: {bad}") if bad else
+                        FeatureRow(values=values, unsupported=_unsupported_name(item, scores)))
         return rows

@@ -59,10 +59,13 @@ def _rank(row: dict) -> tuple:
 
 def select(graded: list[dict], rule: LanguageQuota, per_document: int | None = 1) -> tuple[list[dict], list[dict]]:
     """(kept, dropped) of one language's graded pairs (candidates with `grade`, `probs`); each dropped pair says
-    why: `grade:<grade>` (below the rule), `another_instruction_of_the_document` (per_document)."""
+    why: `unsupported:name:<name>` (the text does not support a name it asks about), `grade:<grade>` (below the
+    rule), `another_instruction_of_the_document` (per_document)."""
     passing, dropped = [], []
     for row in graded:
-        if passes(row, rule):
+        if row.get("unsupported"):  # a name the text neither spells nor makes likely: never kept, not even by quota
+            dropped.append({**row, "drop_reason": f"unsupported:{row['unsupported']}"})
+        elif passes(row, rule):
             passing.append(row)
         else:
             dropped.append({**row, "drop_reason": f"grade:{row['grade']}"

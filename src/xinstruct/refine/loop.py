@@ -106,11 +106,12 @@ def label(cand: dict, status: str | None, ev: dict, probs: np.ndarray | None, t:
     if status != DONE:
         reason = "not_scored" if status is None else ev.get("error", "error").split(":", 1)[0]
         return {**base, "error": reason, "detail": ev.get("error"), "raw": ev.get("raw")}
+    extra = {"unsupported": ev["unsupported"]} if ev.get("unsupported") else {}
     if probs is not None:
         p = {g: round(float(v), 6) for g, v in zip(GRADES, probs, strict=True)}
-        return {**base, "grade": GRADES[int(np.argmax(probs))], "probs": p, "features": ev.get("features")}
+        return {**base, "grade": GRADES[int(np.argmax(probs))], "probs": p, "features": ev.get("features"), **extra}
     return {**base, "grade": ev["grade"], "probs": ev.get("probs"), "reason": ev.get("reason"),
-            "features": ev.get("features")}
+            "features": ev.get("features"), **extra}
 
 
 def grade_candidates(candidates: list[dict], evidence: dict, grader, t: int, evaluator_id: str) -> list[dict]:
@@ -133,7 +134,8 @@ def grade_candidates(candidates: list[dict], evidence: dict, grader, t: int, eva
 
 def keep(cfg: RunConfig, lang: str, candidates: list[dict], labels: list[dict], grader_threshold: float | None = None
          ) -> tuple[list[dict], list[dict]]:
-    graded = [{**c, **{k: lb[k] for k in ("grade", "probs", "iteration", "evaluator", "features") if k in lb}}
+    graded = [{**c, **{k: lb[k] for k in ("grade", "probs", "iteration", "evaluator", "features") if k in lb},
+               **({"unsupported": lb["unsupported"]} if cfg.refine.drop_unsupported and lb.get("unsupported") else {})}
               for c, lb in zip(candidates, labels, strict=True) if "grade" in lb]
     return select(graded, keep_rule(cfg.refine, lang, grader_threshold), cfg.refine.per_document)
 
