@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from fake_backend import FakeBackend
 from killing import cache_records, run_and_kill
 
@@ -98,3 +99,94 @@ def test_sigkill_mid_generation_resumes_without_loss_or_duplicates(tmp_path):
     assert len(got) == len(set(got)), "duplicated candidates"
     everything = sorted(got + rejected)
     assert everything == sorted((d["id"], k) for d in docs() for k in range(2)), "lost documents"
+
+
+def test_instructions_the_text_cannot_support():
+    """Issue 23: a context the reader lacks, numbers the text does not give, names it does not contain."""
+    from xinstruct.generate.support import (
+        deictic_reference,
+        unsupported,
+        unsupported_name_given_scores,
+        unsupported_numbers,
+    )
+
+    for q in ("Give some tips for visiting this place.", "Summarise the above passage.", "What does the text say?",
+              "According to the article, what happened to the bridge?", "Summarise the following."):
+        assert deictic_reference(q), q
+    for q in ("What happened this year in Dar es Salaam?", "What did the mayor of this town of Arusha say?",
+              "Do the refund rules cover the original dates of the Olympics?", "Describe these days of rain."):
+        assert deictic_reference(q) is None, q
+    assert unsupported_numbers("What changed in 1947?", "१९४७ में भारत स्वतंत्र हुआ।") == []  # Devanagari digits
+    assert unsupported_numbers("Why did 10,000 people march?", "Watu 10.000 waliandamana.") == []
+    assert unsupported_numbers("What happened in 1995 and 2001?", "Mwaka 2001 mvua ilinyesha.") == ["1995"]
+    assert unsupported_numbers("How did COVID-19 change schools?", "Shule zilifungwa.") == []  # part of a name
+    sw = "Magofu ya Kilwa Kisiwani yanasimulia historia ya mji uliokuwa kitovu cha biashara."
+    assert unsupported("Summarise the history of Kilwa.", sw) is None
+    assert unsupported("Describe the market in Yangpu.", sw) == "name:Yangpu"
+    assert unsupported("How do people in Helsinki celebrate midsummer?", "Helsingissä juhannusta vietetään.") is None
+    hi = "नैरोबी में कल भारी बारिश हुई।"
+    assert unsupported("What happened in Nairobi yesterday?", hi) is None  # नैरोबी, transliterated
+    assert unsupported("What happened in Kampala yesterday?", hi) == "name:Kampala"
+    # a name the text does not spell is still supported when the model finds it likely after the text (Saturn is
+    # Zohali in Swahili): per-token log-probabilities with the text, without it, and where each token starts
+    q = " Describe Saturn's rings."
+    offsets = [0, 9, 15, 18, 24]  # " Describe", " Saturn", "'s", " rings", "."
+    zohali = "Sayari ya Zohali ina pete nyingi za barafu."
+    assert unsupported_name_given_scores(q, zohali, [-3, -1, -1, -2, -1], [-3, -6, -1, -4, -1], offsets) is None
+    assert unsupported_name_given_scores(q, zohali, [-3, -6, -1, -2, -1], [-3, -5, -1, -4, -1], offsets) == "Saturn"
+
+
+def test_candidate_sources_are_recorded_and_checked(tmp_path):
+    """Samples, a greedy text: each candidate says which source wrote it; a deictic instruction is a reject."""
+    from xinstruct.models.base import Completion
+
+    class Deictic(FakeBackend):
+        def answer(self, h, params):
+            if params.temperature == 0:
+                return [Completion(" Give some tips for visiting this place.", "stop", 8)]
+            return super().answer(h, params)
+
+    cfg = GenerateConfig(n_per_doc=2, greedy=True)
+    result = generate_candidates(docs()[:4], "sw", Deictic(), cfg, tmp_path)
+    rows = list(read_jsonl(tmp_path / "sw.candidates.jsonl"))
+    assert {r["decoding"] for r in rows} == {"sample"} and len(rows) == 8
+    assert result["rejected"] == {"generate:deictic": 4}
+    with pytest.raises(Exception, match="PMI-guided decoding"):
+        generate_candidates(docs()[:1], "sw", FakeBackend(), GenerateConfig(n_per_doc=0, guided=[1.0]),
+                            tmp_path / "guided")
+
+
+@pytest.mark.slow
+def test_guided_decoding_equals_a_step_by_step_reference(llama):
+    """PMI-guided decoding on llama.cpp (both streams decoded together with the other candidates) picks what a
+    plain reference picks: at each step the prompt with and without its text, each decoded whole and alone, and
+    among the plausible tokens the one maximising (1+α)·log p(y|text) − α·log p(y|no text)."""
+    import numpy as np
+
+    from xinstruct.models.base import SamplingParams, Sources
+    from xinstruct.prompts import INSTRUCTION_STOPS, generation_prompt
+
+    text = docs()[3]["text"]
+    sources = Sources(SamplingParams(temperature=0.7, max_tokens=6, n=1, seed=2, stop=INSTRUCTION_STOPS),
+                      greedy=True, guided=(1.0,), unconditional=generation_prompt(""))
+    [result] = llama.generate_candidates([generation_prompt(text)], sources)
+    guided = result.completions[2].text
+
+    def next_logprobs(tokens):
+        L = llama.L
+        L.llama_memory_clear(llama.mem, True)
+        last = llama._prefill(tokens, 0)
+        logits, log_z = llama._logprobs(last)
+        L.llama_memory_clear(llama.mem, True)
+        return logits.astype(np.float64) - log_z
+
+    cond, uncond, picked = llama.tokenize(generation_prompt(text)), llama.tokenize(generation_prompt("")), []
+    for _ in range(6):
+        lc, lu = next_logprobs(cond + picked), next_logprobs(uncond + picked)
+        plausible = np.flatnonzero(lc >= lc.max() + np.log(0.1))
+        token = int(plausible[np.argmax(2 * lc[plausible] - lu[plausible])])
+        if llama.L.llama_vocab_is_eog(llama.vocab, token):
+            break
+        picked.append(token)
+    reference = b"".join(llama._piece(t) for t in picked).decode("utf-8", "ignore")
+    assert guided.strip() and reference.strip().startswith(guided.strip()[:12]), (guided, reference)

@@ -293,9 +293,19 @@ class TrainConfig(Section):
 
 
 class GenerateConfig(Section):
-    n_per_doc: int = Field(1, ge=1, le=64, description="candidates per document")
+    """Candidates per document from up to three sources (Stage II then picks one): samples, a greedy text, and
+    PMI-guided greedy texts that prefer tokens the document makes likelier than the prompt alone does."""
+
+    n_per_doc: int = Field(1, ge=0, le=64, description="sampled candidates per document")
     temperature: float = Field(0.7, ge=0, le=2)
     top_p: float = Field(0.9, gt=0, le=1)
+    greedy: bool = Field(False, description="also one greedy candidate per document")
+    guided: list[float] = Field([], description="also one PMI-guided greedy candidate per document for each α: "
+                                "(1+α)·log p(token | prompt with the text) − α·log p(token | prompt without it)")
+    plausibility: float = Field(0.1, gt=0, le=1, description="guided: only tokens whose probability is at least "
+                                "this share of the most likely token's")
+    require_support: bool = Field(True, description="reject instructions that point at a context the reader lacks "
+                                  "(\"this place\", \"the text\") or give numbers the text does not contain")
     max_tokens: int = Field(96, ge=1)
     stop: list[str] = Field(list(INSTRUCTION_STOPS), description="an instruction ends at the first of these")
     seed: int = 0
@@ -303,6 +313,12 @@ class GenerateConfig(Section):
     max_instruction_chars: int = Field(400, ge=1)
     min_instruction_chars: int = Field(10, ge=0)
     max_echo_overlap: float = Field(0.5, ge=0, le=1, description="share of instruction char 8-grams found in the text")
+
+    @model_validator(mode="after")
+    def _some_source(self):
+        if not (self.n_per_doc or self.greedy or self.guided):
+            raise ValueError("no candidate source: set n_per_doc > 0, greedy: true or guided: [α, ...]")
+        return self
 
 
 class EvaluatorConfig(Section):
@@ -350,6 +366,8 @@ class RefineConfig(Section):
     drop_mismatched: float = Field(
         0.95, gt=0, lt=1, description="a fitted grader's keep threshold is the lowest P(best) that drops this share "
                                       "of the seed rating set's mismatched pairs, out of fold")
+    drop_unsupported: bool = Field(True, description="drop pairs whose instruction names what the text neither "
+                                   "spells nor makes likely to the scoring model (likelihood evaluator)")
     per_document: int | None = Field(1, ge=1, description="at most this many instructions per document, the "
                                                           "best-graded; None = every pair that passes")
     min_gain: float = Field(0.002, ge=0, description="a round whose grader does not raise the held-out mean AUC by "

@@ -29,7 +29,7 @@ from xinstruct.corpus.langid import LanguageIdentifier
 from xinstruct.generate.checks import check_instruction
 from xinstruct.io.cache import RecordCache
 from xinstruct.io.files import dumps
-from xinstruct.models.base import Backend, SamplingParams
+from xinstruct.models.base import Backend, SamplingParams, Sources
 from xinstruct.prompts import generation_prompt
 
 RETRYABLE = "generate:backend_error"
@@ -47,28 +47,36 @@ def sampling_params(cfg: GenerateConfig) -> SamplingParams:
                           n=cfg.n_per_doc, stop=tuple(cfg.stop), seed=cfg.seed)
 
 
+def candidate_sources(cfg: GenerateConfig) -> Sources:
+    """The config's candidate sources; the guided ones compare each token with the prompt of an empty text."""
+    return Sources(sampling_params(cfg), greedy=cfg.greedy, guided=tuple(cfg.guided),
+                   plausibility=cfg.plausibility, unconditional=generation_prompt(""))
+
+
 def cache_path(folder: Path, task: Task) -> Path:
     return Path(folder) / "cache" / f"{task.name}.sqlite"
 
 
-def outcome(doc: dict, result, lang: str, cfg: GenerateConfig, lid, model_id: str, params) -> tuple[str, list[dict]]:
-    """(status, rows) for one document: its candidates and per-candidate rejects, or the server error."""
+def outcome(doc: dict, result, lang: str, cfg: GenerateConfig, lid, model_id: str,
+            sources: Sources) -> tuple[str, list[dict]]:
+    """(status, rows) for one document: its candidates and per-candidate rejects, or the server error. Each row
+    says which source wrote it (sample, greedy, guided:<α>)."""
     base = {"doc_key": doc_key(doc), "doc_id": doc["id"], "source": doc.get("source", ""), "lang": lang}
     if result.error:
         return FAILED, [{**base, "stream": "rejects", "stage": "generate", "reason": RETRYABLE,
                          "error": result.error}]
     rows, seen = [], set()
-    for k, completion in enumerate(result.completions):
+    for k, (completion, origin) in enumerate(zip(result.completions, sources.labels(), strict=True)):
         instruction, reason = check_instruction(
             completion, doc["text"], lid, min_chars=cfg.min_instruction_chars, max_chars=cfg.max_instruction_chars,
-            max_echo=cfg.max_echo_overlap, seen=seen)
+            max_echo=cfg.max_echo_overlap, seen=seen, require_support=cfg.require_support)
         if reason:
             rows.append({**base, "stream": "rejects", "stage": "generate", "reason": f"generate:{reason}",
-                         "candidate_index": k, "raw": completion.text})
+                         "candidate_index": k, "decoding": origin, "raw": completion.text})
         else:
             rows.append({"id": f"{doc['id']}#c{k}", **base, "stream": "candidates", "candidate_index": k,
-                         "instruction": instruction, "output": doc["text"], "generator": model_id,
-                         "sampling": asdict(params)})
+                         "decoding": origin, "instruction": instruction, "output": doc["text"],
+                         "generator": model_id, "sampling": asdict(sources.sampled)})
     return DONE, rows
 
 
@@ -76,7 +84,7 @@ def generate_task(docs: Iterable[dict], lang: str, task: Task, backend: Backend,
                   folder: Path, fingerprint: str | None = None,
                   on_progress: Callable[[int], None] | None = None) -> dict:
     """Generate for every document of `task` not yet done (or that failed before); returns this run's counts."""
-    params = sampling_params(cfg)
+    sources = candidate_sources(cfg)
     lid = LanguageIdentifier()
     stats: Counter = Counter()
     started = time.perf_counter()
@@ -96,9 +104,9 @@ def generate_task(docs: Iterable[dict], lang: str, task: Task, backend: Backend,
                     yield d
 
         def call(batch):
-            results = backend.generate([generation_prompt(d["text"]) for d in batch], params)
-            return [(r, outcome(d, r, lang, cfg, lid, backend.model_id, params)) for d, r in zip(batch, results,
-                                                                                                 strict=True)]
+            results = backend.generate_candidates([generation_prompt(d["text"]) for d in batch], sources)
+            return [(r, outcome(d, r, lang, cfg, lid, backend.model_id, sources))
+                    for d, r in zip(batch, results, strict=True)]
 
         for group in completed(todo(), call, cfg.batch_docs, workers_for(backend)):
             cache.put_many((doc_key(d), status, rows) for d, (_, (status, rows)) in group)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -20,6 +20,24 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     grammar: str | None = None  # GBNF the output must match: llama.cpp constrains decoding; others ignore it
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Which candidates to draw for each prompt, in this order: `sampled.n` samples, one greedy text, one PMI-guided
+    greedy text for each α in `guided`. Guided decoding picks, among tokens with p ≥ `plausibility` × the most
+    likely token's p (after the prompt), the one maximising (1+α)·log p(y | prompt) − α·log p(y | `unconditional`):
+    what the prompt's text adds, not what any text makes likely (the prompt without its text)."""
+
+    sampled: SamplingParams
+    greedy: bool = False
+    guided: tuple[float, ...] = ()
+    plausibility: float = 0.1
+    unconditional: str = ""
+
+    def labels(self) -> list[str]:
+        return (["sample"] * self.sampled.n + (["greedy"] if self.greedy else [])
+                + [f"guided:{a:g}" for a in self.guided])
 
 
 @dataclass
@@ -90,6 +108,26 @@ class Backend:
 
     def generate(self, prompts: list[str], params: SamplingParams) -> list[GenerationResult]:
         raise NotImplementedError
+
+    def generate_candidates(self, prompts: list[str], sources: Sources) -> list[GenerationResult]:
+        """Completions in the order of `sources.labels()`. This default samples and decodes greedily with
+        generate(); PMI-guided decoding needs a backend that implements it (llama.cpp)."""
+        if sources.guided:
+            raise MissingCapability(
+                f"PMI-guided decoding (generate.guided) needs the next-token log-probabilities of the prompt with "
+                f"and without its text at every step; the {self.name} backend does not give them: use the llamacpp "
+                "backend, or drop generate.guided (greedy and sampled candidates work on every backend)")
+        parts = []
+        if sources.sampled.n:
+            parts.append(self.generate(prompts, sources.sampled))
+        if sources.greedy:
+            parts.append(self.generate(prompts, replace(sources.sampled, temperature=0.0, n=1)))
+        out = []
+        for i in range(len(prompts)):
+            errors = [p[i].error for p in parts if p[i].error]
+            out.append(GenerationResult(error=errors[0]) if errors else
+                       GenerationResult([c for p in parts for c in p[i].completions]))
+        return out
 
     def score(self, requests: list[tuple[str, str]]) -> list[Score]:
         """For each (context, continuation): log p(continuation | context) and its token count."""

@@ -16,7 +16,7 @@ import os
 import random
 import zlib
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ from xinstruct.models.base import (
     GenerationResult,
     SamplingParams,
     Score,
+    Sources,
     truncate_at_stop,
 )
 from xinstruct.models.bundled import BUNDLED_MODEL_ID, bundled_gguf
@@ -155,64 +156,110 @@ class LlamaCppBackend(Backend):
         return i
 
     def generate(self, prompts: list[str], params: SamplingParams) -> list[GenerationResult]:
-        """n completions per prompt. Each sample's sampler is seeded from the prompt and the sample's index, never
-        from its place in the call, and (batch_invariant, the default) every llama_decode call holds one sequence
-        on a cache that holds only that sequence: a prompt's texts are then a function of the prompt, however the
-        work was split into calls, batches, tasks or resumes. llama.cpp's CPU kernels round with a batch's shape
-        and the cache's layout, so sequences decoded together are not (measured: 7 of 24 greedy texts changed
-        between 1 and 4 sequences a batch); `batch_invariant: false` decodes n_parallel together anyway, which
-        pays off for long outputs (about 2.5x the tokens a second)."""
+        """n completions per prompt; see generate_candidates (batch_invariant) and _generate_together."""
+        if self.cfg.batch_invariant:
+            return self.generate_candidates(prompts, Sources(params))
         results = [GenerationResult(completions=[None] * params.n) for _ in prompts]
         tokens = [self.tokenize(p) for p in prompts]
-        base_seed = params.seed if params.seed is not None else random.randrange(2**31)
-        todo = []
-        for i, toks in enumerate(tokens):
-            if len(toks) + params.max_tokens > self.n_ctx:
-                results[i] = GenerationResult(error=f"prompt of {len(toks)} tokens + max_tokens exceeds n_ctx "
-                                                    f"{self.n_ctx}")
-            else:
-                todo.append(i)
-        seeds = {i: [(base_seed * 1_000_003 + zlib.crc32(prompts[i].encode()) * 7919 + k) & 0x7FFFFFFF
-                     for k in range(params.n)] for i in todo}
-        if self.cfg.batch_invariant:
-            for i in todo:
-                self._generate_alone(i, tokens[i], seeds[i], params, results)
-        else:
-            self._generate_together(todo, tokens, seeds, params, results)
+        todo = [i for i, toks in enumerate(tokens) if not self._too_long(results, i, len(toks), params.max_tokens)]
+        seeds = {i: [_seed(params, prompts[i], k) for k in range(params.n)] for i in todo}
+        self._generate_together(todo, tokens, seeds, params, results)
         return results
 
-    def _generate_alone(self, i: int, tokens: list[int], seeds: list[int], params: SamplingParams,
-                        results: list) -> None:
-        """One prompt's samples on an empty cache, decoded together and nothing else: the prompt but its last token
-        is decoded once on sequence 0 and shared by the samples' sequences; then every step decodes one token for
-        each sample, including samples that have finished (their tokens are dropped), so each call's batch is the
-        same function of the prompt and seeds (at most n_parallel samples a group)."""
-        L = self.L
-        for first in range(0, len(seeds), self.n_parallel):
-            group = seeds[first:first + self.n_parallel]
+    def generate_candidates(self, prompts: list[str], sources: Sources) -> list[GenerationResult]:
+        """Samples, a greedy text and PMI-guided texts for each prompt (Sources), in that order.
+
+        Every llama_decode call holds one prompt's streams only, on a cache that holds only that prompt's cells:
+        the prompt but its last token is decoded once and shared by the streams (llama_memory_seq_cp), the prompt
+        without its text likewise for the guided streams' partners; then each step decodes one token for every
+        stream, finished ones included (their tokens are dropped), so each call's batch is the same function of
+        the prompt and the sources. A prompt's texts then do not depend on the other prompts, the batch size,
+        a resume or the shard split. (llama.cpp's CPU kernels round with a batch's shape and the cache's layout:
+        7 of 24 greedy texts changed between 1 and 4 prompts a batch, measured.) Each sample's sampler is seeded
+        from the prompt and the sample's index, never from its place in the call."""
+        params = sources.sampled
+        if not self.cfg.batch_invariant and not sources.greedy and not sources.guided:
+            return self.generate(prompts, params)
+        labels = sources.labels()
+        uncond = self.tokenize(sources.unconditional) if sources.guided else []
+        results = [GenerationResult(completions=[None] * len(labels)) for _ in prompts]
+        for i, prompt in enumerate(prompts):
+            tokens = self.tokenize(prompt)
+            streams = [(k, label, _seed(params, prompt, k)) for k, label in enumerate(labels)]
+            for group in _stream_groups(streams, self.n_parallel):
+                rows = sum(2 if label.startswith("guided") else 1 for _, label, _ in group)
+                if self._too_long(results, i, len(tokens) + (len(uncond) if sources.guided else 0),
+                                  rows * params.max_tokens):
+                    break
+                self._decode_group(i, tokens, uncond, group, sources, results)
+        return results
+
+    def _too_long(self, results: list, i: int, n_prompt: int, n_generated: int) -> bool:
+        if n_prompt + n_generated <= self.n_ctx:
+            return False
+        results[i] = GenerationResult(error=f"prompt of {n_prompt} tokens + max_tokens exceeds n_ctx {self.n_ctx}")
+        return True
+
+    def _decode_group(self, i: int, tokens: list[int], uncond: list[int], group: list, sources: Sources,
+                      results: list) -> None:
+        """One group of a prompt's streams, decoded together on an empty cache (see generate_candidates)."""
+        L, params = self.L, sources.sampled
+        guided = [j for j, (_, label, _) in enumerate(group) if label.startswith("guided")]
+        n = len(group)
+        slots = []
+        for k, label, seed in group:
+            if label == "sample":
+                sampler = self._sampler(params, seed)
+            elif label == "greedy":
+                sampler = self._sampler(replace(params, temperature=0.0), seed)
+            else:
+                sampler = None
+            slots.append(_Slot((i, k), _Prompt(len(tokens), 1), params.max_tokens, sampler))
+        alphas = {j: float(group[j][1].split(":", 1)[1]) for j in guided}
+        try:
             L.llama_memory_clear(self.mem, True)
             self._prefill(tokens[:-1], 0, logits=False)
-            for seq in range(1, len(group)):
+            for seq in range(1, n):
                 L.llama_memory_seq_cp(self.mem, 0, seq, -1, -1)
-            slots = [_Slot((i, first + k), _Prompt(len(tokens), 1), params.max_tokens, self._sampler(params, seed))
-                     for k, seed in enumerate(group)]
-            feed, pos = [tokens[-1]] * len(group), len(tokens) - 1
-            try:
-                while any(slot.finish is None for slot in slots):
-                    self.batch.n_tokens = 0
-                    for seq, tok in enumerate(feed):
-                        self._add(tok, pos, seq, True)
-                    if (rc := L.llama_decode(self.ctx, self.batch)) != 0:
-                        raise FatalBackendError(_decode_failed(rc))
-                    for seq, slot in enumerate(slots):
+            if guided:  # the prompt without its text, after the prompt's cells, shared by the guided partners
+                self._prefill(uncond[:-1], n, logits=False)
+                for seq in range(n + 1, n + len(guided)):
+                    L.llama_memory_seq_cp(self.mem, n, seq, -1, -1)
+            feed, pos = [tokens[-1]] * n, len(tokens) - 1
+            partner_feed, partner_pos = [uncond[-1] if uncond else 0] * len(guided), len(uncond) - 1
+            while any(slot.finish is None for slot in slots):
+                self.batch.n_tokens = 0
+                for seq, tok in enumerate(feed):
+                    self._add(tok, pos, seq, True)
+                for g, tok in enumerate(partner_feed):
+                    self._add(tok, partner_pos, n + g, True)
+                if (rc := L.llama_decode(self.ctx, self.batch)) != 0:
+                    raise FatalBackendError(_decode_failed(rc))
+                for seq, slot in enumerate(slots):
+                    if slot.sampler is not None:
                         feed[seq] = L.llama_sampler_sample(slot.sampler, self.ctx, seq)
-                        if slot.finish is None:
-                            self._accept(slot, feed[seq], params, results)
-                    pos += 1
-            finally:
-                for slot in slots:
+                    else:
+                        g = guided.index(seq)
+                        feed[seq] = partner_feed[g] = self._guided_token(seq, n + g, alphas[seq],
+                                                                         sources.plausibility)
+                    if slot.finish is None:
+                        self._accept(slot, feed[seq], params, results)
+                pos, partner_pos = pos + 1, partner_pos + 1
+        finally:
+            for slot in slots:
+                if slot.sampler is not None:
                     L.llama_sampler_free(slot.sampler)
-                L.llama_memory_clear(self.mem, True)
+            L.llama_memory_clear(self.mem, True)
+
+    def _guided_token(self, row: int, partner_row: int, alpha: float, plausibility: float) -> int:
+        """Among tokens with p ≥ plausibility × max p after the prompt (batch entry `row`), the one maximising
+        (1+α)·log p(token | prompt) − α·log p(token | prompt without its text) (entry `partner_row`)."""
+        conditional, log_z = self._logprobs(row)
+        unconditional, log_z_u = self._logprobs(partner_row)
+        lc = conditional.astype(np.float64) - log_z
+        plausible = np.flatnonzero(lc >= lc.max() + np.log(plausibility))
+        score = (1 + alpha) * lc[plausible] - alpha * (unconditional[plausible].astype(np.float64) - log_z_u)
+        return int(plausible[int(np.argmax(score))])
 
     def _generate_together(self, todo: list[int], tokens: list[list[int]], seeds: dict, params: SamplingParams,
                            results: list) -> None:
@@ -436,6 +483,25 @@ class LlamaCppBackend(Backend):
     def __del__(self):  # at interpreter exit the library may already be unloaded; nothing left to free then
         with contextlib.suppress(Exception):
             self.close()
+
+
+def _seed(params: SamplingParams, prompt: str, k: int) -> int:
+    """Sample k's seed: from the prompt and k, so it does not depend on the prompt's place in a call."""
+    base = params.seed if params.seed is not None else random.randrange(2**31)
+    return (base * 1_000_003 + zlib.crc32(prompt.encode()) * 7919 + k) & 0x7FFFFFFF
+
+
+def _stream_groups(streams: list, limit: int) -> list[list]:
+    """Streams in order, split into groups of at most `limit` sequences (a guided stream takes two)."""
+    groups, rows = [[]], 0
+    for stream in streams:
+        need = 2 if stream[1].startswith("guided") else 1
+        if groups[-1] and rows + need > limit:
+            groups.append([])
+            rows = 0
+        groups[-1].append(stream)
+        rows += need
+    return groups
 
 
 def _decode_failed(rc: int) -> str:
