@@ -9,13 +9,20 @@ from pathlib import Path
 from xinstruct.io.files import read_jsonl
 from xinstruct.seed import bundled_path
 
-BUNDLED = {"bundled:flores": "flores_instructions.jsonl"}
+# Instructions written for this project for the English side of parallel corpora (their passages are read from
+# where the corpus lies, never copied here). bundled:flores: 150 FLORES ids (113 train, 37 held out: the grader's
+# and the generator's held-out set); bundled:flores-all adds the other 285 FLORES-200 ids of SIB-200 (train);
+# bundled:xquad: the 240 XQuAD paragraphs (every 5th held out).
+BUNDLED = {"bundled:flores": ("flores_instructions.jsonl",),
+           "bundled:flores-all": ("flores_instructions.jsonl", "seed_instructions/flores_a.jsonl",
+                                  "seed_instructions/flores_b.jsonl"),
+           "bundled:xquad": ("seed_instructions/xquad.jsonl",)}
 
 
 def load_instructions(path: str) -> dict[str, dict]:
-    """{id: {"instruction", "split", ...}} from a JSONL file, or a bundled set ("bundled:flores")."""
-    resolved = bundled_path(BUNDLED[path]) if path in BUNDLED else Path(path)
-    return {r["id"]: r for r in read_jsonl(resolved)}
+    """{id: {"instruction", "split", ...}} from a JSONL file, or a bundled set (BUNDLED)."""
+    files = [bundled_path(name) for name in BUNDLED[path]] if path in BUNDLED else [Path(path)]
+    return {r["id"]: r for f in files for r in read_jsonl(f)}
 
 
 def parallel_pairs(instructions: dict[str, dict], passages_dir: str | Path, lang: str,
@@ -32,4 +39,24 @@ def parallel_pairs(instructions: dict[str, dict], passages_dir: str | Path, lang
         pairs.append({"id": f"{passage['id']}:{lang}", "lang": lang, "instruction": meta["instruction"],
                       "output": passage["text"], "source": f"parallel:{path}",
                       "split": meta.get("split", "train")})
+    return pairs
+
+
+# What the bundled generator is trained on, and held out from it (scripts/bundled_generator.py).
+GENERATOR_SETS = (("bundled:flores-all", "flores_sib200", ("bn", "fi", "hi", "id", "sw", "ta", "th", "tr", "ur", "vi")),
+                  ("bundled:xquad", "xquad", ("hi", "th", "tr", "vi")))
+
+
+def generator_pairs(shared_text: str | Path, split: str) -> list[dict]:
+    """The bundled generator's `split` pairs: the FLORES-200 passages of the 10 paper languages and XQuAD's of
+    hi, th, tr, vi with the project's English instructions, plus (train) the bundled demo seed pairs."""
+    pairs = []
+    for instructions, folder, langs in GENERATOR_SETS:
+        table = load_instructions(instructions)
+        for lang in langs:
+            pairs += parallel_pairs(table, Path(shared_text) / folder, lang, split)
+    if split == "train":
+        for lang in ("sw", "th", "hi"):
+            pairs += [{**r, "lang": lang, "source": f"bundled:demo/{lang}", "split": "train"}
+                      for r in read_jsonl(bundled_path(f"demo/{lang}/seed.jsonl"))]
     return pairs
