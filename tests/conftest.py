@@ -1,5 +1,7 @@
 import contextlib
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -73,3 +75,15 @@ def llama_cpp_server(*args: str):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(autouse=True)
+def _no_call_left_behind():
+    """A stage that stops on an error leaves no model call running: the record threads of core/work.py end
+    soon after it (the client cancels what is in flight when it closes). One left waiting would keep the
+    interpreter from exiting after the last test."""
+    yield
+    deadline = time.monotonic() + 20
+    while (left := [t.name for t in threading.enumerate() if t.name.startswith("xinstruct-call") and t.is_alive()]):
+        assert time.monotonic() < deadline, f"model calls still running after the test: {left}"
+        time.sleep(0.05)

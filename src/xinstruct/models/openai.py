@@ -172,6 +172,9 @@ class OpenAIBackend(Backend):
 
     # -- the synchronous face ------------------------------------------------------------------------------
     def _run(self, coro):
+        if self._loop.is_closed() or not self._thread.is_alive():
+            coro.close()
+            raise FatalBackendError(f"{self!r} is closed: no more calls")
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return future.result()
@@ -200,8 +203,13 @@ class OpenAIBackend(Backend):
                 self._server.stop()
 
     async def _shutdown(self) -> None:
-        for task in self._watchers + [ep.restart for ep in self._endpoints if ep.restart]:
+        # every call still in flight (a stage that stopped on an error leaves its other records' calls on worker
+        # threads): cancelled, so the threads waiting on them wake up instead of waiting on a stopped loop forever
+        in_flight = asyncio.all_tasks() - {asyncio.current_task()}
+        for task in in_flight:
             task.cancel()
+        if in_flight:
+            await asyncio.wait(in_flight, timeout=10)
         for ep in self._endpoints:
             for lane in ep.lanes:
                 await lane.aclose()
