@@ -4,9 +4,9 @@ ends with the same files as one that was not."""
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -101,7 +101,7 @@ def refine_files(out: Path) -> dict[str, bytes]:
         data = path.read_bytes()
         if path.suffix == ".json":
             data = json.dumps(_without_times(json.loads(data)), sort_keys=True).encode()
-        files[rel] = data
+        files[rel] = data.replace(str(out).encode(), b"<run>")  # paths inside the run folder name it
     return files
 
 
@@ -114,11 +114,25 @@ def _without_times(value):
 
 
 SCRIPT = """
-import sys; sys.path.insert(0, {tests!r})
+import os, signal, sys; sys.path.insert(0, {tests!r})
 from test_invariance import small_run
 from pathlib import Path
 from xinstruct.core.stage import RunContext
+from xinstruct.io import cache
 from xinstruct.pipeline.run import run_stages
+
+kill_at, kill_after = os.environ.get("KILL_CACHE"), int(os.environ.get("KILL_AFTER", "0"))
+commit = cache._Transaction.__exit__
+
+def commit_then_maybe_die(self, exc_type, *rest):
+    # SIGKILL right after the commit that brings the watched cache to KILL_AFTER records: an instant in the
+    # middle of the stage on any machine, however fast
+    commit(self, exc_type, *rest)
+    path = self.db.execute("PRAGMA database_list").fetchone()[2]
+    if kill_at and path == kill_at and self.db.execute("SELECT COUNT(*) FROM rows").fetchone()[0] >= kill_after:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+cache._Transaction.__exit__ = commit_then_maybe_die
 cfg = small_run(Path({out!r}), Path({tmp!r}), batch_size={batch})
 run_stages(RunContext(cfg, log=lambda m: None, quiet=True), ("refine",))
 """
@@ -127,8 +141,8 @@ run_stages(RunContext(cfg, log=lambda m: None, quiet=True), ("refine",))
 @pytest.mark.slow
 def test_refine_default_path_same_files_across_batch_sizes_and_kills(tmp_path, monkeypatch):
     """The likelihood grader on the bundled model, fitted on the run's seed pairs, two rounds: batch size 8
-    uninterrupted, and batch size 3 killed (SIGKILL) while it scores the rating set and again while it scores the
-    candidates, then resumed: every refine file is the same, byte for byte (features, P(best), the derived keep
+    uninterrupted, and batch size 3 killed (SIGKILL) while it scores the candidates and again while it scores the
+    rating set, then resumed: every refine file is the same, byte for byte (features, P(best), the derived keep
     threshold, the kept pairs)."""
     monkeypatch.syspath_prepend(str(TESTS))
     monkeypatch.setenv("FAKE_FAIL_EVERY", "0")
@@ -141,16 +155,13 @@ def test_refine_default_path_same_files_across_batch_sizes_and_kills(tmp_path, m
     script = tmp_path / "refine.py"
     script.write_text(SCRIPT.format(tests=str(TESTS), out=str(killed), tmp=str(tmp_path), batch=3))
     env = {**os.environ, "FAKE_FAIL_EVERY": "0", "PYTHONPATH": os.pathsep.join(sys.path)}
-    ratings = killed / "refine" / "iter-1" / "cache" / "ratings.sqlite"
+    ratings = killed / "refine" / "cache" / "ratings.sqlite"
     candidates = killed / "refine" / "cache" / "sw.sqlite"
-    for count, after in ((cache_records(ratings), 9), (cache_records(candidates), 3)):
-        proc = subprocess.Popen([sys.executable, str(script)], env=env)
-        deadline = time.time() + 600
-        while time.time() < deadline and count() < after and proc.poll() is None:
-            time.sleep(0.05)
-        assert proc.poll() is None, "finished before it could be killed"
-        proc.kill()
-        proc.wait()
+    for cache, after in ((candidates, 3), (ratings, 9)):  # the order refine scores them in
+        kill = {"KILL_CACHE": str(cache), "KILL_AFTER": str(after)}
+        killed_run = subprocess.run([sys.executable, str(script)], env={**env, **kill}, check=False)
+        assert killed_run.returncode == -signal.SIGKILL, "finished before it could be killed"
+        assert cache_records(cache)() >= after
     subprocess.run([sys.executable, str(script)], env=env, check=True)
     assert refine_files(killed) == expected
 

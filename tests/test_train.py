@@ -75,10 +75,10 @@ def test_checkpoints_do_not_change_the_adapter(tmp_path):
     the same adapter, byte for byte."""
     from xinstruct.train.sft import train_generator
 
-    pairs = list(read_jsonl(bundled_path("demo/sw/seed.jsonl")))[:4]
+    pairs = sorted(read_jsonl(bundled_path("demo/sw/seed.jsonl")), key=lambda p: len(p["output"]))[:4]
     adapters = []
     for save_steps in (0, 1):
-        cfg = TrainConfig(max_steps=2, batch_size=2, max_length=128, learning_rate=1e-3, save_steps=save_steps)
+        cfg = TrainConfig(max_steps=2, batch_size=2, max_length=256, learning_rate=1e-3, save_steps=save_steps)
         train_generator(pairs, cfg, tmp_path / f"s{save_steps}", progress=False)
         adapters.append((tmp_path / f"s{save_steps}" / "adapter" / "adapter_model.safetensors").read_bytes())
     assert adapters[0] == adapters[1]

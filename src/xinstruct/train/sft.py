@@ -118,6 +118,12 @@ def train_lora(examples: list[dict], cfg: TrainConfig, out_dir: Path, name: str,
     torch.manual_seed(cfg.seed)
     model, tok = load_causal_lm(cfg.base.model, cfg.base.device, "float32")
     model.train()
+    # TRL drops an example whose prompt alone fills max_length (no completion token left to learn): count them,
+    # and refuse a run that would learn from none
+    too_long = sum(len(tok(e["prompt"])["input_ids"]) >= cfg.max_length for e in examples)
+    if too_long == len(examples):
+        raise ValueError(f"every {name} example's prompt is at least train.max_length={cfg.max_length} tokens long: "
+                         "raise max_length")
     ds = Dataset.from_list(examples).shuffle(seed=cfg.seed)
     cpu = not torch.cuda.is_available()
     args = SFTConfig(
@@ -141,7 +147,7 @@ def train_lora(examples: list[dict], cfg: TrainConfig, out_dir: Path, name: str,
     trainer.model.save_pretrained(str(adapter_dir))
     tok.save_pretrained(str(adapter_dir))
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    summary = {"examples": len(examples), "steps": result.global_step,
+    summary = {"examples": len(examples), "too_long": too_long, "steps": result.global_step,
                "train_loss": round(result.training_loss, 4), "last_logged_loss": losses[-1] if losses else None,
                "seconds": round(result.metrics.get("train_runtime", 0.0), 1), "adapter_dir": str(adapter_dir),
                "base": cfg.base.model or "bundled", "bf16": args.bf16, "fingerprint": fingerprint,
