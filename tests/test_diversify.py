@@ -158,3 +158,19 @@ def test_stage_draws_a_diverse_set_and_beats_random(tmp_path, embedder, monkeypa
         assert sum(s["selected_per_cluster"]) == 40 and sum(s["cluster_sizes"]) == s["pool"]
     with pytest.raises(FileNotFoundError, match="xinstruct refine"):
         run_diversify(out, ["hi"], cfg)
+
+
+def test_round_robin_caps_a_form_while_others_are_left():
+    """No first word takes more than max_form_share of the draw while other forms are left (issue 23: 43% of a
+    demo's instructions started with "Explain"); without others, the capped ones still fill the target."""
+    from xinstruct.diversify.select import instruction_form
+
+    forms = [instruction_form(q) for q in ["Explain A.", "Explain B.", "Explain C.", "What is D?", "Explain E.",
+                                           "How do I F?", "Explain G.", "In two sentences, H.", "Explain I."]]
+    assert forms[7] == "in" and forms[3] == "what"
+    labels, distances, grades = np.arange(9), np.zeros(9), np.zeros(9, int)  # every row its own cluster
+    picked = round_robin(labels, distances, grades, target=5, forms=forms, max_form_share=0.4)
+    assert sum(forms[i] == "explain" for i in picked) == 2 and len(picked) == 5
+    everything = round_robin(labels, distances, grades, target=9, forms=forms, max_form_share=0.4)
+    assert sorted(everything) == list(range(9))
+    assert round_robin(labels, distances, grades, 5) == round_robin(labels, distances, grades, 5, forms, 1.0)

@@ -411,6 +411,8 @@ class DiversifyConfig(Section):
                                                      "picks per cluster), between 2 and the pool size")
     grades: list[str] = Field(["best", "flawed"], description="grades drawn, in order of preference")
     dedup_instructions: bool = Field(True, description="keep one pair per identical (normalised) instruction")
+    max_form_share: float = Field(0.3, gt=0, le=1, description="at most this share of a language's draw may start "
+                                  "with the same word (\"Explain ...\") while instructions of other forms are left")
     kmeans_iterations: int = Field(20, ge=1)
     seed: int = 0
     embedder: EmbedderConfig = EmbedderConfig()

@@ -30,7 +30,7 @@ from xinstruct.diversify.cluster import default_k, kmeans
 from xinstruct.diversify.decontaminate import Decontaminator, load_questions, words
 from xinstruct.diversify.diversity import diversity_report
 from xinstruct.diversify.embed import embed_task, embedder_id, gather, load_embeddings, save_vectors, text_key
-from xinstruct.diversify.select import round_robin
+from xinstruct.diversify.select import instruction_form, round_robin
 from xinstruct.io.files import read_jsonl, write_json, write_jsonl
 
 
@@ -128,12 +128,14 @@ def finish_language(lang: str, cfg: DiversifyConfig, folder: Path, shards: int, 
         for c in caches:
             c.close()
     save_vectors(vectors, folder / "embeddings" / lang)
-    grade_rank = np.array([cfg.grades.index(r["grade"]) for r in read_jsonl(work_file(folder, lang))])
+    rows = [(cfg.grades.index(r["grade"]), instruction_form(r["instruction"]))
+            for r in read_jsonl(work_file(folder, lang))]
+    grade_rank = np.array([g for g, _ in rows])
     gathered = time.perf_counter()
     k = min(cfg.n_clusters or default_k(cfg.target(lang), n), n)
     _, labels, distances = kmeans(vectors, k, cfg.kmeans_iterations, cfg.seed)
     clustered = time.perf_counter()
-    order = round_robin(labels, distances, grade_rank, cfg.target(lang))
+    order = round_robin(labels, distances, grade_rank, cfg.target(lang), [f for _, f in rows], cfg.max_form_share)
     rank_of = {i: rank for rank, i in enumerate(order)}
     selected: dict[int, dict] = {}
 
