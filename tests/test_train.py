@@ -82,3 +82,42 @@ def test_checkpoints_do_not_change_the_adapter(tmp_path):
         train_generator(pairs, cfg, tmp_path / f"s{save_steps}", progress=False)
         adapters.append((tmp_path / f"s{save_steps}" / "adapter" / "adapter_model.safetensors").read_bytes())
     assert adapters[0] == adapters[1]
+
+
+@pytest.mark.slow
+def test_bundled_generator_loads_on_llamacpp_and_transformers(llama):
+    """The shipped adapter, GGUF on llama.cpp and PEFT on transformers: on both it makes the instructions of pairs
+    it was trained on (the demo seeds) likelier than the bare model does, so it is loaded and applied."""
+    from xinstruct.models.bundled import bundled_generator
+    from xinstruct.models.llamacpp import LlamaCppBackend
+    from xinstruct.models.transformers import TransformersBackend
+
+    gguf, peft = bundled_generator()
+    pairs = [p for lang in ("sw", "th", "hi") for p in list(read_jsonl(bundled_path(f"demo/{lang}/seed.jsonl")))[:2]]
+    targets = [(generation_prompt(p["output"]), " " + p["instruction"]) for p in pairs]
+    with LlamaCppBackend(model_config(lora=str(gguf), n_ctx=2048)) as tuned:
+        assert "+lora:" in tuned.model_id
+        assert sum(tuned.loglikelihood(targets)) > sum(llama.loglikelihood(targets)) + 5
+    with TransformersBackend(model_config(backend="transformers", device="cpu")) as bare:
+        bare_ll = sum(bare.loglikelihood(targets))
+    with TransformersBackend(model_config(backend="transformers", device="cpu", lora=str(peft))) as tuned:
+        assert sum(tuned.loglikelihood(targets)) > bare_ll + 5
+
+
+def test_the_run_uses_the_bundled_generator_unless_told_to_train(tmp_path):
+    """train.generator: bundled (default) → the generate stage loads the shipped adapter and no generator is
+    trained; seed → the adapter this run trains; another base model → trained, whatever the setting."""
+    from xinstruct.config import RunConfig
+    from xinstruct.core.layout import RunLayout
+    from xinstruct.models.bundled import bundled_generator
+    from xinstruct.train.stage import generator_config, uses_bundled_generator
+
+    cfg = RunConfig(output_dir=str(tmp_path), languages=["sw"])
+    layout = RunLayout(cfg.out)
+    assert uses_bundled_generator(cfg) and generator_config(cfg, layout).lora == str(bundled_generator()[0])
+    assert generator_config(cfg, layout, trained_here=True).lora is None  # a round's own, not trained yet
+    seed = RunConfig(output_dir=str(tmp_path), languages=["sw"], train={"generator": "seed"})
+    assert not uses_bundled_generator(seed) and generator_config(seed, layout).lora is None
+    other = RunConfig(output_dir=str(tmp_path), languages=["sw"], generator={"model": "/m.gguf"},
+                      train={"base": {"model": "/m"}})
+    assert not uses_bundled_generator(other)

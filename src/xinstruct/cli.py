@@ -151,7 +151,8 @@ def seed(config: ConfigArg, force: ForceOpt = False):
 
 @app.command("train-generator")
 def train_generator(config: ConfigArg, force: ForceOpt = False):
-    """Stage I.c: fine-tune the generator (text → English instruction) with TRL + LoRA; export a GGUF adapter."""
+    """Stage I.c: fine-tune the generator (text → English instruction) with TRL + LoRA; export a GGUF adapter.
+    Runs with train.generator: seed; by default the bundled generator adapter is used and nothing is trained."""
     _run(config, ("train",), force)
 
 
@@ -231,7 +232,9 @@ def run(config: ConfigArg, force: ForceOpt = False, limit: LimitRunOpt = None):
 def demo(
     output_dir: Annotated[str, typer.Option(help="where the run writes")] = "runs/demo",
     languages: Annotated[str, typer.Option(help="comma-separated; bundled demo data: sw,th,hi")] = "sw,th,hi",
-    epochs: Annotated[float, typer.Option(help="generator training epochs")] = 1.0,
+    generator: Annotated[str, typer.Option(help="bundled: the bundled generator adapter as it is; seed: fine-tune "
+                                           "one on the demo's seed pairs first")] = "bundled",
+    epochs: Annotated[float, typer.Option(help="generator training epochs (--generator seed)")] = 1.0,
     decontaminate_against: Annotated[list[Path] | None, typer.Option(
         help="evaluation question JSONL (repeatable); default: Vicuna-80 and MT-Bench from ../shared/data/eval "
              "where present")] = None,
@@ -243,7 +246,7 @@ def demo(
 
     questions = [str(p.resolve()) for p in (decontaminate_against or [p for p in EVAL_QUESTIONS if p.exists()])]
     with user_errors():
-        cfg = demo_config(output_dir, tuple(languages.split(",")), epochs, questions)
+        cfg = demo_config(output_dir, tuple(languages.split(",")), epochs, questions, generator=generator)
     if not questions:
         console.print("[yellow]no evaluation questions found: the demo data is not decontaminated[/yellow]")
     started = time.perf_counter()

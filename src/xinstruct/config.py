@@ -272,6 +272,11 @@ class SeedConfig(Section):
 
 
 class TrainConfig(Section):
+    generator: Literal["bundled", "seed"] = Field(
+        "bundled", description="bundled: the bundled Gemma generates with the adapter that ships with xinstruct "
+        "(trained on 4,868 English instructions for FLORES-200 and XQuAD passages in the 10 paper languages: "
+        "scripts/bundled_generator.py) and no generator is trained; seed: fine-tune one on this run's seed pairs "
+        "(always so for another base model)")
     base: TransformersConfig = Field(TransformersConfig(), description="what is fine-tuned: an HF dir, hub "
                                                                    "id or GGUF (dequantized); None = bundled")
     lora: bool = True

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from xinstruct.core.stage import Stage, StageResult
 from xinstruct.io.files import read_json, read_jsonl
-from xinstruct.train.stage import generator_config, uses_trained_adapter
+from xinstruct.train.stage import generator_config, uses_bundled_generator, uses_trained_adapter
 
 
 def clean_documents(layout, lang: str, limit: int | None = None):
@@ -74,8 +74,11 @@ class GenerateStage(Stage):
         shards = shards_per_language(cfg.executor)
         if uses_trained_adapter(cfg):
             self.warn_unseen_languages(generator_config(cfg, self.layout))
-        self.ctx.log(f"generate: {cfg.generator.backend} generator, {cfg.generate.n_per_doc} candidate(s) per "
-                     f"document, {shards} task(s) per language")
+        g = cfg.generate
+        sources = [f"{g.n_per_doc} sampled"] * bool(g.n_per_doc) + ["greedy"] * g.greedy + \
+                  [f"guided α={a:g}" for a in g.guided]
+        self.ctx.log(f"generate: {cfg.generator.backend} generator, candidates per document: {', '.join(sources)}; "
+                     f"{shards} task(s) per language")
         tasks = task_list(cfg.languages, shards)
         run_tasks(self, tasks, self.ctx.progress, self.ctx.log)
         stats = {p["task"]: p.get("stats", {}) for p in read_progress(self.task_folder)}
@@ -89,7 +92,11 @@ class GenerateStage(Stage):
 
     def warn_unseen_languages(self, gen) -> None:
         """A generator adapter trained without a language writes for it from the base model's knowledge alone."""
-        trained = (read_json(self.layout.summary("train"), {}) or {}).get("languages")
+        if uses_bundled_generator(self.cfg):
+            from xinstruct.models.bundled import GENERATOR_DIR
+            trained = sorted((read_json(GENERATOR_DIR / "recipe.json", {}) or {}).get("by_language", {})) or None
+        else:
+            trained = (read_json(self.layout.summary("train"), {}) or {}).get("languages")
         missing = [lang for lang in self.cfg.languages if trained is not None and lang not in trained]
         if missing:
             self.ctx.log(f"[yellow]warning: the generator adapter was trained on seed pairs in {', '.join(trained)} "

@@ -245,7 +245,8 @@ class RefineStage(Stage):
         ctx.log(f"refine {t}: retraining the generator on {len(pairs)} pairs (seed + kept)")
         set_cpu_threads()
         train_generator(pairs, cfg.train, folder / "generator", progress=not ctx.quiet)
-        gen = generator_config(cfg.model_copy(update={"output_dir": str(folder)}), _RoundLayout(folder))
+        gen = generator_config(cfg.model_copy(update={"output_dir": str(folder)}), _RoundLayout(folder),
+                               trained_here=True)
         with load_backend(gen) as backend:
             for lang in cfg.languages:
                 docs = list(clean_documents(self.layout, lang, ctx.limit))

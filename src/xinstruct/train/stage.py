@@ -20,13 +20,25 @@ def uses_trained_adapter(cfg) -> bool:
             and getattr(gen, "model", None) == cfg.train.base.model)
 
 
-def generator_config(cfg, layout):
-    """The configured generator, with the adapter this run trained in the form its backend loads."""
+def uses_bundled_generator(cfg) -> bool:
+    """train.generator: bundled on the bundled model (the adapter fits no other)."""
+    return cfg.train.generator == "bundled" and cfg.train.base.model is None
+
+
+def generator_config(cfg, layout, trained_here: bool | None = None):
+    """The configured generator, with its adapter in the form its backend loads: the bundled one
+    (train.generator: bundled) or the one trained in `layout` (train.generator: seed, or `trained_here`: a
+    refine round that retrains the generator)."""
     from xinstruct.config import with_adapter
+    from xinstruct.models.bundled import bundled_generator
 
     gen = cfg.generator
+    if not uses_trained_adapter(cfg):
+        return gen
+    if uses_bundled_generator(cfg) if trained_here is None else not trained_here:
+        return with_adapter(gen, *bundled_generator(), "the bundled generator")
     gguf, peft = layout.generator_adapter, layout.generator / "adapter"
-    if uses_trained_adapter(cfg) and (gguf.exists() or peft.exists()):
+    if gguf.exists() or peft.exists():
         gen = with_adapter(gen, gguf if gguf.exists() else None, peft if peft.exists() else None,
                            "the generator this run trained")
     return gen
@@ -45,7 +57,12 @@ class GeneratorTrainingStage(Stage):
         return {"base": model_identity(self.cfg.train.base)}
 
     def not_needed(self) -> str | None:
-        if uses_trained_adapter(self.cfg) or self.cfg.refine.retrain in ("generator", "both"):
+        if self.cfg.refine.retrain in ("generator", "both"):
+            return None
+        if uses_trained_adapter(self.cfg) and uses_bundled_generator(self.cfg):
+            return "the generator is the bundled adapter (train.generator: bundled; set it to seed to fine-tune " \
+                   "one on this run's seed pairs)"
+        if uses_trained_adapter(self.cfg):
             return None
         return f"the generator ({self.cfg.generator.backend}, {self.cfg.generator.model}) does not use an adapter " \
                "trained here"
