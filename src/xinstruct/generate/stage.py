@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from pathlib import Path
 
 from xinstruct.core.stage import Stage, StageResult
@@ -68,17 +69,15 @@ class GenerateStage(Stage):
 
     def run(self) -> StageResult:
         from xinstruct.core.tasks import read_progress, run_tasks, shards_per_language, task_list
-        from xinstruct.generate.candidates import write_outputs
+        from xinstruct.generate.candidates import candidate_sources, write_outputs
 
         cfg = self.cfg
         shards = shards_per_language(cfg.executor)
         if uses_trained_adapter(cfg):
             self.warn_unseen_languages(generator_config(cfg, self.layout))
-        g = cfg.generate
-        sources = [f"{g.n_per_doc} sampled"] * bool(g.n_per_doc) + ["greedy"] * g.greedy + \
-                  [f"guided α={a:g}" for a in g.guided]
-        self.ctx.log(f"generate: {cfg.generator.backend} generator, candidates per document: {', '.join(sources)}; "
-                     f"{shards} task(s) per language")
+        sources = Counter(candidate_sources(cfg.generate).labels())
+        self.ctx.log(f"generate: {cfg.generator.backend} generator, candidates per document: "
+                     f"{', '.join(f'{n} {label}' for label, n in sources.items())}; {shards} task(s) per language")
         tasks = task_list(cfg.languages, shards)
         run_tasks(self, tasks, self.ctx.progress, self.ctx.log)
         stats = {p["task"]: p.get("stats", {}) for p in read_progress(self.task_folder)}

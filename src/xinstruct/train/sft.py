@@ -118,12 +118,6 @@ def train_lora(examples: list[dict], cfg: TrainConfig, out_dir: Path, name: str,
     torch.manual_seed(cfg.seed)
     model, tok = load_causal_lm(cfg.base.model, cfg.base.device, "float32")
     model.train()
-    # TRL drops an example whose prompt alone fills max_length (no completion token left to learn): count them,
-    # and refuse a run that would learn from none
-    too_long = sum(len(tok(e["prompt"])["input_ids"]) >= cfg.max_length for e in examples)
-    if too_long == len(examples):
-        raise ValueError(f"every {name} example's prompt is at least train.max_length={cfg.max_length} tokens long: "
-                         "raise max_length")
     ds = Dataset.from_list(examples).shuffle(seed=cfg.seed)
     cpu = not torch.cuda.is_available()
     args = SFTConfig(
@@ -142,6 +136,12 @@ def train_lora(examples: list[dict], cfg: TrainConfig, out_dir: Path, name: str,
     trainer = CompletionLossTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
                                     peft_config=peft_config, callbacks=[RichProgressCallback()] if progress else None)
     trainer.remove_callback(PrinterCallback)  # it would print every log dict; the Rich bar shows loss and ETA
+    # TRL drops an example whose prompt alone fills max_length (no completion token left to learn): count them
+    # from what it kept, and refuse a run that would learn from none
+    too_long = len(examples) - len(trainer.train_dataset)
+    if too_long == len(examples):
+        raise ValueError(f"every {name} example's prompt is at least train.max_length={cfg.max_length} tokens long: "
+                         "raise max_length")
     result = trainer.train(resume_from_checkpoint=resume_from)
     adapter_dir = out_dir / ("adapter" if cfg.lora else "model")
     trainer.model.save_pretrained(str(adapter_dir))

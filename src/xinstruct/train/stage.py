@@ -25,7 +25,7 @@ def uses_bundled_generator(cfg) -> bool:
     return cfg.train.generator == "bundled" and cfg.train.base.model is None
 
 
-def generator_config(cfg, layout, trained_here: bool | None = None):
+def generator_config(cfg, layout, trained_here: bool = False):
     """The configured generator, with its adapter in the form its backend loads: the bundled one
     (train.generator: bundled) or the one trained in `layout` (train.generator: seed, or `trained_here`: a
     refine round that retrains the generator)."""
@@ -35,7 +35,7 @@ def generator_config(cfg, layout, trained_here: bool | None = None):
     gen = cfg.generator
     if not uses_trained_adapter(cfg):
         return gen
-    if uses_bundled_generator(cfg) if trained_here is None else not trained_here:
+    if uses_bundled_generator(cfg) and not trained_here:
         return with_adapter(gen, *bundled_generator(), "the bundled generator")
     gguf, peft = layout.generator_adapter, layout.generator / "adapter"
     if gguf.exists() or peft.exists():
@@ -59,10 +59,10 @@ class GeneratorTrainingStage(Stage):
     def not_needed(self) -> str | None:
         if self.cfg.refine.retrain in ("generator", "both"):
             return None
-        if uses_trained_adapter(self.cfg) and uses_bundled_generator(self.cfg):
-            return "the generator is the bundled adapter (train.generator: bundled; set it to seed to fine-tune " \
-                   "one on this run's seed pairs)"
         if uses_trained_adapter(self.cfg):
+            if uses_bundled_generator(self.cfg):
+                return "the generator is the bundled adapter (train.generator: bundled; set it to seed to " \
+                       "fine-tune one on this run's seed pairs)"
             return None
         return f"the generator ({self.cfg.generator.backend}, {self.cfg.generator.model}) does not use an adapter " \
                "trained here"
