@@ -54,7 +54,7 @@ def llama_cpp_server(*args: str):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_gguf()), "--host",
+    proc = subprocess.Popen([sys.executable, "-m", "xinstruct.models.llama_server", "--model", str(bundled_gguf()), "--host",
                              "127.0.0.1", "--port", str(port), "--n_ctx", "512", "--model_alias", "gemma", *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

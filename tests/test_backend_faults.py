@@ -288,7 +288,7 @@ def test_managed_command_lines_for_vllm_and_sglang():
     assert request_fields(sglang) == {"model": "xinstruct", "lora_path": LORA_NAME}
     llama = model_config(backend="openai", lora="/g.gguf", managed={"kind": "llamacpp"})
     cmd = server_command(llama, 9000)
-    assert cmd[1:3] == ["-m", "llama_cpp.server"] and cmd[-2:] == ["--lora_path", "/g.gguf"]
+    assert cmd[1:3] == ["-m", "xinstruct.models.llama_server"] and cmd[-2:] == ["--lora_path", "/g.gguf"]
     assert ["--interrupt_requests", "False"] == cmd[cmd.index("--interrupt_requests"):][:2]
     assert request_fields(llama) == {"model": "xinstruct"}
     assert json.dumps(request_fields(llama))  # what goes into every request body

@@ -625,6 +625,27 @@ def languages():
     console.print(table)
 
 
+@app.command()
+def doctor(folder: Annotated[Path, typer.Option(help="where runs will be written (its free disk is checked)")]
+           = Path(".")):
+    """Check this machine: CPU, the llama.cpp build and the kernels it loaded, the bundled model's checksum, a
+    decode with and without the generator adapter, a log-likelihood, the embedder, torch, free disk and memory.
+    Exit 1, naming the cause, when something is off."""
+    from xinstruct.doctor import run_checks
+
+    def show(check):
+        mark = "[green]ok[/green]  " if check.ok else "[red]FAIL[/red]"
+        console.print(f"{mark} {check.name:<27} {check.detail}", highlight=False, soft_wrap=True)
+
+    checks = run_checks(folder, on_check=show)
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        console.print(f"[red]doctor: {len(failed)} problem(s)[/red]: " + "; ".join(f"{c.name}: {c.detail}"
+                                                                                 for c in failed), highlight=False)
+        raise typer.Exit(1)
+    console.print("[green]doctor: this machine is ready[/green]")
+
+
 @app.command("check-config")
 def check_config(config: ConfigArg):
     """Validate a config file, check that its inputs exist, and print it with every default filled in and every

@@ -50,8 +50,9 @@ class LlamaCppConfig(_ModelBase):
                                   "that move with the batch")
     n_parallel: int = Field(16, ge=1, description="sequences decoded together when batch_invariant is false")
     n_threads: int | None = Knob(None, "None = every core this process may use", ge=1)
-    cpu_repack: bool | None = Field(None, description="llama.cpp's extra CPU weight layouts (repacked Q4 kernels, "
-                                    "AMX); None = on, but off on CPUs with AMX, whose kernels crashed the demo")
+    cpu_repack: bool | None = Field(None, description="llama.cpp's extra CPU weight layouts (repacked Q4/Q6 "
+                                    "kernels, AMX); None = on, but off on CPUs with AMX, whose kernels crash on Q4_K "
+                                    "(docs/INSTALL.md)")
 
 
 class TransformersConfig(_ModelBase):

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from xinstruct.config import LlamaCppConfig
-from xinstruct.core.machine import cpu_has_amx
+from xinstruct.models import llamacpp_lib
 from xinstruct.models.base import (
     Backend,
     Completion,
@@ -64,8 +64,7 @@ class LlamaCppBackend(Backend):
     capabilities = frozenset({"generate", "loglikelihood", "option_logprobs", "grammar"})
 
     def __init__(self, cfg: LlamaCppConfig, n_parallel: int | None = None):
-        import llama_cpp as L
-
+        L = llamacpp_lib.load()
         self.L = L
         self.cfg = cfg
         self.model_path = str(bundled_gguf()) if cfg.model is None else cfg.model
@@ -73,11 +72,7 @@ class LlamaCppBackend(Backend):
             raise FileNotFoundError(f"no GGUF model at {self.model_path}")
         self.n_parallel = n_parallel or cfg.n_parallel
         threads = cfg.n_threads or max(1, len(os.sched_getaffinity(0)))
-        L.llama_backend_init()
-        L.llama_log_set(_QUIET_LOG, ctypes.c_void_p())
-        mparams = L.llama_model_default_params()
-        mparams.use_extra_bufts = cfg.cpu_repack if cfg.cpu_repack is not None else not cpu_has_amx()
-        self.model = L.llama_model_load_from_file(self.model_path.encode(), mparams)
+        self.model, self.weight_buffers = llamacpp_lib.load_model(L, self.model_path, cfg.cpu_repack)
         if not self.model:
             raise RuntimeError(f"llama.cpp could not load {self.model_path}")
         self.vocab = L.llama_model_get_vocab(self.model)
@@ -518,15 +513,3 @@ def _context_blocks(ctx: list[int]) -> list[tuple[tuple[int, ...], bool]]:
     n = (len(ctx) - 1) // SCORE_BLOCK
     return ([(tuple(ctx[k * SCORE_BLOCK:(k + 1) * SCORE_BLOCK]), False) for k in range(n)]
             + [(tuple(ctx[n * SCORE_BLOCK:]), True)])
-
-
-def _quiet(level, text, user_data):  # llama.cpp prints every tensor load otherwise
-    if level >= 4 and os.environ.get("XINSTRUCT_LLAMA_LOG"):
-        print(text.decode("utf-8", "ignore"), end="")
-
-
-try:
-    import llama_cpp as _L
-    _QUIET_LOG = _L.llama_log_callback(_quiet)
-except ImportError:  # pragma: no cover
-    _QUIET_LOG = None

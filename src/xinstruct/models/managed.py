@@ -55,7 +55,7 @@ def server_command(cfg: OpenAIConfig, port: int, host: str = "127.0.0.1") -> lis
     if m.kind == "llamacpp":
         from xinstruct.models.bundled import bundled_gguf
 
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", cfg.model or str(bundled_gguf()),
+        cmd = [sys.executable, "-m", "xinstruct.models.llama_server", "--model", cfg.model or str(bundled_gguf()),
                "--host", host, "--port", str(port), "--model_alias", BASE_NAME,
                # by default a new request cuts the stream of the one running; we send many at once
                "--interrupt_requests", "False"]
