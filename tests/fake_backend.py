@@ -108,3 +108,14 @@ class FakeScorer(FakeBackend):
             values = [-1.0 if w in seen else -3.0 for _, w in words]
             out.append(Score(sum(values), max(1, len(words)), values, [o for o, _ in words]))
         return out
+
+
+class PromptRecorder(FakeBackend):
+    """The fake generator, writing every prompt it is sent to FAKE_PROMPTS (one JSON string a line)."""
+
+    def generate(self, prompts, params):
+        import json
+
+        with open(os.environ["FAKE_PROMPTS"], "a", encoding="utf-8") as f:
+            f.writelines(json.dumps(p) + "\n" for p in prompts)
+        return super().generate(prompts, params)

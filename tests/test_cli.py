@@ -77,3 +77,37 @@ def test_relative_paths_are_read_against_the_config_folder(tmp_path, monkeypatch
     result = runner.invoke(app, ["check-config", str(folder / "c.yaml")])
     assert result.exit_code == 0, result.output
     assert str(folder / "data" / "sw.jsonl") in result.output and "config ok" in result.output
+
+
+def test_version():
+    from importlib.metadata import version
+
+    shown = runner.invoke(app, ["--version"])
+    assert shown.exit_code == 0 and shown.output.strip() == f"xinstruct {version('xinstruct')}"
+
+
+def test_check_config_summarises_and_warns_and_json_is_the_whole_config(tmp_path):
+    import json
+
+    (tmp_path / "sw.jsonl").write_text('{"id": "1", "text": "Habari"}\n')
+    path = tmp_path / "c.yaml"
+    path.write_text("languages: [sw]\ncorpus:\n  inputs: [{path: sw.jsonl, lang: sw}]\n"
+                    "seed:\n  inputs: [{path: sw.jsonl, lang: sw}]\n"
+                    "refine: {evaluator: {kind: judge}}\n")
+    shown = runner.invoke(app, ["check-config", str(path)], terminal_width=200)
+    assert shown.exit_code == 0, shown.output
+    assert "generator" in shown.output and "bundled generator adapter" in shown.output
+    assert "judge on the bundled 270M model" in shown.output and "decontaminate.questions is empty" in shown.output
+    assert len(shown.output.splitlines()) < 25
+    whole = runner.invoke(app, ["check-config", str(path), "--json"])
+    assert whole.exit_code == 0 and json.loads(whole.output.split("\nconfig ok")[0])["languages"] == ["sw"]
+
+
+def test_the_example_config_is_valid_on_any_machine():
+    """configs/example.yaml reads only files that ship with xinstruct: check-config passes without ../shared."""
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "configs" / "example.yaml"
+    shown = runner.invoke(app, ["check-config", str(example)])
+    assert shown.exit_code == 0, shown.output
+    assert "shared" not in example.read_text()

@@ -1,10 +1,15 @@
 """Export: the HF dataset loads back, the three formats agree, the card's numbers are right, and the run report
 renders in headless Chromium."""
 
+import base64
+import http.server
+import json
 import re
 import shutil
 import statistics
 import subprocess
+import threading
+from typing import ClassVar
 
 import pytest
 from synthetic_run import make_run
@@ -79,7 +84,7 @@ def test_card_numbers_match_the_data(exported):
         assert int(count) == len(part)
         assert float(im) == round(statistics.mean(ins), 1) and float(isd) == round(statistics.stdev(ins), 1)
         assert float(om) == round(statistics.mean(outs), 1) and float(osd) == round(statistics.stdev(outs), 1)
-    assert "split: sw" in card and "path: parquet/sw.parquet" in card  # the HF card header
+    assert "config_name: sw" in card and "path: parquet/sw.parquet" in card  # the HF card header
     assert (out / "dataset" / "verb_noun.png").stat().st_size > 10_000
 
 
@@ -139,3 +144,105 @@ def test_diversity_command_reads_a_run_folder(exported):
     assert len(rows) == 2 and all(" 30 " in r for r in rows)
     missing = CliRunner().invoke(app, ["diversity", str(out / "dataset")], env={"COLUMNS": "400"})
     assert missing.exit_code == 2 and "not a run folder" in missing.output
+
+
+class _Hub(http.server.BaseHTTPRequestHandler):
+    """A stand-in for the Hub's API, the calls huggingface_hub makes to create a repo and commit small files:
+    every file is uploaded inline ("regular"), and the committed files are kept in `files`."""
+
+    files: ClassVar[dict] = {}
+    repos: ClassVar[list] = []
+    card_yaml: ClassVar[list] = []
+
+    def log_message(self, *args):
+        pass
+
+    def _reply(self, body: dict):
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        host = f"http://127.0.0.1:{self.server.server_port}"
+        if self.path == "/api/validate-yaml":  # the card's front matter, as the Hub checks it before a commit
+            import yaml
+
+            content = json.loads(body)["content"]
+            type(self).card_yaml.append(yaml.safe_load(content.split("---")[1]))
+            self._reply({"errors": [], "warnings": []})
+        elif self.path == "/api/repos/create":
+            request = json.loads(body)
+            type(self).repos.append(request)
+            self._reply({"url": f"{host}/datasets/{request['organization']}/{request['name']}"})
+        elif "/preupload/" in self.path:
+            self._reply({"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                                   for f in json.loads(body)["files"]]})
+        elif "/commit/" in self.path:
+            for line in body.decode().splitlines():
+                item = json.loads(line)
+                if item["key"] == "file":
+                    type(self).files[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
+            repo = self.path.split("/api/datasets/")[1].split("/commit/")[0]
+            self._reply({"commitUrl": f"{host}/datasets/{repo}/commit/{'1' * 40}", "commitOid": "1" * 40})
+        else:
+            self.send_error(404)
+
+
+@pytest.mark.slow
+def test_push_commits_the_card_and_parquet_to_the_hub(exported, tmp_path):
+    """`xinstruct push` against a local stand-in of the Hub API: the repo is created as a dataset (private when
+    asked), and one commit holds the card and every Parquet file, byte for byte, and nothing else."""
+    from xinstruct.export.push import push_dataset
+
+    out, _ = exported
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = push_dataset(out / "dataset", "me/xi-data", private=True, token="hf_test",
+                           endpoint=f"http://127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+    assert url.endswith(f"/datasets/me/xi-data/commit/{'1' * 40}")
+    assert _Hub.repos[0]["type"] == "dataset" and _Hub.repos[0]["visibility"] == "private"
+    configs = {c["config_name"]: c for c in _Hub.card_yaml[0]["configs"]}
+    assert list(configs) == ["all", *LANGS] and configs["all"]["default"] is True
+    assert all(f["split"] == "train" for c in configs.values() for f in c["data_files"])
+    folder = out / "dataset"
+    expected = {p.relative_to(folder).as_posix() for p in [folder / "README.md", *folder.glob("parquet/*.parquet"),
+                                                            *folder.glob("stats.json"), *folder.glob("verb_noun.*")]}
+    assert set(_Hub.files) == expected
+    assert all(_Hub.files[name] == (folder / name).read_bytes() for name in expected)
+
+
+@pytest.mark.slow
+def test_the_dataset_folder_loads_with_load_dataset(exported):
+    """The folder itself is a dataset, as the Hub will read it: `all` (default) and one config per language."""
+    from datasets import get_dataset_config_names, load_dataset
+
+    out, _ = exported
+    folder = str(out / "dataset")
+    assert get_dataset_config_names(folder) == ["all", *LANGS]
+    everything = load_dataset(folder)
+    assert list(everything) == ["train"] and len(everything["train"]) == 60
+    assert len(load_dataset(folder, "sw")["train"]) == 30
+    card = (out / "dataset" / "README.md").read_text(encoding="utf-8")
+    assert "license: other" in card and "- n<1K" in card and "## Licence and sources" in card
+    assert not any(str(s).startswith("/") for s in everything["train"]["source"])
+
+
+def test_source_names_the_file_relative_to_its_corpus_input(tmp_path):
+    from xinstruct.export.dataset import source_label
+
+    corpora = tmp_path / "corpora"
+    (corpora / "sw").mkdir(parents=True)
+    inputs = [str(corpora), str(tmp_path / "extra" / "th.jsonl"), str(tmp_path / "web" / "*" / "*.jsonl")]
+    assert source_label(str(corpora / "sw" / "news.jsonl"), inputs) == "corpora/sw/news.jsonl"
+    assert source_label(str(tmp_path / "extra" / "th.jsonl"), inputs) == "extra/th.jsonl"
+    assert source_label(str(tmp_path / "web" / "hi" / "a.jsonl"), inputs) == "web/hi/a.jsonl"
+    assert source_label("/elsewhere/x.jsonl", inputs) == "x.jsonl"
+    assert source_label("hf:wikimedia/wikipedia:sw", inputs) == "hf:wikimedia/wikipedia:sw"
+    assert source_label(None, inputs) is None

@@ -190,3 +190,43 @@ def test_guided_decoding_equals_a_step_by_step_reference(llama):
         picked.append(token)
     reference = b"".join(llama._piece(t) for t in picked).decode("utf-8", "ignore")
     assert guided.strip() and reference.strip().startswith(guided.strip()[:12]), (guided, reference)
+
+
+def test_seed_shots_are_of_the_language_and_the_most_similar_last():
+    from xinstruct.generate.fewshot import SeedShots, shorten
+
+    sw = list(read_jsonl(bundled_path("demo/sw/seed.jsonl")))
+    th = list(read_jsonl(bundled_path("demo/th/seed.jsonl")))
+    shots = SeedShots([{**p, "lang": "sw"} for p in sw] + [{**p, "lang": "th"} for p in th], k=3)
+    target = sw[5]
+    examples = shots.examples("sw", target["output"][:300])
+    assert len(examples) == 3 and examples[-1] == (shorten(target["output"]), target["instruction"])
+    assert all(instruction in {p["instruction"] for p in sw} for _, instruction in examples)
+    assert shots.examples("hi", "anything") == []
+    assert len(shorten("word " * 500)) <= 602
+
+
+def test_a_generator_that_cannot_be_tuned_is_shown_seed_pairs(tmp_path, monkeypatch):
+    """The paper's generator is tuned on the seed pairs; one this run cannot tune (a served model, here a plugin)
+    gets them in its prompt: the k most similar seed pairs of the language, then the document. few_shot 0:
+    the paper's prompt alone. The summary (and so the card) says which."""
+    import json
+
+    from test_runs import config, run
+
+    from xinstruct.prompts import generation_prompt
+
+    seeds = {p["instruction"] for p in read_jsonl(bundled_path("demo/sw/seed.jsonl"))}
+    for k in (3, 0):
+        monkeypatch.setenv("FAKE_PROMPTS", str(tmp_path / f"prompts{k}.jsonl"))
+        out = tmp_path / f"run{k}"
+        results, lines = run(config(out, generator={"backend": "fake_backend:PromptRecorder"},
+                                    generate={"few_shot": k}), ("generate",))
+        prompts = [json.loads(line) for line in (tmp_path / f"prompts{k}.jsonl").read_text().splitlines()]
+        docs = [generation_prompt(d["text"]) for f in sorted((out / "corpus" / "clean" / "sw").glob("*.jsonl"))
+                for d in read_jsonl(f)]
+        assert len(prompts) == len(docs) and all(any(p.endswith(d) for d in docs) for p in prompts)
+        shown = [sum(instruction in p for instruction in seeds) for p in prompts]
+        assert all(n >= k for n in shown) and (k or not any(shown))
+        assert ("few-shot" in results["generate"]["generator_setup"]) == bool(k)
+        assert any("few-shot" in line for line in lines) == bool(k)

@@ -139,7 +139,7 @@ def test_fake_backend_is_not_a_default():
 
 
 def test_status_says_what_run_would_redo_and_why(tmp_path):
-    """Issue 22: after `xinstruct corpus` with a new min_chars, status names every stage the next run redoes and
+    """After `xinstruct corpus` with a new min_chars, status names every stage the next run redoes and
     why, without running anything; the next run then redoes exactly those."""
     from typer.testing import CliRunner
 
@@ -159,13 +159,18 @@ def test_status_says_what_run_would_redo_and_why(tmp_path):
     shown = CliRunner().invoke(app, ["status", str(tmp_path)], terminal_width=200)
     assert shown.exit_code == 0, shown.output
     assert shown.output.count("stale") == 2 and "corpus" in shown.output.split("generate")[1]
+    as_json = CliRunner().invoke(app, ["status", str(tmp_path), "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    listed = json.loads(as_json.output)["stages"]
+    assert [r["stage"] for r in listed] == ["corpus", "seed", "train", "generate", "refine", "diversify", "export"]
+    assert [r["state"] for r in listed][3:] == ["stale", "stale", "not run", "not run"]
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "stages").glob("*.json")} == stamps  # ran nothing
     _, lines = run(config(tmp_path, corpus={"min_chars": 520}))
     assert "up to date" in said(lines, "corpus") and "redone" in said(lines, "generate")
 
 
 def test_a_second_writer_is_refused_at_once_and_a_dead_holder_frees_the_folder(tmp_path):
-    """Issue 22: one writer per run folder. A second command that writes stops at once with exit code 3 and the
+    """One writer per run folder. A second command that writes stops at once with exit code 3 and the
     holder's PID and command; read-only commands still work; a holder killed with SIGKILL leaves no lock."""
     import os
     import signal

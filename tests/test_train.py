@@ -121,3 +121,12 @@ def test_the_run_uses_the_bundled_generator_unless_told_to_train(tmp_path):
     other = RunConfig(output_dir=str(tmp_path), languages=["sw"], generator={"model": "/m.gguf"},
                       train={"base": {"model": "/m"}})
     assert not uses_bundled_generator(other)
+
+
+def test_an_unsupported_gguf_architecture_is_named_before_training():
+    from xinstruct.train.gguf_export import check_gguf_arch
+
+    check_gguf_arch("gemma3_text")
+    check_gguf_arch("qwen2")
+    with pytest.raises(ValueError, match="export_gguf: false"):
+        check_gguf_arch("llama")

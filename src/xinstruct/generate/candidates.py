@@ -82,8 +82,10 @@ def outcome(doc: dict, result, lang: str, cfg: GenerateConfig, lid, model_id: st
 
 def generate_task(docs: Iterable[dict], lang: str, task: Task, backend: Backend, cfg: GenerateConfig,
                   folder: Path, fingerprint: str | None = None,
-                  on_progress: Callable[[int], None] | None = None) -> dict:
-    """Generate for every document of `task` not yet done (or that failed before); returns this run's counts."""
+                  on_progress: Callable[[int], None] | None = None,
+                  prompt: Callable[[str], str] = generation_prompt) -> dict:
+    """Generate for every document of `task` not yet done (or that failed before); returns this run's counts.
+    `prompt` makes a document's prompt from its text (the paper's, or a few-shot one: generate/fewshot.py)."""
     sources = candidate_sources(cfg)
     lid = LanguageIdentifier()
     stats: Counter = Counter()
@@ -104,7 +106,7 @@ def generate_task(docs: Iterable[dict], lang: str, task: Task, backend: Backend,
                     yield d
 
         def call(batch):
-            results = backend.generate_candidates([generation_prompt(d["text"]) for d in batch], sources)
+            results = backend.generate_candidates([prompt(d["text"]) for d in batch], sources)
             return [(r, outcome(d, r, lang, cfg, lid, backend.model_id, sources))
                     for d, r in zip(batch, results, strict=True)]
 

@@ -8,7 +8,13 @@ from pathlib import Path
 
 from xinstruct.core.stage import Stage, StageResult
 from xinstruct.io.files import read_json, read_jsonl
-from xinstruct.train.stage import generator_config, uses_bundled_generator, uses_trained_adapter
+from xinstruct.train.stage import (
+    generator_config,
+    generator_setup,
+    uses_bundled_generator,
+    uses_few_shot,
+    uses_trained_adapter,
+)
 
 
 def clean_documents(layout, lang: str, limit: int | None = None):
@@ -37,7 +43,15 @@ class GenerateStage(Stage):
     def inputs(self) -> dict:
         from xinstruct.models.identity import model_identity
 
-        return {"generator": model_identity(generator_config(self.cfg, self.layout))}
+        found = {"generator": model_identity(generator_config(self.cfg, self.layout))}
+        if self.few_shot():  # the seed pairs are in every prompt
+            from xinstruct.core.fingerprint import file_sha256
+
+            found["few_shot_seeds"] = file_sha256(self.layout.seed_pairs)
+        return found
+
+    def few_shot(self) -> bool:
+        return uses_few_shot(self.cfg) and self.layout.seed_pairs.exists()
 
     def outputs(self) -> list[Path]:
         return [p for lang in self.cfg.languages for p in (self.layout.candidates_file(lang),
@@ -62,10 +76,24 @@ class GenerateStage(Stage):
         total = sum(1 for d in self.docs(task.lang) if task.owns(doc_key(d)))
         advance = FileProgress(self.task_folder, task, total, progress and progress(f"generate {task.name}", total))
         stats = generate_task(self.docs(task.lang), task.lang, task, backend, self.cfg.generate, self.task_folder,
-                              self.work_fingerprint, advance)
+                              self.work_fingerprint, advance, self.prompt_maker(task.lang))
         write_progress(self.task_folder, task, done=total, total=total, state="done", stats=stats,
                        retry=stats.get(RETRYABLE, 0))
         return {**stats, "records": stats.get("documents", 0)}
+
+    def prompt_maker(self, lang: str):
+        """A document's text -> its prompt: the paper's, or few-shot with the seed pairs most like it."""
+        from xinstruct.prompts import generation_prompt
+
+        if not self.few_shot():
+            return generation_prompt
+        from xinstruct.generate.fewshot import SeedShots
+
+        pairs = list(read_jsonl(self.layout.seed_pairs))
+        if self.cfg.seed.split == "train":
+            pairs = [p for p in pairs if p.get("split") == "train"]
+        shots = SeedShots([p for p in pairs if p["lang"] == lang], self.cfg.generate.few_shot)
+        return lambda text: shots.prompt(lang, text)
 
     def run(self) -> StageResult:
         from xinstruct.core.tasks import read_progress, run_tasks, shards_per_language, task_list
@@ -78,6 +106,10 @@ class GenerateStage(Stage):
         sources = Counter(candidate_sources(cfg.generate).labels())
         self.ctx.log(f"generate: {cfg.generator.backend} generator, candidates per document: "
                      f"{', '.join(f'{n} {label}' for label, n in sources.items())}; {shards} task(s) per language")
+        setup = generator_setup(cfg)
+        if uses_few_shot(cfg) and not self.few_shot():
+            setup = f"not tuned here, zero-shot: no seed pairs in {self.layout.seed_pairs} to show it"
+        self.ctx.log(f"generate: the generator is {setup}")
         tasks = task_list(cfg.languages, shards)
         run_tasks(self, tasks, self.ctx.progress, self.ctx.log)
         stats = {p["task"]: p.get("stats", {}) for p in read_progress(self.task_folder)}
@@ -87,7 +119,7 @@ class GenerateStage(Stage):
             summary[lang]["this_run"] = _add([stats.get(t.name, {}) for t in tasks if t.lang == lang])
             for reason, n in summary[lang]["unresolved"].items():
                 unresolved[reason] = unresolved.get(reason, 0) + n
-        return StageResult(summary, unresolved)
+        return StageResult({**summary, "generator_setup": setup}, unresolved)
 
     def warn_unseen_languages(self, gen) -> None:
         """A generator adapter trained without a language writes for it from the base model's knowledge alone."""

@@ -56,6 +56,31 @@ def models(ctx: RunContext) -> dict:
     return out
 
 
+def model_names(ctx: RunContext) -> dict:
+    """Content hash -> a name a person knows, for the model files the run's config and folder point at."""
+    from xinstruct.core.fingerprint import path_identity
+    from xinstruct.models.bundled import BUNDLED_MODEL_ID, bundled_generator, bundled_gguf
+
+    cfg, layout = ctx.cfg, ctx.layout
+    named = {str(bundled_gguf()): f"{BUNDLED_MODEL_ID} (bundled)",
+             str(bundled_generator()[0]): "the bundled generator adapter",
+             str(layout.generator_adapter): "the generator adapter trained in this run"}
+    for section in (cfg.generator, cfg.refine.evaluator.model, cfg.train.base, cfg.evaluate.judge):
+        for key in ("model", "lora"):
+            value = getattr(section, key, None)
+            if value:
+                named.setdefault(str(value), str(value))
+    names = {}
+    for path, name in named.items():
+        try:
+            digest = path_identity(path)
+        except OSError:
+            continue
+        if digest and digest != path:
+            names[digest] = name
+    return names
+
+
 def seeds(cfg) -> dict:
     return {"generate": cfg.generate.seed, "train": cfg.train.seed, "evaluator_train": cfg.refine.evaluator.train.seed,
             "diversify": cfg.diversify.seed}
@@ -73,7 +98,7 @@ def update_manifest(ctx: RunContext, stage: str | None = None) -> dict:
                                                    "started")}
     manifest.update({
         "updated": now, "xinstruct_commit": git_commit(), "packages": package_versions(), "machine": machine(),
-        "seeds": seeds(ctx.cfg), "models": models(ctx), "stages": stages,
+        "seeds": seeds(ctx.cfg), "models": models(ctx), "model_names": model_names(ctx), "stages": stages,
         "config": ctx.cfg.model_dump(mode="json")})
     write_json(layout.manifest, manifest)
     return manifest
@@ -94,9 +119,14 @@ def manifest_tables(manifest: dict) -> list:
     models = Table(title="models and adapters (sha256 of local files)", title_justify="left")
     for col in ("stage", "role", "backend", "model", "adapter"):
         models.add_column(col)
+    names = manifest.get("model_names", {})
+
+    def named(value) -> str:
+        return f"{names[value]} ({_short(value)})" if value in names else _short(value)
+
     for stage, roles in manifest.get("models", {}).items():
         for role, m in roles.items():
-            models.add_row(stage, role, m.get("backend", ""), _short(m.get("model")), _short(m.get("lora")))
+            models.add_row(stage, role, m.get("backend", ""), named(m.get("model")), named(m.get("lora")))
     machine = Table(title="machine, packages, seeds", title_justify="left", show_header=False)
     machine.add_column("")
     machine.add_column("")
@@ -111,6 +141,28 @@ def _short(value) -> str:
         return ""
     text = str(value)
     return text[:16] if len(text) == 64 and all(c in "0123456789abcdef" for c in text) else text
+
+
+def status_rows(root: Path, stage_plan: list[dict] | None = None) -> list[dict]:
+    """Each stage in pipeline order (`stage_plan`: pipeline.run.plan; without it, the stages that have stamps,
+    in the order they ran): its state, why, seconds, records to retry and when it last ran."""
+    from xinstruct.core.layout import RunLayout
+
+    layout = RunLayout(root)
+    if stage_plan is None:
+        stage_plan = []
+        for stamp_path in sorted(layout.root.glob("stages/*.json"), key=lambda p: p.stat().st_mtime):
+            stamp = read_json(stamp_path, {})
+            left = sum((stamp.get("unresolved") or {}).values())
+            stage_plan.append({"stage": stamp_path.stem, "why": "", "state": (
+                "not needed" if stamp.get("not_needed") else "done" if stamp.get("complete") else
+                "to retry" if left else "unfinished")})
+    rows = []
+    for row in stage_plan:
+        stamp = read_json(layout.stamp(row["stage"]), {}) or {}
+        rows.append({**row, "seconds": stamp.get("seconds"), "to_retry": sum((stamp.get("unresolved") or {}).values()),
+                     "last_run": stamp.get("started")})
+    return rows
 
 
 def status_tables(root: Path, stage_plan: list[dict] | None = None) -> list:
@@ -128,21 +180,11 @@ def status_tables(root: Path, stage_plan: list[dict] | None = None) -> list:
         stages.add_column(col, no_wrap=True)
     stages.add_column("why", ratio=1)
     colours = {"done": "green", "stale": "yellow", "to retry": "yellow", "unfinished": "yellow", "not run": "dim"}
-    if stage_plan is None:
-        stage_plan = []
-        for stamp_path in sorted(layout.root.glob("stages/*.json"), key=lambda p: p.stat().st_mtime):
-            stamp = read_json(stamp_path, {})
-            left = sum((stamp.get("unresolved") or {}).values())
-            stage_plan.append({"stage": stamp_path.stem, "why": "", "state": (
-                "not needed" if stamp.get("not_needed") else "done" if stamp.get("complete") else
-                "to retry" if left else "unfinished")})
-    for row in stage_plan:
-        stamp = read_json(layout.stamp(row["stage"]), {}) or {}
-        left = sum((stamp.get("unresolved") or {}).values())
+    for row in status_rows(root, stage_plan):
         colour = colours.get(row["state"], "")
         state = f"[{colour}]{row['state']}[/{colour}]" if colour else row["state"]
-        stages.add_row(row["stage"], state, str(stamp.get("seconds", "")), str(left or ""),
-                       stamp.get("started", "")[:16].replace("T", " "), row["why"])
+        stages.add_row(row["stage"], state, str(row["seconds"] or ""), str(row["to_retry"] or ""),
+                       (row["last_run"] or "")[:16].replace("T", " "), row["why"])
     tables = [stages]
     for folder in (layout.candidates, layout.refine, layout.diversify, layout.root / "evaluate"):
         progress = read_progress(folder)

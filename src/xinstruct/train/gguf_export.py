@@ -31,14 +31,22 @@ def gguf_tensor_name(peft_key: str) -> tuple[str, str] | None:
     return f"blk.{m.group(1)}.{MODULE_TO_GGUF[m.group(2)]}.weight", m.group(3).lower()
 
 
+def check_gguf_arch(arch: str) -> None:
+    """The GGUF adapter export maps tensors for these architectures only (llama and mistral permute q/k in their
+    GGUF conversion, phi fuses projections: not written here)."""
+    if arch not in SUPPORTED_ARCHS:
+        raise ValueError(f"the GGUF LoRA export (for llama.cpp) supports {', '.join(sorted(SUPPORTED_ARCHS))}, not "
+                         f"{arch!r}: set train.export_gguf: false for a PEFT adapter only (transformers, vLLM and "
+                         "SGLang load it), or use a base of a supported architecture")
+
+
 def export_lora_gguf(adapter_dir: str | Path, out_path: str | Path, arch: str = "gemma3") -> Path:
     import gguf
     from safetensors.numpy import load_file
 
     adapter_dir, out_path = Path(adapter_dir), Path(out_path)
     config = json.loads((adapter_dir / "adapter_config.json").read_text())
-    if arch not in SUPPORTED_ARCHS:
-        raise ValueError(f"GGUF LoRA export supports {sorted(SUPPORTED_ARCHS)}, not {arch!r}")
+    check_gguf_arch(arch)
     tensors = load_file(str(adapter_dir / "adapter_model.safetensors"))
     writer = gguf.GGUFWriter(str(out_path), arch="gemma3" if arch == "gemma3_text" else arch)
     writer.add_type(gguf.GGUFType.ADAPTER)

@@ -117,6 +117,10 @@ def train_lora(examples: list[dict], cfg: TrainConfig, out_dir: Path, name: str,
     warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
     torch.manual_seed(cfg.seed)
     model, tok = load_causal_lm(cfg.base.model, cfg.base.device, "float32")
+    arch = getattr(model.config, "model_type", "gemma3")
+    if cfg.lora and cfg.export_gguf:  # say it now, not after the training it would follow
+        from xinstruct.train.gguf_export import check_gguf_arch
+        check_gguf_arch(arch)
     model.train()
     ds = Dataset.from_list(examples).shuffle(seed=cfg.seed)
     cpu = not torch.cuda.is_available()
@@ -154,7 +158,6 @@ def train_lora(examples: list[dict], cfg: TrainConfig, out_dir: Path, name: str,
                "resumed_from": resume_from}
     if cfg.lora and cfg.export_gguf:
         from xinstruct.train.gguf_export import export_lora_gguf
-        arch = getattr(model.config, "model_type", "gemma3")
         summary["gguf_lora"] = str(export_lora_gguf(adapter_dir, out_dir / f"{name}-lora.gguf", arch))
     tmp = summary_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(summary, indent=2))

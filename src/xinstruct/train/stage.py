@@ -25,6 +25,24 @@ def uses_bundled_generator(cfg) -> bool:
     return cfg.train.generator == "bundled" and cfg.train.base.model is None
 
 
+def uses_few_shot(cfg) -> bool:
+    """A generator that knows the task from no adapter (a served model this run cannot tune) is shown seed pairs."""
+    return not uses_trained_adapter(cfg) and getattr(cfg.generator, "lora", None) is None and cfg.generate.few_shot > 0
+
+
+def generator_setup(cfg) -> str:
+    """How the generator learned the task, in words, for the console and the dataset card."""
+    if uses_trained_adapter(cfg):
+        return ("the bundled generator adapter (tuned on FLORES-200 and the demo seeds)" if uses_bundled_generator(cfg)
+                else "tuned on this run's seed pairs (a LoRA adapter trained here)")
+    if getattr(cfg.generator, "lora", None):
+        return "its own adapter (generator.lora)"
+    if cfg.generate.few_shot:
+        return (f"not tuned here (it does not load this run's adapter): each prompt shows the {cfg.generate.few_shot} "
+                "seed pairs of the document's language most like the document (few-shot)")
+    return "not tuned here, zero-shot (generate.few_shot: 0)"
+
+
 def generator_config(cfg, layout, trained_here: bool = False):
     """The configured generator, with its adapter in the form its backend loads: the bundled one
     (train.generator: bundled) or the one trained in `layout` (train.generator: seed, or `trained_here`: a
