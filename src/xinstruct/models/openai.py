@@ -19,6 +19,7 @@ Failures (docs/BACKENDS.md):
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import logging
 import os
@@ -177,7 +178,13 @@ class OpenAIBackend(Backend):
             raise FatalBackendError(f"{self!r} is closed: no more calls")
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
-            return future.result()
+            while True:
+                try:
+                    return future.result(timeout=0.5)
+                except concurrent.futures.TimeoutError:
+                    # a call submitted while close() was stopping the loop never runs: wake up, do not wait forever
+                    if self._closed and not (self._loop.is_running() and self._thread.is_alive()):
+                        raise FatalBackendError(f"{self!r} was closed while a call waited") from None
         except BaseException:
             future.cancel()  # e.g. Ctrl-C in the caller: stop the requests too
             raise

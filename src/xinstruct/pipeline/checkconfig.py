@@ -13,7 +13,7 @@ def describe_model(m) -> str:
     if m.backend == "openai":
         managed = getattr(m, "managed", None)
         where = f"a managed {managed.kind} server" if managed else (m.base_url or ", ".join(m.base_urls or []))
-        return f"{model} at {where}"
+        return f"{model or 'the bundled google/gemma-3-270m'} at {where}"
     return f"{m.backend}, {model or 'the bundled model'}"
 
 
