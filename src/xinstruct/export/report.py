@@ -144,8 +144,10 @@ def notes_section(langs: list[str], provenance: dict | None) -> list[str]:
     if weak:
         notes.append(f"The grader is near chance for {', '.join(weak)}: those grades are close to guesses; read "
                      "the audit below before training on them.")
-    against = p.get("decontaminated_against")
-    notes.append(f"Decontaminated against: {', '.join(map(str, against))}." if against else
+    against = p.get("decontaminated_against") or {}
+    sources = [Path(str(s)).name for s in against.get("sources") or []]
+    notes.append(f"Decontaminated against {against.get('questions', 0)} evaluation questions ({', '.join(sources)}; "
+                 f"word {against.get('ngram')}-grams)." if sources else
                  "Not decontaminated: no evaluation question sets were given (diversify.decontaminate.questions).")
     lacking = missing_fonts(langs)
     if lacking:
