@@ -60,3 +60,11 @@ def test_docs_name_only_config_keys_that_exist(doc):
 def test_docs_speak_of_no_issue_numbers(doc):
     found = re.findall(r"\b[Ii]ssues? \d+", doc.read_text(encoding="utf-8"))
     assert not found, f"{doc.name}: {found} means nothing to a user"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_docs_hold_no_unfilled_placeholders(doc):
+    """A line that is only an UPPER_CASE word (or one left at a line's end) is a figure never filled in."""
+    found = [line for line in doc.read_text(encoding="utf-8").splitlines()
+             if re.fullmatch(r"[A-Z]+(_[A-Z]+)+", line.strip()) or re.search(r"; [A-Z]+_[A-Z]+$", line)]
+    assert not found, f"{doc.name}: {found}"
