@@ -246,3 +246,13 @@ def test_source_names_the_file_relative_to_its_corpus_input(tmp_path):
     assert source_label("/elsewhere/x.jsonl", inputs) == "x.jsonl"
     assert source_label("hf:wikimedia/wikipedia:sw", inputs) == "hf:wikimedia/wikipedia:sw"
     assert source_label(None, inputs) is None
+
+
+def test_a_language_without_rows_gets_no_config():
+    """datasets cannot read a Parquet file without a row group: an emptied language is left out of the configs
+    (and with no rows at all, there are none), so load_dataset never meets one."""
+    from xinstruct.export.card import front_matter
+
+    header = front_matter(["sw", "th"], ["parquet"], {"sw": 3, "th": 0})
+    assert "config_name: sw" in header and "config_name: th" not in header and "config_name: all" in header
+    assert "configs:" not in front_matter(["sw"], ["parquet"], {"sw": 0})

@@ -117,15 +117,18 @@ def size_category(n: int) -> str:
     return "1M<n<10M"
 
 
-def front_matter(langs: list[str], formats: list[str], n_rows: int, license: str = "other") -> str:
+def front_matter(langs: list[str], formats: list[str], counts: dict[str, int], license: str = "other") -> str:
     """The Hugging Face dataset-card header: licence, languages, size, and (with Parquet) the configs that
-    `load_dataset(folder)` and the Hub read: `all` (the default) and one per language, each with a `train` split."""
+    `load_dataset(folder)` and the Hub read: `all` (the default) and one per language, each with a `train` split.
+    A language with no rows gets no config (datasets cannot read a Parquet file without a row group)."""
+    n_rows = sum(counts.get(lang, 0) for lang in langs)
     lines = ["---", f"license: {license}", "language:", *[f"- {lang}" for lang in langs],
              "size_categories:", f"- {size_category(n_rows)}", "task_categories:", "- text-generation",
              "tags:", "- x-instruction", "- instruction-tuning", "- xinstruct"]
-    if "parquet" in formats:
+    named = [name for name in ["all", *langs] if (n_rows if name == "all" else counts.get(name, 0))]
+    if "parquet" in formats and named:
         lines += ["configs:"]
-        for name in ["all", *langs]:
+        for name in named:
             lines += [f"- config_name: {name}", *(["  default: true"] if name == "all" else []), "  data_files:",
                       "  - split: train", f"    path: parquet/{name}.parquet"]
     return "\n".join(lines + ["---", ""])
@@ -186,8 +189,7 @@ def write_card(folder: Path, rows: dict[str, list[dict]], provenance: dict, expo
                  f"verb with a noun object (the chart). Root verbs over all {len(instructions)}: {top}. "
                  f"First words: {starts}.")
     p = provenance
-    n_rows = sum(len(r) for r in rows.values())
-    text = f"""{front_matter(list(rows), export.formats, n_rows, export.license)}
+    text = f"""{front_matter(list(rows), export.formats, {lang: len(r) for lang, r in rows.items()}, export.license)}
 # {p.get('name', 'X-Instruction data')}
 
 Instruction-tuning data built by xinstruct the X-Instruction way (Li et al., ACL 2024,
