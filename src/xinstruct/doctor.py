@@ -76,7 +76,7 @@ def decode() -> list[Check]:
             text = done.completions[0].text if done.completions else ""
             ok = done.error is None and bool(text.strip())
             layouts = "extra weight layouts " + ("on" if use_extra_buffers(cfg.cpu_repack) else "off")
-            checks.append(Check(label, ok, f"{done.completions[0].n_tokens if ok else 0} tokens in {secs:.2f} s, "
+            checks.append(Check(label, ok, f"{done.completions[0].n_tokens} tokens in {secs:.2f} s, "
                                 f"weights in {', '.join(llama.weight_buffers)} ({layouts}): {text.strip()[:40]!r}"
                                 if ok else f"no text ({done.error})"))
             if lora is None:
@@ -136,6 +136,8 @@ def run_checks(folder: Path = Path("."), on_check: Callable[[Check], None] = lam
 
 
 def _sha256(path: Path) -> str:
+    """Read the file every time: core.fingerprint.file_sha256 remembers hashes by size and mtime, which a corrupted
+    file keeps."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

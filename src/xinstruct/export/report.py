@@ -248,13 +248,10 @@ def manifest_section(manifest: dict) -> list[str]:
         return []
     stages = [[name, s.get("fingerprint"), s.get("output_digest"), s.get("seconds")]
               for name, s in manifest.get("stages", {}).items()]
+    from xinstruct.models.identity import model_label
+
     names = manifest.get("model_names", {})
-
-    def named(value) -> str:
-        short = str(value or "")[:16]
-        return f"{names[value]} ({short})" if value in names else short
-
-    models = [[stage, role, m.get("backend"), named(m.get("model")), named(m.get("lora"))]
+    models = [[stage, role, m.get("backend"), model_label(m.get("model"), names), model_label(m.get("lora"), names)]
               for stage, roles in manifest.get("models", {}).items() for role, m in roles.items()]
     machine = [[k, v] for k, v in {**manifest.get("machine", {}), "xinstruct": manifest.get("xinstruct_commit"),
                                    **manifest.get("packages", {})}.items()]

@@ -23,3 +23,16 @@ def model_identity(cfg) -> dict:
     if backend == "transformers":
         identity["dtype"] = getattr(cfg, "dtype", "auto")
     return identity
+
+
+def short_hash(value) -> str:
+    """A sha256 hex digest cut to 16 characters; any other value (a hub id, a served name) as it is."""
+    if not value:
+        return ""
+    text = str(value)
+    return text[:16] if len(text) == 64 and all(c in "0123456789abcdef" for c in text) else text
+
+
+def model_label(value, names: dict) -> str:
+    """A model identity for people: the manifest's `model_names` name beside its short hash, where it has one."""
+    return f"{names[value]} ({short_hash(value)})" if value in names else short_hash(value)

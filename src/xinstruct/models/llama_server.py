@@ -33,7 +33,6 @@ def main(argv: list[str] | None = None) -> None:
     L = llamacpp_lib.load()
     import llama_cpp.llama_cpp as low
 
-    low._xinstruct_original_load = low.llama_model_load_from_file
     stderr = os.fdopen(os.dup(2), "w")  # llama_cpp silences fd 2 while it loads a model, unless verbose
 
     def load_from_file(path, params):  # what llama_cpp.Llama calls (through its _internals) to load the weights

@@ -49,14 +49,9 @@ def load_model(L, path: str, cpu_repack: bool | None, params=None):
     params = params if params is not None else L.llama_model_default_params()
     params.use_extra_bufts = use_extra_buffers(cpu_repack)
     _BUFFERS.clear()
-    model = _load_from_file(L)(path.encode() if isinstance(path, str) else path, params)
+    # the package's own name for it: llama_server replaces llama_cpp.llama_cpp's, not this copy of it
+    model = L.llama_model_load_from_file(path.encode() if isinstance(path, str) else path, params)
     return model, sorted(set(_BUFFERS))
-
-
-def _load_from_file(L):  # the original, also when llama_server has wrapped the module's attribute
-    import llama_cpp.llama_cpp as low
-
-    return getattr(low, "_xinstruct_original_load", L.llama_model_load_from_file)
 
 
 @cache
@@ -87,7 +82,12 @@ def lib_dir(L) -> Path:
 
 def cpu_variants(L) -> list[str]:
     """The CPU backend modules of a GGML_BACKEND_DL build (empty for a build with one CPU backend linked in)."""
-    return sorted(p.name.removeprefix("libggml-cpu-").split(".so")[0] for p in lib_dir(L).glob("libggml-cpu-*.so"))
+    return sorted(_variant_name(p) for p in lib_dir(L).glob("libggml-cpu-*.so"))
+
+
+def _variant_name(path: str | Path) -> str:
+    """libggml-cpu-haswell.so -> haswell."""
+    return Path(path).name.removeprefix("libggml-cpu-").split(".so")[0]
 
 
 def system_info(L) -> str:
@@ -96,7 +96,12 @@ def system_info(L) -> str:
 
 def compiled_features(L) -> list[str]:
     """Instruction-set features of the CPU backend in use, from llama.cpp's system info ("AVX2 = 1 | ...")."""
-    return [name for name, on in re.findall(r"([A-Z0-9_]+) = (\d)", system_info(L)) if on == "1"]
+    return features_on(system_info(L))
+
+
+def features_on(info: str) -> list[str]:
+    """The features a llama.cpp system-info text ("AVX2 = 1 | AVX512 = 0 | ...") says are compiled in."""
+    return [name for name, on in re.findall(r"([A-Z0-9_]+) = (\d)", info) if on == "1"]
 
 
 @cache
@@ -109,7 +114,7 @@ def _probe_features() -> list[str]:
     if probe.returncode < 0:
         raise UnsupportedCPU(f"llama.cpp dies on this CPU ({signal.Signals(-probe.returncode).name} while starting): "
                              "it was compiled for another CPU; rebuild it here (bash scripts/setup.sh --rebuild-llama)")
-    return [name for name, on in re.findall(r"([A-Z0-9_]+) = (\d)", probe.stdout) if on == "1"]
+    return features_on(probe.stdout)
 
 
 def missing_features(features: list[str], flags: str) -> list[str]:
@@ -139,7 +144,7 @@ def _ggml(L):
 def _log(level, text, user_data):
     line = text.decode("utf-8", "ignore")
     if m := re.search(r"loaded CPU backend from (\S+)", line):
-        _VARIANT.append(Path(m.group(1)).name.removeprefix("libggml-cpu-").split(".so")[0])
+        _VARIANT.append(_variant_name(m.group(1)))
     elif m := re.search(r"(\S+) model buffer size", line):
         _BUFFERS.append(m.group(1))
     if level >= 4 and os.environ.get("XINSTRUCT_LLAMA_LOG"):  # llama.cpp prints every tensor load otherwise

@@ -16,6 +16,7 @@ from pathlib import Path
 from xinstruct.core.machine import machine
 from xinstruct.core.stage import RunContext
 from xinstruct.io.files import read_json, write_json
+from xinstruct.models.identity import model_label
 
 PACKAGES = ("xinstruct", "torch", "transformers", "trl", "peft", "llama_cpp_python", "datatrove", "datasets",
             "pyarrow", "sentence-transformers", "faiss-cpu", "scikit-learn", "httpx", "pydantic")
@@ -120,13 +121,10 @@ def manifest_tables(manifest: dict) -> list:
     for col in ("stage", "role", "backend", "model", "adapter"):
         models.add_column(col)
     names = manifest.get("model_names", {})
-
-    def named(value) -> str:
-        return f"{names[value]} ({_short(value)})" if value in names else _short(value)
-
     for stage, roles in manifest.get("models", {}).items():
         for role, m in roles.items():
-            models.add_row(stage, role, m.get("backend", ""), named(m.get("model")), named(m.get("lora")))
+            models.add_row(stage, role, m.get("backend", ""), model_label(m.get("model"), names),
+                           model_label(m.get("lora"), names))
     machine = Table(title="machine, packages, seeds", title_justify="left", show_header=False)
     machine.add_column("")
     machine.add_column("")
@@ -135,12 +133,6 @@ def manifest_tables(manifest: dict) -> list:
         machine.add_row(str(k), str(v))
     return [stages, models, machine]
 
-
-def _short(value) -> str:
-    if not value:
-        return ""
-    text = str(value)
-    return text[:16] if len(text) == 64 and all(c in "0123456789abcdef" for c in text) else text
 
 
 def status_rows(root: Path, stage_plan: list[dict] | None = None) -> list[dict]:
