@@ -81,6 +81,18 @@ class FakePositionBiasedJudge(FakeJudge):
             return [Completion("N</score1><score2>N</score2>", "stop", 8)]
         return [Completion("8</score1><score2>3</score2> The first answer is better.", "stop", 12)]
 
+    def generate(self, prompts, params):
+        """Single-answer grading prompts (they end with "Rating: [["): a grade of 1-10 from a hash of the
+        prompt, or garbage as above."""
+        out = []
+        for result, prompt in zip(super().generate(prompts, params), prompts):
+            if prompt.endswith("[[") and not result.error:
+                h = zlib.crc32(prompt.encode())
+                text = "N/A]]" if self.garbage_every and h % self.garbage_every == 0 else f"{h % 10 + 1}]] Fair."
+                result = GenerationResult(completions=[Completion(text, "stop", 4)])
+            out.append(result)
+        return out
+
 
 class FakeScorer(FakeBackend):
     """A stand-in that scores log-likelihoods: each continuation word costs 3 nats, 1 if the context contains

@@ -136,7 +136,8 @@ def test_evaluate_caches_answers_and_judgements(tmp_path, monkeypatch):
     cfg = _fake_eval(tmp_path)
     summary = run_evaluate(cfg, ["sw", "th"], tmp_path / "eval", log=lambda *_: None)
     calls = len(log.read_text().splitlines())
-    assert calls == 2 * 2 * 5 + 2 * 5 * 2  # answers: systems × langs × questions; judge: langs × questions × 2
+    # answers: systems × langs × questions; pairwise: langs × questions × 2 orders; grades: systems × langs × questions
+    assert calls == 2 * 2 * 5 + 2 * 5 * 2 + 2 * 2 * 5
     overall = summary["judgements"]["a"]["overall"]  # b (the focus) against a
     assert (overall["win"], overall["tie"], overall["loss"], overall["judged"]) == (0, 10, 0, 10)
     assert summary["checks"]["a"]["english"]["sw"]["n"] == 5
@@ -160,6 +161,9 @@ def test_evaluate_counts_failures_and_retries_server_errors(tmp_path, monkeypatc
     assert failures.get("<score1> is not an integer", 0) > 0  # garbage judge output: counted, never a score
     t = first["judgements"]["a"]["overall"]
     assert t["judged"] + t["failed"] == 5 and t["win"] == t["loss"] == 0
+    grades = first["grades"]["b"]
+    assert grades["overall"]["n"] + grades["overall"]["failed"] == 5 and grades["failures"]  # none guessed
+    assert any(r.startswith(("rating is not a number", "no answer from", "judge error")) for r in grades["failures"])
     monkeypatch.setenv("FAKE_FAIL_EVERY", "0")
     second = run_evaluate(cfg, ["sw"], tmp_path / "eval", log=lambda *_: None)
     assert sum(second["answer_errors"].values()) == 0  # the failed answers were asked again
@@ -186,7 +190,7 @@ def test_evaluation_report_renders(tmp_path, monkeypatch):
     dom = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()],
                          capture_output=True, text=True, timeout=120, check=False).stdout
     images = re.search(r'data-images="(\d+)" data-images-ok="(\d+)"', dom)
-    assert images and int(images[1]) == int(images[2]) == 2  # fidelity chart + win/tie/loss chart
+    assert images and int(images[1]) == int(images[2]) == 3  # fidelity, win/tie/loss and grade charts
     assert "Pairwise judge" in dom and "vs a" in dom and summary["report"] == str(page)
 
 
@@ -199,3 +203,191 @@ def test_answers_do_not_depend_on_batch_size(tmp_path, monkeypatch):
         out = tmp_path / f"eval{batch}"
         files.append({str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*.jsonl"))})
     assert files[0] == files[1] and any("answers" in k for k in files[0])
+
+
+# -- multi-turn, single-answer grading, length control, FastChat interchange -----------------------------------
+
+def _two_turn_set(tmp_path, name="mt.jsonl", lang=None, reference=False):
+    path = tmp_path / name
+    records = [{"question_id": 81 + i, "category": "writing", "turns": [f"Question {i}?", f"Now shorter {i}."]}
+               for i in range(3)]
+    if reference:
+        records[0]["reference"] = ["Ref one.", "Ref two."]
+    if lang:
+        for r in records:
+            r["lang"] = lang
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+@pytest.mark.parametrize("template", ["alpaca", "assistant", "none"])
+def test_a_second_turn_is_asked_with_the_first_answer(tmp_path, monkeypatch, template):
+    """Turn 2's prompt holds turn 1's question and the system's own answer to it, and the language rule on both
+    turns; the answers file keeps each turn."""
+    prompts = tmp_path / "prompts.jsonl"
+    monkeypatch.setenv("FAKE_PROMPTS", str(prompts))
+    cfg = EvaluateConfig(questions=[str(_two_turn_set(tmp_path))], native_questions=False, judging=[],
+                         systems=[SystemConfig(name="a", model=model_config(backend="fake_backend:PromptRecorder"),
+                                               template=template)])
+    summary = run_evaluate(cfg, ["sw"], tmp_path / "eval", log=lambda *_: None)
+    answers = [json.loads(line) for line in (tmp_path / "eval" / "answers" / "a.answers.jsonl").open()]
+    assert [(r["question_id"], r["turn"]) for r in answers] == [(str(q), t) for q in (81, 82, 83) for t in (1, 2)]
+    sent = [json.loads(line) for line in prompts.open()]
+    assert len(sent) == 6
+    for r in answers:
+        if r["turn"] == 2:
+            first = next(x for x in answers if x["question_id"] == r["question_id"] and x["turn"] == 1)
+            assert r["prompt"] in sent and first["answer"] in r["prompt"]
+            assert r["prompt"].index(first["prompt"][-40:]) < r["prompt"].index(first["answer"])
+            assert r["prompt"].count("Answer in Swahili.") == 2 and r["prompt"].rstrip().endswith(
+                {"alpaca": "### Response:", "assistant": "ASSISTANT:", "none": "Answer in Swahili."}[template])
+    assert set(summary["checks"]["a"]["english"]["sw"]["turns"]) == {"1", "2"}
+
+
+def test_a_chat_model_gets_the_conversation_as_messages():
+    from xinstruct.answer.systems import ResolvedSystem
+
+    chat = ResolvedSystem("c", model_config(backend="openai", model="m", chat=True), "none")
+    messages = chat.turn_prompt(["Hi?", "More?"], ["Jambo."], "sw")
+    assert messages == [{"role": "user", "content": "Hi? Answer in Swahili."},
+                        {"role": "assistant", "content": "Jambo."},
+                        {"role": "user", "content": "More? Answer in Swahili."}]
+    assert chat.turn_prompt(["Hi?"], [], "sw") == "Hi? Answer in Swahili."  # turn 1: as single-turn asked it
+    text = ResolvedSystem("t", model_config(backend="openai", model="m", chat=True), "assistant")
+    assert isinstance(text.turn_prompt(["Hi?", "More?"], ["Jambo."], "sw"), str)
+
+
+def test_single_grade_prompt_with_and_without_a_reference():
+    from xinstruct.prompts import single_grade_prompt
+
+    plain = single_grade_prompt(["What is 2+2?"], ["Nne."], "Swahili")
+    assert plain.endswith("Rating: [[") and "[Question]\nWhat is 2+2?" in plain and "Nne." in plain
+    assert "Reference" not in plain and "asked for the answer in Swahili" in plain
+    ref = single_grade_prompt(["What is 2+2?"], ["Nne."], "Swahili", reference=("4",))
+    assert "[The Start of the Reference Answer]\n4\n[The End of the Reference Answer]" in ref
+    assert "Compare the answer with the reference answer" in ref
+    turn2 = single_grade_prompt(["What is 2+2?", "And 3+3?"], ["Nne.", "Sita."], "Swahili", False, ("4", "6"))
+    assert "### User:\nAnd 3+3?\n\n### Assistant:\nSita." in turn2 and "Turn 2:\n6" in turn2
+    assert "The user asked in Swahili" in turn2 and "last question" in turn2
+
+
+@pytest.mark.parametrize("output, rating", [("7]] Good.", 7.0), ("[[10]]", 10.0), ("Fine. Rating: [[3.5]]", 3.5)])
+def test_grades_parse(output, rating):
+    from xinstruct.evaluate.judge import parse_rating
+
+    assert parse_rating(output) == rating
+
+
+@pytest.mark.parametrize("output, reason", [("", "missing"), ("11]]", "out of range"), ("7]] or [[8]]", "conflicting"),
+                                            ("x]]", "not a number"), ("0]]", "out of range")])
+def test_bad_grades_are_failures(output, reason):
+    from xinstruct.evaluate.judge import parse_rating
+
+    with pytest.raises(JudgeParseError, match=reason):
+        parse_rating(output)
+
+
+def test_length_controlled_rate_on_synthetic_data():
+    """A judge that prefers the longer answer between systems of equal quality: the raw rate is high, the
+    length-controlled one near ½. A judge indifferent to length: both near the true 0.7."""
+    import math
+    import random
+
+    from xinstruct.evaluate.length_control import length_controlled
+
+    rng = random.Random(1)
+    verdicts, diffs = [], []
+    for _ in range(400):
+        d = rng.gauss(150, 200)  # the focus system writes longer answers
+        verdicts.append("win" if rng.random() < 1 / (1 + math.exp(-3 * math.tanh(d / 200))) else "loss")
+        diffs.append(d)
+    biased = length_controlled(verdicts, diffs, resamples=200)
+    assert biased["win_rate"] > 0.65 and biased["lc_win_rate_ci"][0] < 0.5 < biased["lc_win_rate_ci"][1]
+    assert biased["length_coef"] > 1
+    fair = length_controlled(["win" if rng.random() < 0.7 else "loss" for _ in diffs], diffs, resamples=200)
+    assert abs(fair["lc_win_rate"] - 0.7) < 0.06 and abs(fair["win_rate"] - 0.7) < 0.06
+    assert length_controlled(["tie"] * 10, diffs[:10], resamples=50)["lc_win_rate"] == 0.5
+    assert length_controlled([], [])["lc_win_rate"] is None
+
+
+def test_questions_written_in_the_language(tmp_path, monkeypatch):
+    """A set written in Swahili is asked as written (no "Answer in X."), in Swahili only, and judged with the
+    language named; the grades carry the reference where the question has one."""
+    monkeypatch.setenv("FAKE_PROMPTS", str(tmp_path / "prompts.jsonl"))
+    fake = model_config(backend="fake_backend:PromptRecorder")
+    cfg = EvaluateConfig(questions=[str(_two_turn_set(tmp_path, "sw.jsonl", reference=True))], question_lang="sw",
+                         native_questions=False, systems=[SystemConfig(name="a", model=fake),
+                                                          SystemConfig(name="b", model=fake)],
+                         judge=model_config(backend="fake_backend:FakePositionBiasedJudge"))
+    summary = run_evaluate(cfg, ["sw", "th"], tmp_path / "eval", log=lambda *_: None)
+    assert summary["n_target_questions"] == {"sw": 3, "th": 0} and summary["n_english_questions"] == 0
+    answers = [json.loads(line) for line in (tmp_path / "eval" / "answers" / "a.answers.jsonl").open()]
+    assert {r["lang"] for r in answers} == {"sw"} and all("Answer in" not in r["prompt"] for r in answers)
+    assert summary["checks"]["a"]["target"]["sw"]["n"] == 6
+    judged = [json.loads(line) for line in (tmp_path / "eval" / "judgements" / "judgements.jsonl").open()]
+    assert len(judged) == 3 * 2 * 2 and all("The user asked in Swahili" in r["prompt"] for r in judged)
+    grades = [json.loads(line) for line in (tmp_path / "eval" / "grades" / "grades.jsonl").open()]
+    assert len(grades) == 2 * 3 * 2 and sum(r["reference"] for r in grades) == 2 * 2
+    assert all(r["rating"] is not None for r in grades)
+    assert set(summary["grades"]["a"]["turns"]) == {"1", "2"} and summary["judgements"]["a"]["turns"]["2"]["judged"] == 3
+
+
+FASTCHAT_ANSWER = {"question_id": int, "answer_id": str, "model_id": str, "choices": list, "tstamp": float}
+FASTCHAT_SINGLE = {"question_id": int, "model": str, "judge": list, "user_prompt": str, "judgment": str,
+                   "score": (int, float), "turn": int, "tstamp": float}
+FASTCHAT_PAIR = {"question_id": int, "model_1": str, "model_2": str, "g1_winner": str, "g2_winner": str,
+                 "judge": list, "g1_user_prompt": str, "g1_judgment": str, "g2_user_prompt": str, "g2_judgment": str,
+                 "turn": int, "tstamp": float}
+
+
+def _check_shape(path, shape):
+    records = [json.loads(line) for line in path.open()]
+    for r in records:
+        assert set(r) == set(shape), (path, set(r) ^ set(shape))
+        for key, kind in shape.items():
+            assert isinstance(r[key], kind), (path, key, r[key])
+    return records
+
+
+def test_fastchat_answers_round_trip(tmp_path):
+    """FastChat-shaped answers written elsewhere are scored as a system; our files have FastChat's shapes."""
+    questions = _two_turn_set(tmp_path)
+    elsewhere = tmp_path / "gpt.sw.jsonl"
+    elsewhere.write_text("".join(json.dumps({"question_id": 81 + i, "answer_id": f"x{i}", "model_id": "gpt",
+                                             "choices": [{"index": 0, "turns": [f"Jibu {i}.", f"Fupi {i}."]}],
+                                             "tstamp": 1.0}) + "\n" for i in range(2)))  # question 83 missing
+    fake = model_config(backend="fake_backend:FakeBackend")
+    cfg = EvaluateConfig(questions=[str(questions)], native_questions=False,
+                         systems=[SystemConfig(name="gpt", answers=str(tmp_path / "gpt.{lang}.jsonl")),
+                                  SystemConfig(name="ours", model=fake)],
+                         judge=model_config(backend="fake_backend:FakePositionBiasedJudge"))
+    summary = run_evaluate(cfg, ["sw"], tmp_path / "eval", log=lambda *_: None)
+    assert summary["answer_errors"]["gpt"] == 2  # question 83, both turns: not in the file
+    assert summary["grades"]["gpt"]["overall"]["n"] == 4 and summary["grades"]["gpt"]["failures"] == {
+        "no answer from gpt": 2}
+    bench = tmp_path / "eval" / "fastchat" / "mt-sw"
+    assert summary["fastchat"] == ["fastchat/mt-sw"]
+    asked = [json.loads(line) for line in (bench / "question.jsonl").open()]
+    assert asked[0]["turns"] == ["Question 0? Answer in Swahili.", "Now shorter 0. Answer in Swahili."]
+    ours = _check_shape(bench / "model_answer" / "ours.jsonl", FASTCHAT_ANSWER)
+    assert [len(r["choices"][0]["turns"]) for r in ours] == [2, 2, 2]
+    gpt = _check_shape(bench / "model_answer" / "gpt.jsonl", FASTCHAT_ANSWER)
+    assert gpt[0]["choices"][0]["turns"] == ["Jibu 0.", "Fupi 0."]
+    single = _check_shape(bench / "model_judgment" / "bundled_single.jsonl", FASTCHAT_SINGLE)
+    assert {(r["model"], r["turn"]) for r in single} == {(m, t) for m in ("gpt", "ours") for t in (1, 2)}
+    assert sum(r["score"] == -1 for r in single) == 2
+    pairs = _check_shape(bench / "model_judgment" / "bundled_pair.jsonl", FASTCHAT_PAIR)
+    # the position-biased judge prefers whichever answer it sees first: model_1 in g1, model_2 in g2
+    assert {(r["g1_winner"], r["g2_winner"]) for r in pairs if r["question_id"] != 83} == {("model_1", "model_2")}
+    assert {(r["g1_winner"], r["g2_winner"]) for r in pairs if r["question_id"] == 83} == {("error", "error")}
+    from xinstruct.evaluate.fastchat import read_judgments, read_model_answers
+
+    assert read_model_answers(bench / "model_answer" / "ours.jsonl")["81"]["choices"][0]["turns"] == [
+        r["answer"] for r in map(json.loads, (tmp_path / "eval" / "answers" / "ours.answers.jsonl").open())
+        if r["question_id"] == "81"]
+    assert len(read_judgments(bench / "model_judgment" / "bundled_pair.jsonl")) == 6
+    board = (tmp_path / "eval" / "leaderboard.csv").read_text().splitlines()
+    assert board[0].startswith(",win_rate,standard_error,n_wins") and "ours vs gpt (overall)" in board[-1]
+    elsewhere.write_text('{"question_id": 81, "choices": "no"}\n')
+    with pytest.raises(ValueError, match=r"gpt.sw.jsonl:1: not a FastChat model_answer record"):
+        run_evaluate(cfg, ["sw"], tmp_path / "eval2", log=lambda *_: None)

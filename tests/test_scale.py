@@ -251,11 +251,12 @@ def test_sharded_evaluation_matches_one_process_and_reuses_every_answer(tmp_path
     monkeypatch.setenv("FAKE_LOG", str(calls))
     one = evaluation(tmp_path, None, "one")
     asked = len(calls.read_text().splitlines())
-    assert asked == 2 * 2 * 5 + 2 * 5 * 2
+    assert asked == 2 * 2 * 5 + 2 * 5 * 2 + 2 * 2 * 5  # answers, pairwise judgements, single-answer grades
     two = evaluation(tmp_path, {"workers": 2, "shards": 2}, "two")
     assert two == one and len(calls.read_text().splitlines()) == 2 * asked
     tasks = {p["task"] for p in read_progress(tmp_path / "two")}
-    assert tasks == {f"{group}.{lang}.{s:03d}-of-002" for group in ("answers-a", "answers-b", "judge-b-vs-a")
+    assert tasks == {f"{group}.{lang}.{s:03d}-of-002" for group in ("answers-a", "answers-b", "judge-b-vs-a",
+                                                                      "grade-a", "grade-b")
                      for lang in ("sw", "th") for s in range(2)}
     assert one[0]["judgements"]["a"]["overall"]["judged"] == 10
     again = evaluation(tmp_path, {"workers": 1, "shards": 3}, "two")  # the caches of the 2-shard split are read
@@ -280,5 +281,5 @@ def test_evaluation_on_slurm_stand_ins_and_ray_matches_local(tmp_path, monkeypat
     slurm = evaluation(tmp_path, {"kind": "slurm", "workers": 2, "shards": 2, "options": {"partition": "test"}},
                        "slurm")
     assert slurm == local, log.read_text()[-3000:]
-    assert len(list((tmp_path / "slurm" / "logs").rglob("launch_script.slurm"))) == 2  # answering, judging
+    assert len(list((tmp_path / "slurm" / "logs").rglob("launch_script.slurm"))) == 3  # answering, judging, grading
     assert evaluation(tmp_path, {"kind": "ray", "workers": 2}, "ray") == local

@@ -492,36 +492,63 @@ def chat(
 
 
 def _print_evaluation(summary: dict) -> None:
-    from xinstruct.evaluate.report import FIDELITY_HEADER, JUDGE_HEADER, fidelity_rows, judgement_rows
+    from xinstruct.evaluate.report import (
+        FIDELITY_HEADER,
+        FIDELITY_TITLES,
+        FIDELITY_TURN_HEADER,
+        GRADE_HEADER,
+        JUDGE_HEADER,
+        LC_HEADER,
+        fidelity_rows,
+        fidelity_turn_rows,
+        grade_rows,
+        judgement_rows,
+        length_control_rows,
+    )
 
-    for group, title in (("english", "language fidelity: English questions + \"Answer in {Language}.\""),
-                         ("native", "zero-shot: questions written in the target language")):
-        rows = fidelity_rows(summary, group)
-        if rows:
-            table = Table(title=title)
-            for col in FIDELITY_HEADER:
-                table.add_column(col)
-            for row in rows:
-                table.add_row(*map(str, row))
-            console.print(table)
+    for group, title in FIDELITY_TITLES.items():
+        _print_table(title, FIDELITY_HEADER, fidelity_rows(summary, group))
+        if turn_rows := fidelity_turn_rows(summary, group):
+            _print_table(f"{title}, per turn", FIDELITY_TURN_HEADER, turn_rows)
+    if summary.get("grades"):
+        _print_table(f"single-answer grades 1-10 ({summary['judge_model']}), per turn", ["system", "turn",
+                                                                                        *GRADE_HEADER[2:]],
+                     grade_rows(summary, "turns"))
     if summary["judgements"]:
-        table = Table(title=f"pairwise judge ({summary['judge_model']}): {summary['focus']} against each other "
-                            "system, both orders; a win or loss only when both agree")
-        for col in JUDGE_HEADER:
+        _print_table(f"pairwise judge ({summary['judge_model']}): {summary['focus']} against each other system, both "
+                     "orders; a win or loss only when both agree", JUDGE_HEADER, judgement_rows(summary))
+        _print_table("pairwise, per turn", ["focus vs", "turn", *JUDGE_HEADER[2:]], judgement_rows(summary, "turns"))
+        _print_table("win rate (tie ½) and length-controlled win rate", LC_HEADER, length_control_rows(summary))
+    console.print(f"report: {summary['report']}")
+    if summary.get("fastchat"):
+        console.print(f"FastChat files: {', '.join(summary['fastchat'])}; leaderboard: {summary['leaderboard']}")
+
+
+def _print_table(title: str, header: list[str], rows: list[list]) -> None:
+    if rows:
+        table = Table(title=title)
+        for col in header:
             table.add_column(col)
-        for row in judgement_rows(summary):
+        for row in rows:
             table.add_row(*map(str, row))
         console.print(table)
-    console.print(f"report: {summary['report']}")
 
 
 QuestionsOpt = Annotated[list[str] | None, typer.Option(
-    "--questions", help="Vicuna/MT-Bench JSONL or hf:<dataset>[:<config>[:<split>]] (repeatable)")]
+    "--questions", help="MT-Bench/FastChat JSONL (every turn) or hf:<dataset>[:<config>[:<split>]] (repeatable)")]
 LimitOpt = Annotated[int | None, typer.Option(help="N questions of each set, spread evenly over it")]
+QuestionLangOpt = Annotated[str | None, typer.Option(
+    "--question-lang", help="the language the question sets are written in (default: English, asked with "
+                            "\"Answer in {Language}.\")")]
+TurnsOpt = Annotated[int | None, typer.Option(help="the most turns asked of each question (default: all)")]
+JudgingOpt = Annotated[str | None, typer.Option(help="comma-separated: pairwise, single (default: both)")]
 
 
-def _evaluate_overrides(cfg: RunConfig, questions, limit, languages) -> tuple[RunConfig, list[str]]:
-    updates = {k: v for k, v in {"questions": questions, "limit": limit}.items() if v is not None}
+def _evaluate_overrides(cfg: RunConfig, questions, limit, languages, question_lang=None, turns=None,
+                        judging=None) -> tuple[RunConfig, list[str]]:
+    updates = {k: v for k, v in {"questions": questions, "limit": limit, "question_lang": question_lang,
+                                 "turns": turns, "judging": judging.split(",") if judging else None}.items()
+               if v is not None}
     try:
         cfg = validated_copy(cfg, evaluate=validated_copy(cfg.evaluate, **updates))
     except ConfigError as e:
@@ -537,13 +564,18 @@ def evaluate(
     limit: LimitOpt = None,
     languages: Annotated[str | None, typer.Option(help="comma-separated; default: evaluate.languages")] = None,
     output_dir: Annotated[Path | None, typer.Option(help="default: <run>/evaluate")] = None,
+    question_lang: QuestionLangOpt = None,
+    turns: TurnsOpt = None,
+    judging: JudgingOpt = None,
 ):
-    """Answers from every system in `evaluate.systems`, language fidelity and length, the zero-shot check, and
-    the pairwise judge (both orders) of the focus system against each other; cached, so reruns cost nothing."""
+    """Every system in `evaluate.systems` answers every turn of the questions (the conversation so far in each
+    prompt); language fidelity and length per turn, the zero-shot check, single-answer grades 1-10 and the pairwise
+    judge (both orders) of the focus system against each other, with the length-controlled win rate; FastChat-shaped
+    answers and judgements; cached, so reruns cost nothing."""
     from xinstruct.evaluate.stage import run_evaluate
     from xinstruct.pipeline.run import ConsoleProgress
 
-    cfg, langs = _evaluate_overrides(_load(config), questions, limit, languages)
+    cfg, langs = _evaluate_overrides(_load(config), questions, limit, languages, question_lang, turns, judging)
     progress = ConsoleProgress(console)
     try:
         with writing(cfg.out, output_dir):
@@ -563,10 +595,13 @@ def compare(
     questions: QuestionsOpt = None,
     limit: LimitOpt = None,
     languages: Annotated[str | None, typer.Option(help="comma-separated; default: the run's languages")] = None,
+    question_lang: QuestionLangOpt = None,
+    turns: TurnsOpt = None,
+    judging: JudgingOpt = None,
 ):
     """The paper's comparison on a finished run: tune the base on the seed pairs and on the xinstruct dataset,
-    then evaluate base, seed-tuned and xinstruct-tuned (fidelity, zero-shot, judge) and write the HTML report.
-    Default questions: Vicuna-80 from ../shared/data/eval where present."""
+    then evaluate base, seed-tuned and xinstruct-tuned (fidelity per turn, zero-shot, grades, pairwise judge) and
+    write the HTML report. Default questions: Vicuna-80 from ../shared/data/eval where present."""
     from xinstruct.evaluate.compare import evaluate_baselines, tune_baselines
     from xinstruct.pipeline.demo import EVAL_QUESTIONS
     from xinstruct.pipeline.run import ConsoleProgress
@@ -576,7 +611,7 @@ def compare(
         questions = [str(p.resolve()) for p in EVAL_QUESTIONS[:1] if p.exists()]
         if not questions:
             console.print("[yellow]no English question set given or found: only the zero-shot check runs[/yellow]")
-    cfg, langs = _evaluate_overrides(cfg, questions, limit, languages)
+    cfg, langs = _evaluate_overrides(cfg, questions, limit, languages, question_lang, turns, judging)
     started = time.perf_counter()
     try:
         with writing(cfg.out):

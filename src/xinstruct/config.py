@@ -466,6 +466,8 @@ class SystemConfig(Section):
                                                 "(llamacpp: the GGUF adapter; transformers: the PEFT folder)")
     template: Literal["alpaca", "assistant", "none"] = Field(
         "alpaca", description="alpaca | assistant | none (the bare question); a tuned system uses its own")
+    answers: str | None = Field(None, description="answers made elsewhere, in FastChat's model_answer JSONL shape "
+                                                  "(`{lang}` in the path: one file per language): read, not asked")
 
 
 class AnswerConfig(Section):
@@ -478,9 +480,18 @@ class AnswerConfig(Section):
 class EvaluateConfig(Section):
     """`xinstruct evaluate`: answers from several systems per language, objective checks, pairwise judge."""
 
-    questions: list[str] = Field([], description="English question sets: Vicuna/MT-Bench JSONL (first turn) or "
-                                                 "hf:<dataset>[:<config>[:<split>]]")
+    questions: list[str] = Field([], description="question sets: MT-Bench/FastChat JSONL (every turn; optional "
+                                                 "`reference`, `lang`) or hf:<dataset>[:<config>[:<split>]]")
+    question_lang: str | None = Field(None, description="the language the question sets are written in, where a "
+                                                        "record has no `lang` (None: English, asked with \"Answer in "
+                                                        "{Language}.\"); a set in a target language is asked as "
+                                                        "written, in that language only")
     limit: int | None = Field(None, ge=1, description="N questions of each set, spread evenly over it (quick runs)")
+    turns: int | None = Field(None, ge=1, description="the most turns asked of each question (None: all; 1: the "
+                                                      "first turn only)")
+    judging: list[Literal["pairwise", "single"]] = Field(
+        ["pairwise", "single"], description="pairwise: the focus system against each other one, both orders (the "
+                                            "paper's); single: every system's answers graded 1-10 (MT-Bench's)")
     languages: list[str] | None = Field(None, description="None = the run's languages")
     native_questions: bool = Field(True, description="also ask the bundled questions written in each target "
                                                      "language (zero-shot check; not judged)")

@@ -10,7 +10,7 @@ from pathlib import Path
 from xinstruct.config import ModelConfig, OpenAIConfig, SystemConfig, validated_copy
 from xinstruct.languages import answer_suffix, get_language
 from xinstruct.models.base import SamplingParams
-from xinstruct.prompts import ANSWER_STOPS, answer_prompt
+from xinstruct.prompts import ANSWER_STOPS, answer_prompt, conversation_prompt
 
 
 @dataclass(frozen=True)
@@ -21,8 +21,27 @@ class ResolvedSystem:
 
     def prompt(self, question: str, lang: str, suffix: bool = True) -> str:
         """English question + "Answer in {Language}." (suffix=False: a question already in the target language)."""
-        instruction = f"{question.strip()} {answer_suffix(lang)}" if suffix else question.strip()
-        return answer_prompt(instruction, self.template, get_language(lang).name)
+        return answer_prompt(self.instruction(question, lang, suffix), self.template, get_language(lang).name)
+
+    def instruction(self, question: str, lang: str, suffix: bool = True) -> str:
+        return f"{question.strip()} {answer_suffix(lang)}" if suffix else question.strip()
+
+    def turn_prompt(self, turns: list[str], answers: list[str], lang: str, suffix: bool = True) -> str | list[dict]:
+        """The prompt for the last of `turns`, after the earlier turns and this system's answers to them; the
+        "Answer in {Language}." rule on every English turn. A chat model asked with the bare question (template
+        none) gets the conversation as chat messages; every other system gets it in its template's text (a chat
+        model with the alpaca or assistant template: as one user message, as on the first turn)."""
+        instructions = [self.instruction(t, lang, suffix) for t in turns]
+        if len(instructions) == 1:
+            return self.prompt(turns[0], lang, suffix)
+        if self.template == "none" and getattr(self.model, "chat", False):
+            messages = []
+            for instruction, answer in zip(instructions, [*answers, None]):
+                messages.append({"role": "user", "content": instruction})
+                if answer is not None:
+                    messages.append({"role": "assistant", "content": answer.strip()})
+            return messages
+        return conversation_prompt(instructions, answers, self.template, get_language(lang).name)
 
     def fingerprint(self) -> str:
         return model_fingerprint(self.model) + ":" + self.template

@@ -1,12 +1,13 @@
-"""The paper's pairwise judge: parse "<score1>N</score1><score2>N</score2>", ask both orders, and count a win
-only when both orders agree. Anything unparseable is a failure with its reason, never a score."""
+"""The judges' verdicts. Pairwise (the paper's): parse "<score1>N</score1><score2>N</score2>", ask both orders, and
+count a win only when both orders agree. Single-answer (MT-Bench's): one "[[N]]" grade, 1-10. Anything unparseable
+is a failure with its reason, never a score."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
-from xinstruct.prompts import JUDGE_PREFILL
+from xinstruct.prompts import GRADE_PREFILL, JUDGE_PREFILL
 
 _TAG = {i: re.compile(rf"<score{i}>(.*?)</score{i}>", re.DOTALL | re.IGNORECASE) for i in (1, 2)}
 _INT = re.compile(r"[+-]?\d+")
@@ -37,6 +38,29 @@ def parse_scores(output: str, prefilled: bool = True) -> tuple[int, int]:
     completion that does not repeat the tag is read as its continuation."""
     text = output if (not prefilled or "<score1>" in output.lower()) else JUDGE_PREFILL + output
     return _score(text, 1), _score(text, 2)
+
+
+_RATING = re.compile(r"\[\[\s*([^\[\]]*?)\s*\]\]")
+_NUMBER = re.compile(r"\d+(\.\d+)?")
+
+
+def parse_rating(output: str, prefilled: bool = True) -> float:
+    """The single-answer grade, 1-10, from "[[N]]" in the judge's output (MT-Bench's format). The prompt ends with
+    "[[", so a completion that does not start with it is read as its continuation. One grade or none: two different
+    grades, a grade out of range or no grade is a JudgeParseError, never a guess."""
+    text = output if (not prefilled or output.lstrip().startswith(GRADE_PREFILL)) else GRADE_PREFILL + output
+    found = {v for v in _RATING.findall(text)}
+    if not found:
+        raise JudgeParseError("missing [[rating]]")
+    if len(found) > 1:
+        raise JudgeParseError(f"conflicting ratings {sorted(found)}")
+    value = found.pop()
+    if not _NUMBER.fullmatch(value):
+        raise JudgeParseError(f"rating is not a number: {value[:20]!r}")
+    rating = float(value)
+    if not 1 <= rating <= 10:
+        raise JudgeParseError(f"rating out of range 1-10: {value}")
+    return rating
 
 
 def preference(scores: tuple[int, int] | None) -> int | None:

@@ -236,8 +236,7 @@ class OpenAIBackend(Backend):
         jobs, calls = [], []
         for i, prompt in enumerate(prompts):
             for k in range(params.n):
-                one = {**body, **({"messages": [{"role": "user", "content": prompt}]} if self.cfg.chat
-                                  else {"prompt": prompt})}
+                one = {**body, **({"messages": _messages(prompt)} if self.cfg.chat else {"prompt": prompt})}
                 if params.seed is not None:
                     one["seed"] = params.seed + k
                 jobs.append((i, k))
@@ -537,6 +536,12 @@ async def _lines(response: httpx.Response):
             yield line
     if rest:
         yield rest
+
+
+def _messages(prompt: str | list[dict]) -> list[dict]:
+    """A chat request's messages: a text prompt is one user message; a conversation (a list of role/content
+    messages, e.g. an evaluation's later turns) is sent as it is."""
+    return prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
 
 
 def _completion(chat: bool, data: dict) -> Completion:

@@ -60,6 +60,27 @@ ANSWER_STOPS = ("\n### ", "\nUSER:", "\n[Instruction]")
 RESPONSE_SEPARATOR = {"alpaca": "\n", "assistant": " ", "none": "\n"}
 
 
+# How each template continues a conversation: the next user turn, after the previous answer (which follows the
+# template's RESPONSE_SEPARATOR, as the model wrote it).
+NEXT_TURN = {"alpaca": "\n\n### Instruction:\n{instruction}\n\n### Response:",
+             "assistant": "\nUSER: {instruction}\nASSISTANT:",
+             "none": "\n\n{instruction}"}
+
+
+def conversation_prompt(instructions: list[str], answers: list[str], template_name: str,
+                        language: str | None = None) -> str:
+    """The prompt for the last of `instructions`, with every earlier turn and its answer before it, in the
+    template's own turn format (one answer fewer than instructions). One instruction: answer_prompt's prompt."""
+    if len(answers) != len(instructions) - 1:
+        raise ValueError(f"a conversation needs one answer fewer than instructions, got {len(instructions)} "
+                         f"instructions and {len(answers)} answers")
+    prompt = answer_prompt(instructions[0], template_name, language)
+    for answer, instruction in zip(answers, instructions[1:]):
+        prompt += RESPONSE_SEPARATOR[template_name] + answer.strip()
+        prompt += NEXT_TURN[template_name].format(instruction=instruction.strip())
+    return prompt
+
+
 def answer_prompt(instruction: str, template_name: str, language: str | None = None) -> str:
     """The paper's prompts for tuning and answering. `instruction` is complete (any "Answer in X." suffix
     included); `language` names the answer language for the assistant variant's system message."""
@@ -82,7 +103,56 @@ JUDGE_GRAMMAR = '''root ::= score "</score1><score2>" score "</score2>"
 score ::= "10" | [0-9]'''
 
 
-def pairwise_judge_prompt(question: str, answer1: str, answer2: str, language: str) -> str:
-    """The paper's pairwise protocol: English question, two answers in the target language, two 0-10 scores."""
-    return template("judge_answers").format(question=question.strip(), answer1=answer1.strip(),
-                                            answer2=answer2.strip(), language=language)
+def judge_request(language: str, in_english: bool = True) -> str:
+    """What the judge is told of the user's request: an English question answered in the language (the paper's
+    setting), or a question written in the language."""
+    if in_english:
+        return f"The user asked in English and asked for the answer in {language}."
+    return f"The user asked in {language}, and the answer should be in {language}."
+
+
+def transcript(turns: list[str], answers: list[str], assistant: str = "Assistant") -> str:
+    """A conversation as the judge reads it: each user turn, then the assistant's answer."""
+    parts = []
+    for question, answer in zip(turns, answers, strict=True):
+        parts += [f"### User:\n{question.strip()}", f"### {assistant}:\n{answer.strip()}"]
+    return "\n\n".join(parts)
+
+
+def pairwise_judge_prompt(question: str | list[str], answer1: str | list[str], answer2: str | list[str],
+                          language: str, in_english: bool = True) -> str:
+    """The paper's pairwise protocol: the question, two answers in the target language, two 0-10 scores. Lists
+    (the turns so far and each assistant's answers to them): the two conversations, the last answers judged."""
+    request = judge_request(language, in_english)
+    if isinstance(question, str):
+        return template("judge_answers").format(question=question.strip(), answer1=answer1.strip(),
+                                                answer2=answer2.strip(), language=language, request=request)
+    if len(question) == 1:
+        return pairwise_judge_prompt(question[0], answer1[0], answer2[0], language, in_english)
+    return template("judge_answers_turns").format(
+        conversation1=transcript(question, answer1, "Assistant 1"),
+        conversation2=transcript(question, answer2, "Assistant 2"), language=language, request=request)
+
+
+GRADE_PREFILL = "[["  # the single-answer prompt ends with "Rating: [[", so even a small model starts with the grade
+GRADE_GRAMMAR = '''root ::= score "]]"
+score ::= "10" | [1-9]'''
+
+
+def single_grade_prompt(turns: list[str], answers: list[str], language: str, in_english: bool = True,
+                        reference: tuple[str, ...] | list[str] = ()) -> str:
+    """MT-Bench's single-answer grading, 1-10, for the last of `answers` (one per turn so far): the question and
+    answer alone on turn 1, the whole conversation after it; the reference answers of the turns so far, where the
+    question has them, shown to compare against."""
+    reference = [r for r in reference[:len(turns)] if r and r.strip()]
+    fields = {"request": judge_request(language, in_english), "language": language, "reference": "",
+              "reference_note": ""}
+    if reference:
+        fields["reference_note"] = (" Compare the answer with the reference answer below, and count every mistake "
+                                    "in it against the answer.")
+        shown = (reference[0] if len(reference) == 1
+                 else "\n\n".join(f"Turn {i}:\n{r.strip()}" for i, r in enumerate(reference, 1)))
+        fields["reference"] = f"\n[The Start of the Reference Answer]\n{shown.strip()}\n[The End of the Reference Answer]\n"
+    if len(turns) == 1:
+        return template("grade_answer").format(question=turns[0].strip(), answer=answers[0].strip(), **fields)
+    return template("grade_answer_turns").format(conversation=transcript(turns, answers), **fields)
