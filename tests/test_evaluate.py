@@ -332,21 +332,15 @@ def test_questions_written_in_the_language(tmp_path, monkeypatch):
     assert set(summary["grades"]["a"]["turns"]) == {"1", "2"} and summary["judgements"]["a"]["turns"]["2"]["judged"] == 3
 
 
-FASTCHAT_ANSWER = {"question_id": int, "answer_id": str, "model_id": str, "choices": list, "tstamp": float}
-FASTCHAT_SINGLE = {"question_id": int, "model": str, "judge": list, "user_prompt": str, "judgment": str,
-                   "score": (int, float), "turn": int, "tstamp": float}
-FASTCHAT_PAIR = {"question_id": int, "model_1": str, "model_2": str, "g1_winner": str, "g2_winner": str,
-                 "judge": list, "g1_user_prompt": str, "g1_judgment": str, "g2_user_prompt": str, "g2_judgment": str,
-                 "turn": int, "tstamp": float}
+def _fastchat_checker():
+    import importlib.util
+    from pathlib import Path
 
-
-def _check_shape(path, shape):
-    records = [json.loads(line) for line in path.open()]
-    for r in records:
-        assert set(r) == set(shape), (path, set(r) ^ set(shape))
-        for key, kind in shape.items():
-            assert isinstance(r[key], kind), (path, key, r[key])
-    return records
+    path = Path(__file__).resolve().parents[1] / "scripts" / "check_fastchat.py"
+    spec = importlib.util.spec_from_file_location("check_fastchat", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_fastchat_answers_round_trip(tmp_path):
@@ -367,16 +361,19 @@ def test_fastchat_answers_round_trip(tmp_path):
         "no answer from gpt": 2}
     bench = tmp_path / "eval" / "fastchat" / "mt-sw"
     assert summary["fastchat"] == ["fastchat/mt-sw"]
-    asked = [json.loads(line) for line in (bench / "question.jsonl").open()]
+    checker = _fastchat_checker()
+    assert checker.check_folder(bench) == []  # FastChat's record shapes, every question's turns answered
+    asked = checker.records(bench / "question.jsonl")
     assert asked[0]["turns"] == ["Question 0? Answer in Swahili.", "Now shorter 0. Answer in Swahili."]
-    ours = _check_shape(bench / "model_answer" / "ours.jsonl", FASTCHAT_ANSWER)
+    ours = checker.records(bench / "model_answer" / "ours.jsonl")
     assert [len(r["choices"][0]["turns"]) for r in ours] == [2, 2, 2]
-    gpt = _check_shape(bench / "model_answer" / "gpt.jsonl", FASTCHAT_ANSWER)
-    assert gpt[0]["choices"][0]["turns"] == ["Jibu 0.", "Fupi 0."]
-    single = _check_shape(bench / "model_judgment" / "bundled_single.jsonl", FASTCHAT_SINGLE)
+    gpt = checker.records(bench / "model_answer" / "gpt.jsonl")
+    assert gpt[0]["choices"][0]["turns"] == ["Jibu 0.", "Fupi 0."] and gpt[2]["choices"][0]["turns"] == [
+        "$ERROR$", "$ERROR$"]  # FastChat's own mark of an answer it could not get
+    single = checker.records(bench / "model_judgment" / "bundled_single.jsonl")
     assert {(r["model"], r["turn"]) for r in single} == {(m, t) for m in ("gpt", "ours") for t in (1, 2)}
     assert sum(r["score"] == -1 for r in single) == 2
-    pairs = _check_shape(bench / "model_judgment" / "bundled_pair.jsonl", FASTCHAT_PAIR)
+    pairs = checker.records(bench / "model_judgment" / "bundled_pair.jsonl")
     # the position-biased judge prefers whichever answer it sees first: model_1 in g1, model_2 in g2
     assert {(r["g1_winner"], r["g2_winner"]) for r in pairs if r["question_id"] != 83} == {("model_1", "model_2")}
     assert {(r["g1_winner"], r["g2_winner"]) for r in pairs if r["question_id"] == 83} == {("error", "error")}
@@ -388,6 +385,8 @@ def test_fastchat_answers_round_trip(tmp_path):
     assert len(read_judgments(bench / "model_judgment" / "bundled_pair.jsonl")) == 6
     board = (tmp_path / "eval" / "leaderboard.csv").read_text().splitlines()
     assert board[0].startswith(",win_rate,standard_error,n_wins") and "ours vs gpt (overall)" in board[-1]
+    (bench / "model_answer" / "ours.jsonl").write_text(json.dumps({**ours[0], "choices": []}) + "\n")
+    assert len(checker.check_folder(bench)) == 2  # the checker can fail: questions missing, a record without turns
     elsewhere.write_text('{"question_id": 81, "choices": "no"}\n')
     with pytest.raises(ValueError, match=r"gpt.sw.jsonl:1: not a FastChat model_answer record"):
         run_evaluate(cfg, ["sw"], tmp_path / "eval2", log=lambda *_: None)
