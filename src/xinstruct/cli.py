@@ -636,8 +636,8 @@ def eval_evaluator(
     epochs: Annotated[float, typer.Option(help="trained: epochs when training here")] = 1.0,
 ):
     """Grader quality on held-out FLORES seed pairs: ROC-AUC of P(best) (true vs mismatched, true vs flawed),
-    3-grade accuracy, calibration, confusion, fits and ablation; writes quality.json (refine/experiment.py)."""
-    from xinstruct.refine import experiment
+    3-grade accuracy, calibration, confusion, fits and ablation; writes quality.json (experiments/eval_evaluator.py)."""
+    from xinstruct.experiments import eval_evaluator as experiment
 
     _require_passages(passages)
     langs = languages.split(",")

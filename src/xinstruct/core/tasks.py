@@ -22,13 +22,14 @@ import json
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from datatrove.pipeline.base import PipelineStep
+
+from xinstruct.core.executors import executor_session, make_executor
 
 
 @dataclass(frozen=True)
@@ -237,8 +238,6 @@ def run_tasks(stage, tasks: list[Task], progress=None, log=print, executor=None)
             for task in tasks:
                 stage.run_task(task, backend, progress)
         return
-    from xinstruct.core.executors import executor_session, make_executor
-
     logs = stage.task_folder / "logs" / stage.fingerprint
     runner = make_executor([TaskStep(stage, tasks, local_gpus(executor))], logs, executor, len(tasks),
                            start_method=getattr(stage, "start_method", "fork"))
@@ -359,9 +358,3 @@ def _wait_for_slurm(runner, log, poll: float = 10.0) -> None:
             return  # the job is gone: whatever is incomplete now failed
         time.sleep(poll)
         log(f"waiting for Slurm job {job}: {len(runner.get_incomplete_ranks())} task(s) left")
-
-
-def python_env() -> dict:
-    """What a Slurm job needs to run this very Python: the venv to activate, where one is active."""
-    activate = Path(sys.prefix) / "bin" / "activate"
-    return {"venv_path": str(activate)} if activate.exists() else {}

@@ -19,9 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from xinstruct.models.base import Backend
-from xinstruct.refine.evaluator import Grade
 from xinstruct.refine.features import FEATURE_VERSION, FeatureScorer, ScoreCache, references_by_language
-from xinstruct.refine.ratings import GRADES
+from xinstruct.refine.ratings import GRADES, Grade
 
 # The features that earned their place on the FLORES rating set (docs/REFINEMENT.md, "Evaluator quality").
 DEFAULT_FEATURES = ["pmi_per_token", "pmi_vs_references", "pmi_vs_references_total", "pmi_segment_min",

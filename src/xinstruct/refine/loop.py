@@ -30,6 +30,7 @@ from xinstruct.config import RunConfig, with_adapter
 from xinstruct.io.files import read_json, read_jsonl, write_json, write_jsonl
 from xinstruct.refine.evidence import DONE, pair_key
 from xinstruct.refine.label import compare, keep_rule, select, threshold
+from xinstruct.refine.quality import quality
 from xinstruct.refine.ratings import GRADES, rating_set
 
 AUCS = ("auc_true_vs_mismatched", "auc_true_vs_flawed")
@@ -49,9 +50,7 @@ def rating_rows(cfg: RunConfig) -> list[dict]:
 
 
 def heldout_quality(probs: np.ndarray, rows: list[dict], languages: list[str]) -> dict:
-    """Per language and mean: the grader's figures on held-out rating rows (refine/experiment.quality)."""
-    from xinstruct.refine.experiment import quality
-
+    """Per language and mean: the grader's figures on held-out rating rows (refine/quality.py)."""
     out = {}
     for lang in languages:
         mine = [i for i, r in enumerate(rows) if r["lang"] == lang]
