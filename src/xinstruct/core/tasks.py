@@ -17,11 +17,15 @@ bar while it waits and `xinstruct status RUN` summarises.
 
 from __future__ import annotations
 
+import _thread
+import fcntl
 import hashlib
+import importlib
 import json
 import os
 import signal
 import socket
+import subprocess
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -30,6 +34,7 @@ from pathlib import Path
 from datatrove.pipeline.base import PipelineStep
 
 from xinstruct.core.executors import executor_session, make_executor
+from xinstruct.core.stage import RunContext
 
 
 @dataclass(frozen=True)
@@ -146,8 +151,6 @@ def claim_gpus(folder: Path, gpus: list[int], per_task: int = 1) -> list[int]:
     """`per_task` of `gpus` for this worker process alone, set as its CUDA_VISIBLE_DEVICES (local workers on one
     node with several GPUs: each worker's model, or the server it manages, gets its own). A GPU is held by an
     exclusive lock on <folder>/gpus/<gpu>.lock, which the kernel drops when the process ends, even killed."""
-    import fcntl
-
     if not _HELD_GPUS:
         (Path(folder) / "gpus").mkdir(parents=True, exist_ok=True)
         for gpu in gpus:
@@ -200,11 +203,7 @@ class TaskStep(PipelineStep):
         self.tasks = tasks
 
     def rebuild(self):
-        import importlib
-
         from loguru import logger
-
-        from xinstruct.core.stage import RunContext
 
         module, _, cls = self.stage_class.partition(":")
         cls = getattr(importlib.import_module(module), cls)
@@ -316,7 +315,6 @@ def _watch(folder: Path, tasks: list[Task], progress, stop: threading.Event, die
                 if signal.getsignal(signal.SIGUSR1) is _raise_worker_died:
                     signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
                 else:  # run_tasks was not called from the main thread
-                    import _thread
                     _thread.interrupt_main()
                 return
             if progress is None:
@@ -347,8 +345,6 @@ def _alive(pid) -> bool:
 def _wait_for_slurm(runner, log, poll: float = 10.0) -> None:
     """datatrove submits a Slurm array and returns; the next stage needs this one's output, so wait until
     every task is complete or the job has left the queue."""
-    import subprocess
-
     job = getattr(runner, "job_id", None)
     while runner.get_incomplete_ranks():
         if job in (None, -1):

@@ -6,8 +6,10 @@ import glob
 import shutil
 from pathlib import Path
 
+from xinstruct.core.executors import executor_session
 from xinstruct.core.fingerprint import digest
 from xinstruct.core.stage import Stage, StageResult
+from xinstruct.io.read import InputError, check_spec
 
 
 def input_identity(path: str) -> object:
@@ -22,8 +24,6 @@ def input_identity(path: str) -> object:
 
 def spec_problems(specs) -> list[str]:
     """The first mistake of each input spec (missing file, text without a language, unknown language)."""
-    from xinstruct.io.read import InputError, check_spec
-
     problems = []
     for spec in specs:
         try:
@@ -64,7 +64,6 @@ class CorpusStage(Stage):
         shutil.rmtree(self.layout.corpus, ignore_errors=True)
 
     def run(self) -> StageResult:
-        from xinstruct.core.executors import executor_session
         from xinstruct.corpus.pipeline import run_corpus
 
         folder = self.layout.corpus

@@ -16,6 +16,7 @@ same however many tasks embedded the pool; the pool records are streamed from di
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -24,13 +25,35 @@ from pathlib import Path
 import numpy as np
 
 from xinstruct.config import DiversifyConfig
+from xinstruct.core.fingerprint import config_section, digest, path_identity, source_digest
 from xinstruct.core.stage import Stage, StageResult
-from xinstruct.core.tasks import Task, other_splits, shard_of
+from xinstruct.core.tasks import (
+    FileProgress,
+    ModelSlot,
+    Task,
+    other_splits,
+    read_progress,
+    run_tasks,
+    shard_of,
+    shards_per_language,
+    task_list,
+    write_progress,
+)
+from xinstruct.corpus.stage import missing
+from xinstruct.diversify import embed  # embed.load_embedder looked up at call time: tests swap it for a loaded model
 from xinstruct.diversify.cluster import default_k, kmeans
 from xinstruct.diversify.decontaminate import Decontaminator, load_questions, words
 from xinstruct.diversify.diversity import diversity_report
-from xinstruct.diversify.embed import embed_task, embedder_id, gather, load_embeddings, save_vectors, text_key
+from xinstruct.diversify.embed import (
+    embed_task,
+    embedder_id,
+    gather,
+    load_embeddings,
+    save_vectors,
+    text_key,
+)
 from xinstruct.diversify.select import instruction_form, round_robin
+from xinstruct.io.cache import BlobCache
 from xinstruct.io.files import read_jsonl, write_json, write_jsonl
 
 
@@ -82,8 +105,6 @@ def pool_items(folder: Path, lang: str) -> Iterator[tuple[str, str]]:
 def embedder_fingerprint(cfg: DiversifyConfig) -> str:
     """What a vector depends on: the embedder (its files), its settings, the embedding code; not the pool, k or
     target, so changing those embeds nothing again."""
-    from xinstruct.core.fingerprint import config_section, digest, path_identity, source_digest
-
     model = cfg.embedder.model
     return digest({"embedder": embedder_id(cfg.embedder) if model == "bundled" else path_identity(model),
                    "settings": config_section(cfg, "embedder"), "code": source_digest(("diversify/embed.py",))})
@@ -111,8 +132,6 @@ def embed_language_task(task: Task, folder: Path, cfg: DiversifyConfig, fingerpr
 def finish_language(lang: str, cfg: DiversifyConfig, folder: Path, shards: int, counts: dict,
                     embedding: dict | None = None) -> dict:
     """Gather the vectors in pool order from the task caches, cluster, draw, write the pool and the selection."""
-    from xinstruct.io.cache import BlobCache
-
     embedding = embedding or {}
     n = counts["pool"]
     if not n:
@@ -163,13 +182,11 @@ def diversify_language(records: list[dict], lang: str, cfg: DiversifyConfig, fol
                        decontaminator: Decontaminator | None = None, model_loader: Callable | None = None,
                        on_progress: Callable[[int], None] | None = None) -> dict:
     """One language in this process, as one task (the stage splits the embedding over its executor)."""
-    from xinstruct.diversify.embed import load_embedder
-
     counts = prepare_language(records, lang, cfg, folder, decontaminator)
     embedding = {}
     if counts["pool"]:
         embedding = embed_language_task(Task(lang), folder, cfg, embedder_fingerprint(cfg),
-                                        lambda: (model_loader or load_embedder)(cfg.embedder), on_progress)
+                                        lambda: (model_loader or embed.load_embedder)(cfg.embedder), on_progress)
     return finish_language(lang, cfg, folder, 1, counts, embedding)
 
 
@@ -201,14 +218,11 @@ def run_diversify(out: Path, languages: list[str], cfg: DiversifyConfig,
                   on_language: Callable | None = None, model_loader: Callable | None = None) -> dict:
     """Every language in turn, in this process; returns the stage summary. The embedder is loaded once, and only
     if some text is not in the caches yet."""
-    from xinstruct.core.tasks import ModelSlot
-    from xinstruct.diversify.embed import load_embedder
-
     check_refined(out, languages)
     folder = out / "diversify"
     decontaminator = load_decontaminator(cfg)
     summary = summary_header(cfg, decontaminator)
-    with ModelSlot(model_loader or load_embedder) as slot:
+    with ModelSlot(model_loader or embed.load_embedder) as slot:
         for lang in languages:
             records = list(read_jsonl(refined_path(out, lang)))
             progress = on_language(lang, len(records)) if on_language else None
@@ -249,8 +263,6 @@ class DiversifyStage(Stage):
         return self.layout.diversify
 
     def inputs(self) -> dict:
-        from xinstruct.core.fingerprint import path_identity
-
         embedder = self.cfg.diversify.embedder.model
         return {"embedder": embedder_id(self.cfg.diversify.embedder) if embedder == "bundled"
                 else path_identity(embedder),
@@ -261,24 +273,16 @@ class DiversifyStage(Stage):
                                                                                    "summary.json"]
 
     def clear(self) -> None:
-        import shutil
         shutil.rmtree(self.layout.diversify, ignore_errors=True)
 
     def check(self) -> list[str]:
-        from xinstruct.corpus.stage import missing
-
         return [f"decontamination question set not found: {m}"
                 for q in self.cfg.diversify.decontaminate.questions if (m := missing(q))]
 
     def open_backend(self):
-        from xinstruct.core.tasks import ModelSlot
-        from xinstruct.diversify.embed import load_embedder
-
-        return ModelSlot(load_embedder)
+        return ModelSlot(embed.load_embedder)
 
     def run_task(self, task, slot, progress) -> dict:
-        from xinstruct.core.tasks import FileProgress, write_progress
-
         folder, cfg = self.task_folder, self.cfg.diversify
         total = sum(1 for key, _ in pool_items(folder, task.lang) if task.owns(key))
         advance = FileProgress(folder, task, total, progress and progress(f"embed {task.name}", total))
@@ -288,8 +292,6 @@ class DiversifyStage(Stage):
         return {**stats, "records": total}
 
     def run(self) -> StageResult:
-        from xinstruct.core.tasks import read_progress, run_tasks, shards_per_language, task_list
-
         cfg, folder = self.cfg.diversify, self.layout.diversify
         check_refined(self.cfg.out, self.cfg.languages)
         decontaminator = load_decontaminator(cfg)

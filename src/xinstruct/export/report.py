@@ -7,13 +7,18 @@ from __future__ import annotations
 import html
 import json
 import random
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 
+from xinstruct.diversify.embed import load_embeddings
 from xinstruct.htmlpage import img, page, pyplot, save, table
 from xinstruct.io.files import read_jsonl
 from xinstruct.languages import get_language
+from xinstruct.models.identity import model_label
+from xinstruct.refine.audit import samples, snippet, why
 from xinstruct.refine.loop import describe_keep, last_round
 
 FUNNEL = ("documents in", "cleaned", "candidates", "graded best", "graded flawed", "graded worst",
@@ -88,8 +93,6 @@ def plot_map(out: Path, langs: list[str], path: Path, max_points: int = 5000) ->
     """PCA of each language's instruction embeddings to 2-D, coloured by cluster; selected pairs ringed."""
     from sklearn.decomposition import PCA
 
-    from xinstruct.diversify.embed import load_embeddings
-
     plt = pyplot()
     fig, axes = plt.subplots(1, len(langs), figsize=(4.2 * len(langs), 4.2), squeeze=False)
     for ax, lang in zip(axes[0], langs):
@@ -121,9 +124,6 @@ MIN_MAP_POINTS = 30  # below this a 2-D map of clusters says nothing
 def missing_fonts(langs: list[str]) -> list[str]:
     """Run languages whose script no installed font covers (fontconfig's `fc-list :lang=xx`), on the machine
     building the report: its readers may lack them too. Empty where fontconfig is absent (nothing to say)."""
-    import shutil
-    import subprocess
-
     if not shutil.which("fc-list"):
         return []
     lacking = []
@@ -207,8 +207,6 @@ def write_report(out: Path, langs: list[str], rows: dict[str, list[dict]], folde
 def audit_section(out: Path, langs: list[str], n: int, seed: int) -> list[str]:
     """Stage II's decisions, as `xinstruct audit` shows them: random kept and dropped pairs side by side, with
     grade, P(best), why, and the evidence."""
-    from xinstruct.refine.audit import samples, snippet, why
-
     def cell(row):
         if row is None:
             return ""
@@ -248,7 +246,6 @@ def manifest_section(manifest: dict) -> list[str]:
         return []
     stages = [[name, s.get("fingerprint"), s.get("output_digest"), s.get("seconds")]
               for name, s in manifest.get("stages", {}).items()]
-    from xinstruct.models.identity import model_label
 
     names = manifest.get("model_names", {})
     models = [[stage, role, m.get("backend"), model_label(m.get("model"), names), model_label(m.get("lora"), names)]

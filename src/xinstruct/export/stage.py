@@ -12,7 +12,9 @@ from xinstruct.core.stage import Stage, StageResult
 from xinstruct.export.card import write_card
 from xinstruct.export.dataset import export_row, write_dataset
 from xinstruct.export.report import write_report
-from xinstruct.io.files import read_jsonl
+from xinstruct.io.files import read_json, read_jsonl
+from xinstruct.refine.loop import last_round, weak_languages
+from xinstruct.train.stage import generator_setup
 
 
 def provenance(cfg: RunConfig, rows: dict[str, list[dict]]) -> dict:
@@ -35,18 +37,12 @@ def provenance(cfg: RunConfig, rows: dict[str, list[dict]]) -> dict:
 
 def generator_setup_of(cfg: RunConfig) -> str:
     """How the generator learned the task (tuned on the seeds, bundled adapter, few-shot), as generate logged it."""
-    from xinstruct.io.files import read_json
-    from xinstruct.train.stage import generator_setup
-
     return (read_json(cfg.out / "summaries" / "generate.json", {}) or {}).get("generator_setup") or generator_setup(cfg)
 
 
 def refinement(cfg: RunConfig) -> dict:
     """How Stage II chose the pairs, for the card: the grader, the keep rule, instructions per document, and the
     round whose grades stand."""
-    from xinstruct.io.files import read_json
-    from xinstruct.refine.loop import last_round, weak_languages
-
     summary = read_json(cfg.out / "summaries" / "refine.json", {}) or {}
     standing = last_round(cfg.out)
     heldout = standing.get("heldout", {})
@@ -77,8 +73,6 @@ def keep_phrase(keep: dict | None) -> str:
 def made_from(out) -> dict:
     """The run manifest's essentials (xinstruct commit, stage fingerprints, model hashes, packages, machine):
     enough to tell two datasets apart, and to rebuild this one."""
-    from xinstruct.io.files import read_json
-
     manifest = read_json(out / "manifest.json", {}) or {}
     keep = ("xinstruct_commit", "stages", "models", "seeds", "machine", "packages")
     return {k: manifest[k] for k in keep if k in manifest}

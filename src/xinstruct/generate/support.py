@@ -17,6 +17,8 @@ import re
 import unicodedata
 from functools import cache
 
+from anyascii import anyascii
+
 from xinstruct.seed import bundled_path
 
 _GENERIC = ("text|passage|paragraph|article|excerpt|extract|story|report|document|post|page|piece|letter|speech|"
@@ -135,7 +137,6 @@ def name_in_text(name: str, text: str, latin: bool | None = None) -> bool | None
     if latin:
         stem = _fold(name)[:max(MIN_NAME_CHARS, min(5, len(name) - 1))]
         return stem in _fold(text)
-    from anyascii import anyascii
 
     target = skeleton(name)
     if len(target) < MIN_SKELETON:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from xinstruct.config import RunConfig
 from xinstruct.io.files import read_json
+from xinstruct.train.stage import generator_setup
 
 
 def describe_model(m) -> str:
@@ -18,8 +19,6 @@ def describe_model(m) -> str:
 
 
 def summary(cfg: RunConfig) -> list[tuple[str, str]]:
-    from xinstruct.train.stage import generator_setup
-
     ev = cfg.refine.evaluator
     return [("languages", ", ".join(cfg.languages)),
             ("corpus", f"{len(cfg.corpus.inputs)} input(s): " + ", ".join(i.path for i in cfg.corpus.inputs[:3])

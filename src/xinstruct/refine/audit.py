@@ -7,7 +7,11 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from rich.markup import escape
+from rich.table import Table
+
 from xinstruct.io.files import read_jsonl
+from xinstruct.refine.loop import describe_keep, last_round
 
 # the features worth a glance, in words (the rest are in the files)
 SHOWN = {"pmi_vs_references": "vs references/token", "pmi_per_token": "PMI/token",
@@ -49,11 +53,6 @@ def cell(row: dict | None) -> str:
 
 
 def audit_table(run: Path, lang: str, n: int = 20, seed: int = 0):
-    from rich.markup import escape
-    from rich.table import Table
-
-    from xinstruct.refine.loop import describe_keep, last_round
-
     s = samples(run, lang, n, seed)
     keep = last_round(Path(run)).get("keep")
     table = Table(title=f"{lang}: {len(s['kept'])} of {s['kept_total']} kept pairs and {len(s['dropped'])} of "

@@ -25,6 +25,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from rich.table import Table
 
 from xinstruct.config import RunConfig, with_adapter
 from xinstruct.io.files import read_json, read_jsonl, write_json, write_jsonl
@@ -213,8 +214,6 @@ def language_summary(candidates: list[dict], labels: list[dict], kept: list[dict
 
 
 def print_round(summary: dict, log) -> None:
-    from rich.table import Table
-
     t = summary["iteration"]
     state = "kept" if summary.get("accepted", True) else "not kept"
     table = Table(title=f"refinement round {t} ({state}): {summary['evaluator']}", title_justify="left")

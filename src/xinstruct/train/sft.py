@@ -18,7 +18,9 @@ from trl import SFTTrainer
 
 from xinstruct.config import TrainConfig
 from xinstruct.core.machine import cpu_has_bf16
+from xinstruct.models.transformers import load_causal_lm
 from xinstruct.prompts import generation_prompt
+from xinstruct.train.gguf_export import check_gguf_arch, export_lora_gguf
 
 
 def generator_examples(pairs: list[dict]) -> list[dict]:
@@ -101,8 +103,6 @@ def train_lora(examples: list[dict], cfg: TrainConfig, out_dir: Path, name: str,
     from trl import SFTConfig
     from trl.trainer.callbacks import RichProgressCallback
 
-    from xinstruct.models.transformers import load_causal_lm
-
     if not examples:
         raise ValueError(f"no examples to train the {name} on")
     out_dir = Path(out_dir)
@@ -119,7 +119,6 @@ def train_lora(examples: list[dict], cfg: TrainConfig, out_dir: Path, name: str,
     model, tok = load_causal_lm(cfg.base.model, cfg.base.device, "float32")
     arch = getattr(model.config, "model_type", "gemma3")
     if cfg.lora and cfg.export_gguf:  # say it now, not after the training it would follow
-        from xinstruct.train.gguf_export import check_gguf_arch
         check_gguf_arch(arch)
     model.train()
     ds = Dataset.from_list(examples).shuffle(seed=cfg.seed)
@@ -157,7 +156,6 @@ def train_lora(examples: list[dict], cfg: TrainConfig, out_dir: Path, name: str,
                "base": cfg.base.model or "bundled", "bf16": args.bf16, "fingerprint": fingerprint,
                "resumed_from": resume_from}
     if cfg.lora and cfg.export_gguf:
-        from xinstruct.train.gguf_export import export_lora_gguf
         summary["gguf_lora"] = str(export_lora_gguf(adapter_dir, out_dir / f"{name}-lora.gguf", arch))
     tmp = summary_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(summary, indent=2))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from xinstruct.config import TuneConfig
 from xinstruct.io.files import write_jsonl
+from xinstruct.models.bundled import bundled_gguf
 from xinstruct.prompts import template as prompt_template
 from xinstruct.tune.data import load_tuning_pairs, tuning_examples
 
@@ -21,7 +22,6 @@ DESCRIPTOR = "tuned.json"
 def base_gguf(base: str | None) -> Path | None:
     """The GGUF that llama.cpp applies the adapter to: the bundled file, a given .gguf, else none known."""
     if base is None:
-        from xinstruct.models.bundled import bundled_gguf
         return bundled_gguf()
     return Path(base) if base.endswith(".gguf") else None
 
