@@ -127,6 +127,13 @@ def _load(config: Path | None) -> RunConfig:
         return load_config(config)
 
 
+def _table(title: str, header: tuple[str, ...]) -> Table:
+    table = Table(title=title)
+    for col in header:
+        table.add_column(col)
+    return table
+
+
 def _require_passages(passages: Path) -> None:
     if not passages.is_dir():
         console.print(f"[red]no parallel passages at {passages}[/red] (point --passages at flores_sib200)")
@@ -204,30 +211,20 @@ def diversity(
 ):
     """Diversity of each language's selected set vs random subsets of the same size from the same pool:
     cluster-coverage entropy as a share of its maximum, and mean pairwise cosine distance."""
+    from xinstruct.core.layout import RunLayout
+    from xinstruct.diversify.diversity import DIVERSITY_HEADER, DIVERSITY_TARGET, diversity_row
     from xinstruct.diversify.stage import measure_diversity
 
     cfg = _load(config)
-    table = Table(title=f"diversity: selected vs random same-size subsets ({draws} draws) — {cfg.out}")
-    for col in ("lang", "pool", "selected", "clusters", "entropy share", "random (sd)", "cosine distance",
-                "random (sd)", "verdict"):
-        table.add_column(col)
+    layout = RunLayout(cfg.out)
+    table = _table(f"diversity: selected vs random same-size subsets ({draws} draws) — {cfg.out}", DIVERSITY_HEADER)
     for lang in cfg.languages:
-        if not (cfg.out / "diversify" / f"{lang}.pool.jsonl").exists():
+        if not layout.pool_file(lang).exists():
             console.print(f"[red]{lang}: no diversify output under {cfg.out}[/red] (run `xinstruct diversify`)")
             raise typer.Exit(2)
-        d = measure_diversity(cfg.out, lang, draws, seed)
-        if not d.get("selected"):
-            table.add_row(lang, str(d["pool"]), "0", "", "", "", "", "", "empty")
-            continue
-        ok = (d["entropy_fraction"] >= 0.95 and d["entropy_fraction"] > d["random_entropy_fraction"]
-              and d["mean_cosine_distance"] > d["random_mean_cosine_distance"])
-        verdict = ("selection = whole pool" if d["selected"] == d["pool"] else "ok" if ok else "below target")
-        table.add_row(lang, str(d["pool"]), str(d["selected"]), str(d["clusters"]), f"{d['entropy_fraction']:.3f}",
-                      f"{d['random_entropy_fraction']:.3f} ({d['random_entropy_fraction_sd']:.3f})",
-                      f"{d['mean_cosine_distance']:.4f}",
-                      f"{d['random_mean_cosine_distance']:.4f} ({d['random_mean_cosine_distance_sd']:.4f})", verdict)
+        table.add_row(*diversity_row(lang, measure_diversity(cfg.out, lang, draws, seed)))
     console.print(table)
-    console.print("target: entropy share ≥ 0.95 and above random; cosine distance above random")
+    console.print(DIVERSITY_TARGET)
 
 
 @app.command()
@@ -253,7 +250,7 @@ def demo(
 ):
     """Every stage on bundled data and the bundled Gemma-3-270m: no network, no keys. Ends with the dataset, its
     card and the run report."""
-    from xinstruct.pipeline.demo import EVAL_QUESTIONS, demo_config
+    from xinstruct.pipeline.demo import DEMO_HEADER, EVAL_QUESTIONS, demo_config, demo_rows
     from xinstruct.pipeline.run import STAGES, outputs, run_stages
 
     questions = [str(p.resolve()) for p in (decontaminate_against or [p for p in EVAL_QUESTIONS if p.exists()])]
@@ -265,18 +262,9 @@ def demo(
     ctx = _context(cfg)
     with writing(cfg.out), user_errors():
         results = run_stages(ctx, STAGES)
-    table = Table(title="demo: documents → candidates → refined pairs → selected")
-    for col in ("language", "read", "kept", "dropped", "seed pairs", "candidates", "rejected candidates",
-                "refined (kept)", "selected"):
-        table.add_column(col)
-    for lang in cfg.languages:
-        c = results["corpus"].get(lang, {})
-        g = results["generate"].get(lang, {})
-        s = results["seed"].get(lang, {})
-        table.add_row(lang, str(c.get("read", 0)), str(c.get("kept", 0)), str(sum(c.get("dropped", {}).values())),
-                      str(sum(s.values())), str(g.get("candidates", 0)), str(sum(g.get("rejected", {}).values())),
-                      str(results["refine"]["final"].get(lang, 0)),
-                      str(results["diversify"]["languages"][lang]["selected"]))
+    table = _table("demo: documents → candidates → refined pairs → selected", DEMO_HEADER)
+    for row in demo_rows(cfg.languages, results):
+        table.add_row(*row)
     console.print(table)
     console.print(f"finished in {time.perf_counter() - started:.0f}s. Outputs:")
     for name, path in outputs(ctx.layout).items():
@@ -385,17 +373,13 @@ def tune(
     """Fine-tune a model on the dataset (TRL SFT, LoRA by default) with the paper's prompt "...### Instruction:
     {instruction} Answer in {Language}. ### Response:". Exports a llama.cpp GGUF adapter and an Ollama Modelfile;
     resumes from its last checkpoint, and reuses a finished model trained on the same data and settings."""
-    from xinstruct.tune.stage import run_tune
+    from xinstruct.tune.stage import run_tune, tune_overrides
 
     cfg = _load(config)
-    tcfg = cfg.tune
-    updates = {k: v for k, v in {"languages": languages.split(",") if languages else None,
-                                 "per_language": per_language, "template": template}.items() if v is not None}
-    train = {k: v for k, v in {"epochs": epochs, "max_steps": max_steps}.items() if v is not None}
-    if base is not None:
-        train["base"] = validated_copy(tcfg.train.base, model=base)
     try:
-        tcfg = validated_copy(tcfg, **updates, train=validated_copy(tcfg.train, **train))
+        tcfg = tune_overrides(cfg.tune, languages=languages.split(",") if languages else None,
+                              per_language=per_language, template=template, base=base, epochs=epochs,
+                              max_steps=max_steps)
     except ConfigError as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from None

@@ -102,6 +102,9 @@ class RunLayout:
     def diversify(self) -> Path:
         return self.root / "diversify"
 
+    def pool_file(self, lang: str) -> Path:
+        return self.diversify / f"{lang}.pool.jsonl"
+
     def selected_file(self, lang: str) -> Path:
         return self.diversify / f"{lang}.selected.jsonl"
 
