@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from xinstruct.config import ConfigError, RunConfig, load_config, validated_copy
+from xinstruct.core.layout import RunLayout
 from xinstruct.languages import PAPER_LANGUAGES
 
 app = typer.Typer(help="Build instruction data for low-resource languages the X-Instruction way "
@@ -119,9 +120,10 @@ def _load(config: Path | None) -> RunConfig:
         if config is None:
             return load_config(None)
         if config.is_dir():  # a run folder: its saved config, output in that folder
-            if not (config / "config.json").exists():
+            saved = RunLayout(config).config
+            if not saved.exists():
                 raise ConfigError(f"{config} is a folder without config.json: not a run folder")
-            return load_config(config / "config.json", {"output_dir": str(config)})
+            return load_config(saved, {"output_dir": str(config)})
         if not config.exists():
             raise ConfigError(f"no config file at {config}")
         return load_config(config)
@@ -211,7 +213,6 @@ def diversity(
 ):
     """Diversity of each language's selected set vs random subsets of the same size from the same pool:
     cluster-coverage entropy as a share of its maximum, and mean pairwise cosine distance."""
-    from xinstruct.core.layout import RunLayout
     from xinstruct.diversify.diversity import DIVERSITY_HEADER, DIVERSITY_TARGET, diversity_row
     from xinstruct.diversify.stage import measure_diversity
 
@@ -277,7 +278,7 @@ def manifest(run_dir: Annotated[Path, typer.Argument(help="a run folder")],
     """What a run was made from: config, per-stage fingerprints and times, model hashes, packages, machine."""
     from xinstruct.io.files import read_json
 
-    data = read_json(run_dir / "manifest.json")
+    data = read_json(RunLayout(run_dir).manifest)
     if data is None:
         console.print(f"[red]no manifest.json in {run_dir}[/red] (a run folder has one after its first stage)")
         raise typer.Exit(2)
@@ -297,7 +298,7 @@ def push(run_dir: Annotated[Path, typer.Argument(help="a run folder (or its data
     `all`) in one commit. The token is huggingface_hub's (HF_TOKEN or `hf auth login`); HF_ENDPOINT is honoured."""
     from xinstruct.export.push import push_dataset
 
-    folder = run_dir if (run_dir / "parquet").is_dir() else run_dir / "dataset"
+    folder = run_dir if (run_dir / "parquet").is_dir() else RunLayout(run_dir).dataset
     from huggingface_hub.errors import HfHubHTTPError
 
     with user_errors():
@@ -321,7 +322,7 @@ def audit(
     from xinstruct.refine.audit import audit_table
 
     cfg = _load(run_dir)
-    if not (run_dir / "refine" / "final").is_dir():
+    if not RunLayout(run_dir).refined.is_dir():
         console.print(f"[red]{run_dir}: no refined pairs yet[/red] (run `xinstruct refine {run_dir}`)")
         raise typer.Exit(2)
     for code in [lang] if lang else cfg.languages:
@@ -338,11 +339,11 @@ def status(run_dir: Annotated[Path, typer.Argument(help="a run folder")],
     from xinstruct.pipeline.manifest import status_tables
     from xinstruct.pipeline.run import plan
 
-    if not (run_dir / "stages").is_dir():
+    if not RunLayout(run_dir).stamps.is_dir():
         console.print(f"[red]{run_dir} has no stages/ folder[/red]: not a run folder, or no stage has run yet")
         raise typer.Exit(2)
     stage_plan = None
-    if (run_dir / "config.json").exists():
+    if RunLayout(run_dir).config.exists():
         with user_errors():
             stage_plan = plan(RunContext(_load(run_dir), quiet=True))
     if as_json:

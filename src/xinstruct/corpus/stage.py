@@ -53,7 +53,7 @@ class CorpusStage(Stage):
         return {"files": digest([input_identity(spec.path) for spec in self.cfg.corpus.inputs])}
 
     def outputs(self) -> list[Path]:
-        return [self.layout.corpus / "clean"]
+        return [self.layout.clean]
 
     def check(self) -> list[str]:
         if not self.cfg.corpus.inputs:
@@ -67,7 +67,7 @@ class CorpusStage(Stage):
         from xinstruct.corpus.pipeline import run_corpus
 
         folder = self.layout.corpus
-        stamp = folder / "fingerprint"
+        stamp = self.layout.corpus_stamp
         # datatrove skips tasks it finished before a kill; that is only right for the same settings
         if folder.exists() and (not stamp.exists() or stamp.read_text() != self.work_fingerprint):
             shutil.rmtree(folder)

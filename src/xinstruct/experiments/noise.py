@@ -10,6 +10,7 @@ import random
 from pathlib import Path
 
 from xinstruct.config import RunConfig
+from xinstruct.core.layout import RunLayout
 from xinstruct.core.stage import RunContext
 from xinstruct.io.files import read_jsonl, write_jsonl
 from xinstruct.refine.ratings import GRADES
@@ -67,6 +68,7 @@ def noise_refinement(langs: list[str], passages: Path, out: Path, share: float =
     drop it for the stage); `refine` overrides refine settings. Returns per language and over all: the share of
     mismatched candidates dropped and of true ones kept."""
     instructions = load_instructions("bundled:flores")
+    layout = RunLayout(out)
     rng = random.Random(seed)
     seed_rows, truth = [], {}
     for lang in langs:
@@ -86,14 +88,14 @@ def noise_refinement(langs: list[str], passages: Path, out: Path, share: float =
             candidates.append({"id": f"{pair['id']}#c0", "doc_id": pair["id"], "doc_key": pair["id"], "lang": lang,
                                "candidate_index": 0, "instruction": instruction, "output": pair["output"]})
             truth[candidates[-1]["id"]] = (lang, i not in bad)
-        write_jsonl(out / "candidates" / f"{lang}.candidates.jsonl", candidates)
-    write_jsonl(out / "seed" / "pairs.jsonl", seed_rows)
+        write_jsonl(layout.candidates_file(lang), candidates)
+    write_jsonl(layout.seed_pairs, seed_rows)
     cfg = RunConfig(output_dir=str(out), languages=list(langs), refine=refine or {})
     RefineStage(RunContext(cfg, log=log or (lambda *_: None), quiet=True)).run()
     report = {}
     for lang in [*langs, "all"]:
         kept = {r["id"] for code in (langs if lang == "all" else [lang])
-                for r in read_jsonl(out / "refine" / "final" / f"{code}.jsonl")}
+                for r in read_jsonl(layout.refined_file(code))}
         ids = [i for i, (code, _) in truth.items() if lang in ("all", code)]
         good = [i for i in ids if truth[i][1]]
         bad = [i for i in ids if not truth[i][1]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from xinstruct.config import RunConfig
+from xinstruct.core.layout import RunLayout
 from xinstruct.io.files import read_json
 from xinstruct.train.stage import generator_setup
 
@@ -46,7 +47,7 @@ def warnings(cfg: RunConfig) -> list[str]:
     if not cfg.diversify.decontaminate.questions:
         out.append("diversify.decontaminate.questions is empty: pairs that copy evaluation questions are not "
                    "dropped (add the question sets you will evaluate on)")
-    kept = read_json(cfg.out / "summaries" / "corpus.json", {}) or {}
+    kept = read_json(RunLayout(cfg.out).summary("corpus"), {}) or {}
     for lang in cfg.languages:
         n = (kept.get(lang) or {}).get("kept")
         if n is not None and n < cfg.diversify.target(lang):

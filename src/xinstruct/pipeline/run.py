@@ -275,9 +275,9 @@ def _cell(value) -> str:
 
 
 def outputs(layout) -> dict:
-    return {"cleaned corpus": layout.corpus / "clean", "corpus rejects": layout.corpus / "rejects",
+    return {"cleaned corpus": layout.clean, "corpus rejects": layout.corpus_rejects,
             "seed pairs": layout.seed_pairs, "generator adapter": layout.generator,
             "candidates": layout.candidates, "refinement rounds": layout.refine,
-            "refined pairs": layout.refine / "final", "diversified pairs": layout.diversify,
-            "dataset": layout.dataset, "dataset card": layout.dataset / "README.md",
-            "run report": layout.report / "index.html", "manifest": layout.manifest}
+            "refined pairs": layout.refined, "diversified pairs": layout.diversify,
+            "dataset": layout.dataset, "dataset card": layout.dataset_card,
+            "run report": layout.report_page, "manifest": layout.manifest}

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from xinstruct.core.fingerprint import config_section, digest, path_identity, source_digest
+from xinstruct.core.layout import RunLayout
 from xinstruct.core.stage import Stage, StageResult
 from xinstruct.core.tasks import FileProgress, Task, run_tasks, shards_per_language, task_list, write_progress
 from xinstruct.generate.stage import clean_documents
@@ -137,7 +138,7 @@ class RefineStage(Stage):
     def candidate_folder(self, t: int) -> Path:
         """Where round t's candidate evidence is cached: the stage's tasks, or a round that regenerated."""
         for k in range(t, 1, -1):
-            if (self.layout.round_dir(k) / "candidates" / "done.json").exists():
+            if self.layout.regenerated(k).exists():
                 return self.layout.round_dir(k)
         return self.task_folder
 
@@ -146,7 +147,7 @@ class RefineStage(Stage):
             evidence = self.make_evidence(backend, kind)
             if kind == "judge":
                 self.judge_id = evidence.id
-            return rating_evidence(rows, evidence, self.task_folder / "cache" / "ratings.sqlite",
+            return rating_evidence(rows, evidence, RunLayout.task_cache(self.task_folder, "ratings"),
                                    self.evidence_fingerprint(evidence), self.cfg.refine.batch_size)
 
     def fit_grader(self, t: int, rows: list[dict], rating: list, extra: list[tuple[dict, dict]]):
@@ -194,8 +195,8 @@ class RefineStage(Stage):
         train_rows = [r for r in rows if r["split"] == "train"] + [r for r, _ in extra]
         self.ctx.log(f"refine {t}: training the evaluator on {len(train_rows)} graded pairs")
         set_cpu_threads()
-        train_evaluator(train_rows, self.ecfg.train, folder / "evaluator", progress=not self.ctx.quiet)
-        with load_backend(evaluator_backend(self.cfg, folder / "evaluator")) as backend:
+        train_evaluator(train_rows, self.ecfg.train, self.layout.round_evaluator(t), progress=not self.ctx.quiet)
+        with load_backend(evaluator_backend(self.cfg, self.layout.round_evaluator(t))) as backend:
             evidence = self.make_evidence(backend, "trained")
             fp = self.evidence_fingerprint(evidence)
             for lang in self.cfg.languages:
@@ -203,7 +204,7 @@ class RefineStage(Stage):
                 score_task(candidates[lang], Task(lang), evidence, folder, fp, self.cfg.refine.batch_size,
                            self.cfg.refine.retries, advance)
             heldout = [r for r in rows if r["split"] == "heldout"]
-            rating = rating_evidence(heldout, evidence, folder / "cache" / "ratings.sqlite", fp)
+            rating = rating_evidence(heldout, evidence, RunLayout.task_cache(folder, "ratings"), fp)
         found = {lang: read_evidence(candidates[lang], lang, 1, folder) for lang in self.cfg.languages}
         return RoundGrader(None, evidence.id, found, *_heldout(heldout, rating, _probs_of))
 
@@ -214,29 +215,28 @@ class RefineStage(Stage):
         from xinstruct.train.sft import set_cpu_threads, train_generator
 
         cfg, ctx = self.cfg, self.ctx
-        folder = self.layout.round_dir(t)
+        folder, round_layout = self.layout.round_dir(t), self.layout.round_layout(t)
         kept = [{"instruction": r["instruction"], "output": r["output"]}
                 for lang in cfg.languages for r in read_jsonl(Path(kept_folder) / f"{lang}.jsonl")]
         pairs = seed_pairs(cfg, None if cfg.seed.split == "all" else "train") + kept
         ctx.log(f"refine {t}: retraining the generator on {len(pairs)} pairs (seed + kept)")
         set_cpu_threads()
-        train_generator(pairs, cfg.train, folder / "generator", progress=not ctx.quiet)
-        gen = generator_config(cfg.model_copy(update={"output_dir": str(folder)}), _RoundLayout(folder),
-                               trained_here=True)
+        train_generator(pairs, cfg.train, round_layout.generator, progress=not ctx.quiet)
+        gen = generator_config(cfg.model_copy(update={"output_dir": str(folder)}), round_layout, trained_here=True)
         with load_backend(gen) as backend:
             for lang in cfg.languages:
                 docs = list(clean_documents(self.layout, lang, ctx.limit))
-                generate_candidates(docs, lang, backend, cfg.generate, folder / "candidates",
+                generate_candidates(docs, lang, backend, cfg.generate, round_layout.candidates,
                                     ctx.progress(f"refine {t}: regenerate {lang}", len(docs)),
                                     fingerprint=f"{self.work_fingerprint}:{t}:{backend.model_id}")
-        candidates = {lang: read_candidates(folder / "candidates", lang) for lang in cfg.languages}
+        candidates = {lang: read_candidates(round_layout.candidates, lang) for lang in cfg.languages}
         if self.ecfg.kind != "trained":
             with self.open_backend() as backend:
                 evidence = self.make_evidence(backend)
                 for lang in cfg.languages:
                     score_task(candidates[lang], Task(lang), evidence, folder, self.evidence_fingerprint(evidence),
                                cfg.refine.batch_size, cfg.refine.retries)
-        write_json(folder / "candidates" / "done.json", {"round": t})
+        write_json(self.layout.regenerated(t), {"round": t})
         return candidates
 
 
@@ -251,14 +251,6 @@ class RoundGrader:
     heldout_rows: list[dict]
     heldout_probs: np.ndarray
     keep_threshold: dict | None = None  # the grader's own keep rule and how it was derived (fitted graders)
-
-
-class _RoundLayout:
-    """The paths generator_config reads, for a generator trained inside a round's folder."""
-
-    def __init__(self, folder: Path):
-        self.generator = folder / "generator"
-        self.generator_adapter = self.generator / "generator-lora.gguf"
 
 
 def _probs_of(ev: dict) -> list[float]:

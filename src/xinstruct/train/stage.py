@@ -53,7 +53,7 @@ def generator_config(cfg, layout, trained_here: bool = False):
         return gen
     if uses_bundled_generator(cfg) and not trained_here:
         return with_adapter(gen, *bundled_generator(), "the bundled generator")
-    gguf, peft = layout.generator_adapter, layout.generator / "adapter"
+    gguf, peft = layout.generator_adapter, layout.generator_peft
     if gguf.exists() or peft.exists():
         gen = with_adapter(gen, gguf if gguf.exists() else None, peft if peft.exists() else None,
                            "the generator this run trained")
@@ -82,7 +82,7 @@ class GeneratorTrainingStage(Stage):
                "trained here"
 
     def outputs(self) -> list[Path]:
-        return [self.layout.generator / "adapter", self.layout.generator_adapter]
+        return [self.layout.generator_peft, self.layout.generator_adapter]
 
     def run(self) -> StageResult:
         from xinstruct.train.sft import set_cpu_threads, train_generator
