@@ -28,8 +28,10 @@ import socket
 import subprocess
 import threading
 import time
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 from datatrove.pipeline.base import PipelineStep
 
@@ -51,6 +53,31 @@ class Task:
 
     def owns(self, key: str) -> bool:
         return self.shards == 1 or shard_of(key, self.shards) == self.shard
+
+
+class TaskStage(Protocol):
+    """What run_tasks and TaskStep read of a stage whose model work is split into tasks: GenerateStage,
+    RefineStage, DiversifyStage (core/stage.Stage gives the defaults below) and evaluate's answering and judging.
+
+    - `task_folder`: where its task caches, progress files (tasks/) and executor logs (logs/) go;
+    - `open_backend()`: a context manager holding the model (or a ModelSlot that loads one on first use);
+    - `run_task(task, backend, progress)`: one task's work; returns its counts ("records": how many);
+    - `start_method`: how local workers start, "fork" or "spawn" (a step that runs OpenMP code: torch, llama.cpp);
+    - `worker_state()`: None for a Stage, which a worker rebuilds from `cfg`, `ctx.limit` and its fingerprints;
+      else what the class's `from_worker_state(state)` rebuilds it from.
+    """
+
+    name: str
+    start_method: str
+
+    @property
+    def task_folder(self) -> Path: ...
+
+    def open_backend(self) -> AbstractContextManager: ...
+
+    def run_task(self, task: Task, backend, progress) -> dict: ...
+
+    def worker_state(self) -> object | None: ...
 
 
 def shard_of(key: str, shards: int) -> int:
@@ -192,11 +219,11 @@ class TaskStep(PipelineStep):
     name = "🧠 xinstruct model task"
     type = "🤖 - INFERENCE"
 
-    def __init__(self, stage, tasks: list[Task], gpus: tuple[list[int], int] | None = None):
+    def __init__(self, stage: TaskStage, tasks: list[Task], gpus: tuple[list[int], int] | None = None):
         super().__init__()
         self.gpus = gpus  # local workers: (GPUs to share out, per worker)
         self.stage_class = f"{type(stage).__module__}:{type(stage).__qualname__}"
-        self.state = stage.worker_state() if hasattr(stage, "worker_state") else None
+        self.state = stage.worker_state()
         if self.state is None:
             self.cfg, self.limit = stage.cfg, stage.ctx.limit
             self.fingerprint, self.work = stage.fingerprint, stage.work_fingerprint
@@ -226,7 +253,7 @@ class TaskStep(PipelineStep):
             yield from data
 
 
-def run_tasks(stage, tasks: list[Task], progress=None, log=print, executor=None) -> None:
+def run_tasks(stage: TaskStage, tasks: list[Task], progress=None, log=print, executor=None) -> None:
     """Run every task of `stage` where its executor section (`executor`, else the stage's config) says; returns
     when all are done, else raises. A task whose last run left records to retry (`retry` in its progress file)
     runs again even where datatrove marked it complete. Local workers start as `stage.start_method` says
@@ -239,7 +266,7 @@ def run_tasks(stage, tasks: list[Task], progress=None, log=print, executor=None)
         return
     logs = stage.task_folder / "logs" / stage.fingerprint
     runner = make_executor([TaskStep(stage, tasks, local_gpus(executor))], logs, executor, len(tasks),
-                           start_method=getattr(stage, "start_method", "fork"))
+                           start_method=stage.start_method)
     _forget_completion_of_retries(stage.task_folder, tasks, logs)
     log(f"{stage.name}: {len(tasks)} tasks on the {executor.kind} executor ({executor.workers} workers); "
         f"logs in {logs}")
