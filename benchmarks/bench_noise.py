@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--langs", default=",".join(PAPER_LANGUAGES))
     ap.add_argument("--share", type=float, default=0.3)
     ap.add_argument("--out", type=Path, default=Path("runs/bench-noise.json"))
-    ap.add_argument("--stage", action="store_true", help="through the refine stage (refine.noise_refinement)")
+    ap.add_argument("--stage", action="store_true", help="through the refine stage (experiments/noise.py noise_refinement)")
     ap.add_argument("--seeds", type=int, default=None, help="--stage: train seed pairs per language")
     ap.add_argument("--reuse", action="store_true", help="--stage: keep the last run's cached evidence (to try "
                                                          "another keep rule; the candidates are the same)")
@@ -43,9 +43,9 @@ def main() -> None:
         return
 
     from xinstruct.config import model_config
+    from xinstruct.experiments.noise import KEEP_RULES, noise_injection
     from xinstruct.models.llamacpp import LlamaCppBackend
     from xinstruct.refine.evaluator import make_evaluator
-    from xinstruct.refine.experiment import KEEP_RULES, noise_injection
 
     results = []
     with LlamaCppBackend(model_config()) as backend:
@@ -73,7 +73,7 @@ def stage_check(args) -> None:
 
     from rich.console import Console
 
-    from xinstruct.refine.experiment import noise_refinement
+    from xinstruct.experiments.noise import noise_refinement
 
     out = args.out.with_suffix("") / "run"
     if not args.reuse:

@@ -49,8 +49,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from xinstruct.config import model_config
+    from xinstruct.experiments.eval_evaluator import flores_rating_rows
     from xinstruct.models.llamacpp import LlamaCppBackend
-    from xinstruct.refine.experiment import flores_rating_rows
     from xinstruct.refine.features import _requests, families_of, references_by_language
     from xinstruct.refine.grader import DEFAULT_FEATURES
 

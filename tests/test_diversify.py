@@ -8,7 +8,14 @@ from synthetic_run import make_run, refined_pairs
 from xinstruct.config import DiversifyConfig, EmbedderConfig
 from xinstruct.diversify.cluster import default_k, kmeans
 from xinstruct.diversify.decontaminate import Decontaminator, question_texts
-from xinstruct.diversify.diversity import coverage_entropy, diversity_report, max_entropy, mean_cosine_distance
+from xinstruct.diversify.diversity import (
+    coverage_entropy,
+    diversity_report,
+    diversity_row,
+    max_entropy,
+    mean_cosine_distance,
+    verdict,
+)
 from xinstruct.diversify.embed import embed, embed_task, gather
 from xinstruct.diversify.select import round_robin
 from xinstruct.diversify.stage import build_pool, measure_diversity, run_diversify
@@ -174,3 +181,17 @@ def test_round_robin_caps_a_form_while_others_are_left():
     everything = round_robin(labels, distances, grades, target=9, forms=forms, max_form_share=0.4)
     assert sorted(everything) == list(range(9))
     assert round_robin(labels, distances, grades, 5) == round_robin(labels, distances, grades, 5, forms, 1.0)
+
+
+def test_verdict_and_row():
+    """`xinstruct diversity`'s verdict: the target met, missed, or nothing to choose from; and its table row."""
+    good = {"pool": 100, "selected": 40, "clusters": 8, "entropy_fraction": 0.97, "random_entropy_fraction": 0.9,
+            "random_entropy_fraction_sd": 0.01, "mean_cosine_distance": 0.8, "random_mean_cosine_distance": 0.7,
+            "random_mean_cosine_distance_sd": 0.01}
+    assert verdict(good) == "ok"
+    assert verdict({**good, "entropy_fraction": 0.94}) == "below target"
+    assert verdict({**good, "mean_cosine_distance": 0.6}) == "below target"
+    assert verdict({**good, "selected": 100}) == "selection = whole pool"
+    assert diversity_row("sw", good) == ("sw", "100", "40", "8", "0.970", "0.900 (0.010)", "0.8000", "0.7000 (0.0100)",
+                                         "ok")
+    assert diversity_row("th", {"pool": 3, "selected": 0}) == ("th", "3", "0", "", "", "", "", "", "empty")

@@ -12,7 +12,6 @@ from sklearn.metrics import roc_auc_score
 from xinstruct.models.base import Backend, MissingCapability, Score
 from xinstruct.prompts import generation_prompt, scoring_prompt
 from xinstruct.refine.evaluator import make_evaluator
-from xinstruct.refine.experiment import bootstrap_auc_interval, expected_calibration_error, quality
 from xinstruct.refine.features import (
     FEATURES,
     FeatureScorer,
@@ -25,6 +24,7 @@ from xinstruct.refine.features import (
     text_halves,
 )
 from xinstruct.refine.grader import DEFAULT_FEATURES, GraderModel, LikelihoodEvaluator, fit_grader
+from xinstruct.refine.quality import bootstrap_auc_interval, expected_calibration_error, quality
 from xinstruct.refine.ratings import GRADES
 
 TEXT = "Mvua kubwa imenyesha jijini Dar es Salaam usiku wa kuamkia leo. Mafuriko yameharibu nyumba nyingi."
@@ -314,7 +314,7 @@ def test_noise_injection_drops_mismatched_keeps_true(llama, shared_data):
     """Issue 11's check on a small sample: 20 held-out Indonesian FLORES pairs with 30% mismatched ones mixed in,
     graded by the default evaluator and kept by the proposed rule (P(best) >= 0.37). A grader at chance drops
     about half of the mismatched pairs and fails. All 10 languages: benchmarks/bench_noise.py."""
-    from xinstruct.refine.experiment import noise_injection
+    from xinstruct.experiments.noise import noise_injection
 
     evaluator = make_evaluator("likelihood", llama)
     result = noise_injection(evaluator, "id", shared_data / "text" / "flores_sib200", limit=20)
@@ -354,7 +354,7 @@ def test_features_agree_on_llamacpp_and_openai_server(llama, scoring_server):
 
 
 def test_cross_validation_finds_a_real_signal_and_not_a_shuffled_one():
-    from xinstruct.refine.experiment import cross_validated
+    from xinstruct.experiments.eval_evaluator import cross_validated
 
     rng = np.random.default_rng(0)
     rows, x = [], []

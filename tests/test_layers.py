@@ -1,11 +1,10 @@
-"""No import cycles: every module imports on its own, and the layers contract in pyproject.toml holds."""
+"""No import cycles: every module imports on its own, and the contracts in pyproject.toml (layers, acyclic) hold."""
 
+import ast
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 IMPORT_EACH = """
 import importlib, pkgutil, sys
@@ -34,10 +33,50 @@ def test_every_module_imports_alone():
 
 
 def test_layers_contract():
+    """pyproject.toml's import-linter contracts: the layers, and no import cycle inside any package (imports inside
+    functions included). import-linter comes with the dev extras, which CI installs: missing, this fails."""
     exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
-    if exe is None:
-        pytest.skip("import-linter is not installed (pip install -e '.[dev]')")
+    assert exe is not None, "lint-imports not found beside this Python: pip install -e '.[dev]'"
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run([exe, "--config", str(root / "pyproject.toml")], cwd=root, capture_output=True,
                             text=True, timeout=300, check=False)
+    print(result.stdout + result.stderr)  # shown by `pytest -rA`, and with the failure
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
+
+
+# The names of a run folder's parts (core/layout.py): no other module joins them onto a path itself.
+RUN_FOLDER_NAMES = {"corpus", "clean", "rejects", "filtered", "seed", "pairs.jsonl", "candidates", "cache", "refine",
+                    "final", "kept", "dropped", "labels", "diversify", "embeddings", "dataset", "report", "stages",
+                    "summaries", "manifest.json", "config.json"}
+RUN_FILE_SUFFIXES = (".candidates.jsonl", ".rejects.jsonl", ".pool.jsonl", ".selected.jsonl", ".dropped.jsonl",
+                     ".labels.jsonl", ".errors.jsonl", ".sqlite")
+# evaluate/, answer/ and tune/ keep their own folders (outside RunLayout for now); models/transformers.py reads a
+# Hugging Face model folder's config.json
+NOT_CHECKED = ("core/layout.py", "evaluate/", "answer/", "tune/", "models/transformers.py")
+
+
+def _path_literals(tree: ast.AST):
+    """(line, text) of each string literal on the right of a `/` (f-strings: their literal parts)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+            right = node.right
+            if isinstance(right, ast.Constant) and isinstance(right.value, str):
+                yield node.lineno, right.value
+            elif isinstance(right, ast.JoinedStr):
+                yield node.lineno, "".join(v.value for v in right.values if isinstance(v, ast.Constant))
+
+
+def test_only_the_layout_names_run_folder_paths():
+    """Stages ask RunLayout for a run folder's paths (core/layout.py); a name joined onto a path anywhere else
+    would let the two drift apart."""
+    package = Path(__file__).resolve().parents[1] / "src" / "xinstruct"
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        rel = path.relative_to(package).as_posix()
+        if rel.startswith(NOT_CHECKED):
+            continue
+        for line, text in _path_literals(ast.parse(path.read_text(encoding="utf-8"))):
+            if text in RUN_FOLDER_NAMES or text.endswith(RUN_FILE_SUFFIXES):
+                found.append(f"{rel}:{line}: / {text!r}")
+    assert not found, "run folder paths built outside core/layout.py:\n" + "\n".join(found)

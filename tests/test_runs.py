@@ -200,3 +200,15 @@ def test_a_second_writer_is_refused_at_once_and_a_dead_holder_frees_the_folder(t
         holder.wait()
     again = CliRunner().invoke(app, ["refine", str(tmp_path)], terminal_width=300)
     assert again.exit_code == 0, again.output
+
+
+def test_demo_rows_follow_each_language_through_the_stages():
+    from xinstruct.pipeline.demo import DEMO_HEADER, demo_rows
+
+    results = {"corpus": {"sw": {"read": 10, "kept": 7, "dropped": {"length": 2, "langid": 1}}},
+               "seed": {"sw": {"train": 4, "heldout": 1}},
+               "generate": {"sw": {"candidates": 21, "rejected": {"generate:deictic": 3}}},
+               "refine": {"final": {"sw": 6}}, "diversify": {"languages": {"sw": {"selected": 5}, "th": {"selected": 0}}}}
+    rows = demo_rows(["sw", "th"], results)
+    assert rows == [("sw", "10", "7", "3", "5", "21", "3", "6", "5"), ("th", "0", "0", "0", "0", "0", "0", "0", "0")]
+    assert all(len(r) == len(DEMO_HEADER) for r in rows)

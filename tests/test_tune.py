@@ -108,3 +108,16 @@ def test_tune_resume_and_serve_the_gguf_export(tmp_path, llama):
     assert resumed["train"]["resumed_from"].endswith("checkpoint-2") and resumed["train"]["steps"] == 2
     [reused] = run_tune(cfg, str(seeds), out, progress=False, log=lambda *_: None).values()
     assert reused["train"].get("reused") is True
+
+
+def test_tune_overrides_change_only_what_the_command_line_gives():
+    from xinstruct.config import ConfigError
+    from xinstruct.tune.stage import tune_overrides
+
+    cfg = TuneConfig()
+    assert tune_overrides(cfg).model_dump() == cfg.model_dump()
+    new = tune_overrides(cfg, languages=["sw"], per_language=True, base="base.gguf", max_steps=5)
+    assert new.languages == ["sw"] and new.per_language and new.train.max_steps == 5
+    assert new.train.base.model == "base.gguf" and new.train.epochs == cfg.train.epochs == 3.0
+    with pytest.raises(ConfigError):
+        tune_overrides(cfg, epochs=0)

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from xinstruct.config import ConfigError, RunConfig, load_config, validated_copy
+from xinstruct.core.layout import RunLayout
 from xinstruct.languages import PAPER_LANGUAGES
 
 app = typer.Typer(help="Build instruction data for low-resource languages the X-Instruction way "
@@ -119,12 +120,20 @@ def _load(config: Path | None) -> RunConfig:
         if config is None:
             return load_config(None)
         if config.is_dir():  # a run folder: its saved config, output in that folder
-            if not (config / "config.json").exists():
+            saved = RunLayout(config).config
+            if not saved.exists():
                 raise ConfigError(f"{config} is a folder without config.json: not a run folder")
-            return load_config(config / "config.json", {"output_dir": str(config)})
+            return load_config(saved, {"output_dir": str(config)})
         if not config.exists():
             raise ConfigError(f"no config file at {config}")
         return load_config(config)
+
+
+def _table(title: str, header: tuple[str, ...]) -> Table:
+    table = Table(title=title)
+    for col in header:
+        table.add_column(col)
+    return table
 
 
 def _require_passages(passages: Path) -> None:
@@ -204,30 +213,19 @@ def diversity(
 ):
     """Diversity of each language's selected set vs random subsets of the same size from the same pool:
     cluster-coverage entropy as a share of its maximum, and mean pairwise cosine distance."""
+    from xinstruct.diversify.diversity import DIVERSITY_HEADER, DIVERSITY_TARGET, diversity_row
     from xinstruct.diversify.stage import measure_diversity
 
     cfg = _load(config)
-    table = Table(title=f"diversity: selected vs random same-size subsets ({draws} draws) — {cfg.out}")
-    for col in ("lang", "pool", "selected", "clusters", "entropy share", "random (sd)", "cosine distance",
-                "random (sd)", "verdict"):
-        table.add_column(col)
+    layout = RunLayout(cfg.out)
+    table = _table(f"diversity: selected vs random same-size subsets ({draws} draws) — {cfg.out}", DIVERSITY_HEADER)
     for lang in cfg.languages:
-        if not (cfg.out / "diversify" / f"{lang}.pool.jsonl").exists():
+        if not layout.pool_file(lang).exists():
             console.print(f"[red]{lang}: no diversify output under {cfg.out}[/red] (run `xinstruct diversify`)")
             raise typer.Exit(2)
-        d = measure_diversity(cfg.out, lang, draws, seed)
-        if not d.get("selected"):
-            table.add_row(lang, str(d["pool"]), "0", "", "", "", "", "", "empty")
-            continue
-        ok = (d["entropy_fraction"] >= 0.95 and d["entropy_fraction"] > d["random_entropy_fraction"]
-              and d["mean_cosine_distance"] > d["random_mean_cosine_distance"])
-        verdict = ("selection = whole pool" if d["selected"] == d["pool"] else "ok" if ok else "below target")
-        table.add_row(lang, str(d["pool"]), str(d["selected"]), str(d["clusters"]), f"{d['entropy_fraction']:.3f}",
-                      f"{d['random_entropy_fraction']:.3f} ({d['random_entropy_fraction_sd']:.3f})",
-                      f"{d['mean_cosine_distance']:.4f}",
-                      f"{d['random_mean_cosine_distance']:.4f} ({d['random_mean_cosine_distance_sd']:.4f})", verdict)
+        table.add_row(*diversity_row(lang, measure_diversity(cfg.out, lang, draws, seed)))
     console.print(table)
-    console.print("target: entropy share ≥ 0.95 and above random; cosine distance above random")
+    console.print(DIVERSITY_TARGET)
 
 
 @app.command()
@@ -253,7 +251,7 @@ def demo(
 ):
     """Every stage on bundled data and the bundled Gemma-3-270m: no network, no keys. Ends with the dataset, its
     card and the run report."""
-    from xinstruct.pipeline.demo import EVAL_QUESTIONS, demo_config
+    from xinstruct.pipeline.demo import DEMO_HEADER, EVAL_QUESTIONS, demo_config, demo_rows
     from xinstruct.pipeline.run import STAGES, outputs, run_stages
 
     questions = [str(p.resolve()) for p in (decontaminate_against or [p for p in EVAL_QUESTIONS if p.exists()])]
@@ -265,18 +263,9 @@ def demo(
     ctx = _context(cfg)
     with writing(cfg.out), user_errors():
         results = run_stages(ctx, STAGES)
-    table = Table(title="demo: documents → candidates → refined pairs → selected")
-    for col in ("language", "read", "kept", "dropped", "seed pairs", "candidates", "rejected candidates",
-                "refined (kept)", "selected"):
-        table.add_column(col)
-    for lang in cfg.languages:
-        c = results["corpus"].get(lang, {})
-        g = results["generate"].get(lang, {})
-        s = results["seed"].get(lang, {})
-        table.add_row(lang, str(c.get("read", 0)), str(c.get("kept", 0)), str(sum(c.get("dropped", {}).values())),
-                      str(sum(s.values())), str(g.get("candidates", 0)), str(sum(g.get("rejected", {}).values())),
-                      str(results["refine"]["final"].get(lang, 0)),
-                      str(results["diversify"]["languages"][lang]["selected"]))
+    table = _table("demo: documents → candidates → refined pairs → selected", DEMO_HEADER)
+    for row in demo_rows(cfg.languages, results):
+        table.add_row(*row)
     console.print(table)
     console.print(f"finished in {time.perf_counter() - started:.0f}s. Outputs:")
     for name, path in outputs(ctx.layout).items():
@@ -289,7 +278,7 @@ def manifest(run_dir: Annotated[Path, typer.Argument(help="a run folder")],
     """What a run was made from: config, per-stage fingerprints and times, model hashes, packages, machine."""
     from xinstruct.io.files import read_json
 
-    data = read_json(run_dir / "manifest.json")
+    data = read_json(RunLayout(run_dir).manifest)
     if data is None:
         console.print(f"[red]no manifest.json in {run_dir}[/red] (a run folder has one after its first stage)")
         raise typer.Exit(2)
@@ -309,7 +298,7 @@ def push(run_dir: Annotated[Path, typer.Argument(help="a run folder (or its data
     `all`) in one commit. The token is huggingface_hub's (HF_TOKEN or `hf auth login`); HF_ENDPOINT is honoured."""
     from xinstruct.export.push import push_dataset
 
-    folder = run_dir if (run_dir / "parquet").is_dir() else run_dir / "dataset"
+    folder = run_dir if (run_dir / "parquet").is_dir() else RunLayout(run_dir).dataset
     from huggingface_hub.errors import HfHubHTTPError
 
     with user_errors():
@@ -333,7 +322,7 @@ def audit(
     from xinstruct.refine.audit import audit_table
 
     cfg = _load(run_dir)
-    if not (run_dir / "refine" / "final").is_dir():
+    if not RunLayout(run_dir).refined.is_dir():
         console.print(f"[red]{run_dir}: no refined pairs yet[/red] (run `xinstruct refine {run_dir}`)")
         raise typer.Exit(2)
     for code in [lang] if lang else cfg.languages:
@@ -350,11 +339,11 @@ def status(run_dir: Annotated[Path, typer.Argument(help="a run folder")],
     from xinstruct.pipeline.manifest import status_tables
     from xinstruct.pipeline.run import plan
 
-    if not (run_dir / "stages").is_dir():
+    if not RunLayout(run_dir).stamps.is_dir():
         console.print(f"[red]{run_dir} has no stages/ folder[/red]: not a run folder, or no stage has run yet")
         raise typer.Exit(2)
     stage_plan = None
-    if (run_dir / "config.json").exists():
+    if RunLayout(run_dir).config.exists():
         with user_errors():
             stage_plan = plan(RunContext(_load(run_dir), quiet=True))
     if as_json:
@@ -385,17 +374,13 @@ def tune(
     """Fine-tune a model on the dataset (TRL SFT, LoRA by default) with the paper's prompt "...### Instruction:
     {instruction} Answer in {Language}. ### Response:". Exports a llama.cpp GGUF adapter and an Ollama Modelfile;
     resumes from its last checkpoint, and reuses a finished model trained on the same data and settings."""
-    from xinstruct.tune.stage import run_tune
+    from xinstruct.tune.stage import run_tune, tune_overrides
 
     cfg = _load(config)
-    tcfg = cfg.tune
-    updates = {k: v for k, v in {"languages": languages.split(",") if languages else None,
-                                 "per_language": per_language, "template": template}.items() if v is not None}
-    train = {k: v for k, v in {"epochs": epochs, "max_steps": max_steps}.items() if v is not None}
-    if base is not None:
-        train["base"] = validated_copy(tcfg.train.base, model=base)
     try:
-        tcfg = validated_copy(tcfg, **updates, train=validated_copy(tcfg.train, **train))
+        tcfg = tune_overrides(cfg.tune, languages=languages.split(",") if languages else None,
+                              per_language=per_language, template=template, base=base, epochs=epochs,
+                              max_steps=max_steps)
     except ConfigError as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from None
@@ -671,8 +656,8 @@ def eval_evaluator(
     epochs: Annotated[float, typer.Option(help="trained: epochs when training here")] = 1.0,
 ):
     """Grader quality on held-out FLORES seed pairs: ROC-AUC of P(best) (true vs mismatched, true vs flawed),
-    3-grade accuracy, calibration, confusion, fits and ablation; writes quality.json (refine/experiment.py)."""
-    from xinstruct.refine import experiment
+    3-grade accuracy, calibration, confusion, fits and ablation; writes quality.json (experiments/eval_evaluator.py)."""
+    from xinstruct.experiments import eval_evaluator as experiment
 
     _require_passages(passages)
     langs = languages.split(",")

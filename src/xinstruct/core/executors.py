@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from pathlib import Path
 
 from xinstruct.config import ExecutorConfig
@@ -34,7 +35,6 @@ def make_executor(pipeline: list, logging_dir: Path, cfg: ExecutorConfig, tasks:
     if cfg.kind == "slurm":
         from datatrove.executor import SlurmPipelineExecutor
 
-        from xinstruct.core.tasks import python_env
         options = {"time": "04:00:00", "partition": "cpu", "job_name": f"xinstruct-{Path(logging_dir).parts[-3]}",
                    "workers": cfg.workers, **python_env(), **cfg.options}
         return SlurmPipelineExecutor(pipeline, tasks=tasks, logging_dir=str(logging_dir), depends=depends,
@@ -66,3 +66,9 @@ def executor_session(cfg: ExecutorConfig):
     finally:
         if started:
             ray.shutdown()
+
+
+def python_env() -> dict:
+    """What a Slurm job needs to run this very Python: the venv to activate, where one is active."""
+    activate = Path(sys.prefix) / "bin" / "activate"
+    return {"venv_path": str(activate)} if activate.exists() else {}

@@ -4,14 +4,20 @@
   config.json  manifest.json
   stages/<stage>.json            what each stage was made from (fingerprint) and what it wrote
   summaries/<stage>.json         each stage's counts
-  corpus/   clean/<lang>/*.jsonl  rejects/  filtered/  logs/
+  corpus/   clean/<lang>/*.jsonl  rejects/  filtered/  logs/  summary.json  fingerprint
   seed/     pairs.jsonl  rejects.jsonl
   generator/  adapter/  generator-lora.gguf  train_summary.json
   candidates/ <lang>.candidates.jsonl  <lang>.rejects.jsonl  cache/ (journals of model work)
-  refine/   iter-<t>/  final/<lang>.jsonl
-  diversify/ <lang>.{pool,selected,dropped}.jsonl  embeddings/  summary.json
+  refine/   cache/  iter-<t>/  final/<lang>.jsonl  final/<lang>.dropped.jsonl
+    iter-<t>/  labels/<lang>.{labels,errors}.jsonl  kept/<lang>.jsonl  dropped/<lang>.jsonl  summary.json
+               evaluator/ (a trained grader)  generator/ candidates/ cache/ (a round that regenerated)
+  diversify/ <lang>.{pool,selected,dropped}.jsonl  work/  embeddings/<lang>/  cache/  summary.json
   dataset/  jsonl/ parquet/ hf/ README.md
   report/   index.html
+
+Functions that work inside one stage folder they are handed (a refinement round's candidates, a test's folder)
+name its files with the static methods (`candidates_in(folder, lang)`, `task_cache(folder, name)`...); the
+stages use the properties of their run's layout.
 """
 
 from __future__ import annotations
@@ -36,19 +42,64 @@ class RunLayout:
     def manifest(self) -> Path:
         return self.root / "manifest.json"
 
+    @property
+    def stamps(self) -> Path:
+        return self.root / "stages"
+
     def stamp(self, stage: str) -> Path:
-        return self.root / "stages" / f"{stage}.json"
+        return self.stamps / f"{stage}.json"
 
     def summary(self, stage: str) -> Path:
         return self.root / "summaries" / f"{stage}.json"
+
+    # a stage folder's task journals (io/cache.py), beside its outputs
+    @staticmethod
+    def cache(folder: Path) -> Path:
+        """Where a stage keeps the journals of its model work, beside its outputs."""
+        return Path(folder) / "cache"
+
+    @staticmethod
+    def task_cache(folder: Path, name: str) -> Path:
+        """One task's journal (name: the task's, or `ratings` for the rating set's evidence)."""
+        return RunLayout.cache(folder) / f"{name}.sqlite"
+
+    @staticmethod
+    def summary_in(folder: Path) -> Path:
+        """A stage's (or a refinement round's) own summary.json, in its folder."""
+        return Path(folder) / "summary.json"
 
     # corpus
     @property
     def corpus(self) -> Path:
         return self.root / "corpus"
 
+    @staticmethod
+    def clean_in(folder: Path) -> Path:
+        return Path(folder) / "clean"
+
+    @staticmethod
+    def rejects_in(folder: Path) -> Path:
+        return Path(folder) / "rejects"
+
+    @staticmethod
+    def filtered_in(folder: Path) -> Path:
+        return Path(folder) / "filtered"
+
+    @property
+    def clean(self) -> Path:
+        return self.clean_in(self.corpus)
+
+    @property
+    def corpus_rejects(self) -> Path:
+        return self.rejects_in(self.corpus)
+
+    @property
+    def corpus_stamp(self) -> Path:
+        """The corpus work fingerprint: datatrove's completion markers hold only for the same settings."""
+        return self.corpus / "fingerprint"
+
     def clean_dir(self, lang: str) -> Path:
-        return self.corpus / "clean" / lang
+        return self.clean / lang
 
     def clean_files(self, lang: str) -> list[Path]:
         return sorted(self.clean_dir(lang).glob("*.jsonl"))
@@ -75,16 +126,29 @@ class RunLayout:
     def generator_adapter(self) -> Path:
         return self.generator / "generator-lora.gguf"
 
+    @property
+    def generator_peft(self) -> Path:
+        """The PEFT adapter the GGUF adapter is exported from."""
+        return self.generator / "adapter"
+
     # candidates
     @property
     def candidates(self) -> Path:
         return self.root / "candidates"
 
+    @staticmethod
+    def candidates_in(folder: Path, lang: str) -> Path:
+        return Path(folder) / f"{lang}.candidates.jsonl"
+
+    @staticmethod
+    def candidate_rejects_in(folder: Path, lang: str) -> Path:
+        return Path(folder) / f"{lang}.rejects.jsonl"
+
     def candidates_file(self, lang: str, folder: Path | None = None) -> Path:
-        return (folder or self.candidates) / f"{lang}.candidates.jsonl"
+        return self.candidates_in(folder or self.candidates, lang)
 
     def candidate_rejects_file(self, lang: str, folder: Path | None = None) -> Path:
-        return (folder or self.candidates) / f"{lang}.rejects.jsonl"
+        return self.candidate_rejects_in(folder or self.candidates, lang)
 
     # refine
     @property
@@ -94,26 +158,99 @@ class RunLayout:
     def round_dir(self, t: int) -> Path:
         return self.refine / f"iter-{t}"
 
+    def round_summaries(self) -> list[Path]:
+        """The summary.json of every refinement round on disk, in round order."""
+        return sorted(self.refine.glob("iter-*/summary.json"), key=lambda p: int(p.parent.name.split("-")[1]))
+
+    def round_layout(self, t: int) -> RunLayout:
+        """A round that retrains the generator lays out its generator and candidates as a run does."""
+        return RunLayout(self.round_dir(t))
+
+    def regenerated(self, t: int) -> Path:
+        """Written when round t's regenerated candidates and their evidence are complete."""
+        return self.round_layout(t).candidates / "done.json"
+
+    def round_evaluator(self, t: int) -> Path:
+        """The grader trained in round t (refine.evaluator.kind: trained)."""
+        return self.round_dir(t) / "evaluator"
+
+    def round_kept(self, t: int) -> Path:
+        return self.round_dir(t) / "kept"
+
+    def kept_file(self, t: int, lang: str) -> Path:
+        return self.round_kept(t) / f"{lang}.jsonl"
+
+    def round_dropped_file(self, t: int, lang: str) -> Path:
+        return self.round_dir(t) / "dropped" / f"{lang}.jsonl"
+
+    def labels_file(self, t: int, lang: str) -> Path:
+        return self.round_dir(t) / "labels" / f"{lang}.labels.jsonl"
+
+    def label_errors_file(self, t: int, lang: str) -> Path:
+        return self.round_dir(t) / "labels" / f"{lang}.errors.jsonl"
+
+    @property
+    def refined(self) -> Path:
+        """The pairs of the last kept round, for Stage III."""
+        return self.refine / "final"
+
     def refined_file(self, lang: str) -> Path:
-        return self.refine / "final" / f"{lang}.jsonl"
+        return self.refined / f"{lang}.jsonl"
+
+    def refined_dropped_file(self, lang: str) -> Path:
+        return self.refined / f"{lang}.dropped.jsonl"
 
     # diversify, export
     @property
     def diversify(self) -> Path:
         return self.root / "diversify"
 
+    @staticmethod
+    def pool_in(folder: Path, lang: str) -> Path:
+        return Path(folder) / f"{lang}.pool.jsonl"
+
+    @staticmethod
+    def selected_in(folder: Path, lang: str) -> Path:
+        return Path(folder) / f"{lang}.selected.jsonl"
+
+    @staticmethod
+    def dropped_in(folder: Path, lang: str) -> Path:
+        return Path(folder) / f"{lang}.dropped.jsonl"
+
+    @staticmethod
+    def embeddings_in(folder: Path, lang: str) -> Path:
+        return Path(folder) / "embeddings" / lang
+
+    @staticmethod
+    def pool_work_in(folder: Path, lang: str) -> Path:
+        """The pool the embedding tasks read, until the language is finished."""
+        return Path(folder) / "work" / f"{lang}.pool.jsonl"
+
+    def pool_file(self, lang: str) -> Path:
+        return self.pool_in(self.diversify, lang)
+
     def selected_file(self, lang: str) -> Path:
-        return self.diversify / f"{lang}.selected.jsonl"
+        return self.selected_in(self.diversify, lang)
+
+    def embeddings(self, lang: str) -> Path:
+        return self.embeddings_in(self.diversify, lang)
+
+    @property
+    def diversify_summary(self) -> Path:
+        return self.summary_in(self.diversify)
 
     @property
     def dataset(self) -> Path:
         return self.root / "dataset"
 
     @property
+    def dataset_card(self) -> Path:
+        return self.dataset / "README.md"
+
+    @property
     def report(self) -> Path:
         return self.root / "report"
 
-    @staticmethod
-    def cache(folder: Path) -> Path:
-        """Where a stage keeps the journals of its model work, beside its outputs."""
-        return folder / "cache"
+    @property
+    def report_page(self) -> Path:
+        return self.report / "index.html"

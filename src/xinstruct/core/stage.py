@@ -70,6 +70,9 @@ class Stage:
     code: ClassVar[tuple[str, ...]] = ()
     uses_limit: ClassVar[bool] = False  # honours --limit (then the limit is part of its fingerprint)
     title: ClassVar[str] = ""  # one line for --help and the console
+    # a stage that splits its model work into tasks (core/tasks.TaskStage): how local workers start ("spawn" where
+    # they run OpenMP code, see core/executors.py)
+    start_method: str = "fork"
 
     def __init__(self, ctx: RunContext):
         self.ctx = ctx
@@ -93,6 +96,9 @@ class Stage:
         """Settings, models and code, without the upstream data: the key under which per-record model work
         (journals) is cached and reused when only some upstream records changed."""
         return digest({k: self.parts[k] for k in ("config", "inputs", "code")})
+
+    def worker_state(self) -> None:
+        """None: a worker rebuilds a stage from its config and fingerprints (core/tasks.TaskStep)."""
 
     def outputs(self) -> list[Path]:
         """What downstream stages read from this one."""

@@ -17,18 +17,26 @@ bar while it waits and `xinstruct status RUN` summarises.
 
 from __future__ import annotations
 
+import _thread
+import fcntl
 import hashlib
+import importlib
 import json
 import os
 import signal
 import socket
-import sys
+import subprocess
 import threading
 import time
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 from datatrove.pipeline.base import PipelineStep
+
+from xinstruct.core.executors import executor_session, make_executor
+from xinstruct.core.stage import RunContext
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,31 @@ class Task:
 
     def owns(self, key: str) -> bool:
         return self.shards == 1 or shard_of(key, self.shards) == self.shard
+
+
+class TaskStage(Protocol):
+    """What run_tasks and TaskStep read of a stage whose model work is split into tasks: GenerateStage,
+    RefineStage, DiversifyStage (core/stage.Stage gives the defaults below) and evaluate's answering and judging.
+
+    - `task_folder`: where its task caches, progress files (tasks/) and executor logs (logs/) go;
+    - `open_backend()`: a context manager holding the model (or a ModelSlot that loads one on first use);
+    - `run_task(task, backend, progress)`: one task's work; returns its counts ("records": how many);
+    - `start_method`: how local workers start, "fork" or "spawn" (a step that runs OpenMP code: torch, llama.cpp);
+    - `worker_state()`: None for a Stage, which a worker rebuilds from `cfg`, `ctx.limit` and its fingerprints;
+      else what the class's `from_worker_state(state)` rebuilds it from.
+    """
+
+    name: str
+    start_method: str
+
+    @property
+    def task_folder(self) -> Path: ...
+
+    def open_backend(self) -> AbstractContextManager: ...
+
+    def run_task(self, task: Task, backend, progress) -> dict: ...
+
+    def worker_state(self) -> object | None: ...
 
 
 def shard_of(key: str, shards: int) -> int:
@@ -145,8 +178,6 @@ def claim_gpus(folder: Path, gpus: list[int], per_task: int = 1) -> list[int]:
     """`per_task` of `gpus` for this worker process alone, set as its CUDA_VISIBLE_DEVICES (local workers on one
     node with several GPUs: each worker's model, or the server it manages, gets its own). A GPU is held by an
     exclusive lock on <folder>/gpus/<gpu>.lock, which the kernel drops when the process ends, even killed."""
-    import fcntl
-
     if not _HELD_GPUS:
         (Path(folder) / "gpus").mkdir(parents=True, exist_ok=True)
         for gpu in gpus:
@@ -188,22 +219,18 @@ class TaskStep(PipelineStep):
     name = "🧠 xinstruct model task"
     type = "🤖 - INFERENCE"
 
-    def __init__(self, stage, tasks: list[Task], gpus: tuple[list[int], int] | None = None):
+    def __init__(self, stage: TaskStage, tasks: list[Task], gpus: tuple[list[int], int] | None = None):
         super().__init__()
         self.gpus = gpus  # local workers: (GPUs to share out, per worker)
         self.stage_class = f"{type(stage).__module__}:{type(stage).__qualname__}"
-        self.state = stage.worker_state() if hasattr(stage, "worker_state") else None
+        self.state = stage.worker_state()
         if self.state is None:
             self.cfg, self.limit = stage.cfg, stage.ctx.limit
             self.fingerprint, self.work = stage.fingerprint, stage.work_fingerprint
         self.tasks = tasks
 
     def rebuild(self):
-        import importlib
-
         from loguru import logger
-
-        from xinstruct.core.stage import RunContext
 
         module, _, cls = self.stage_class.partition(":")
         cls = getattr(importlib.import_module(module), cls)
@@ -226,7 +253,7 @@ class TaskStep(PipelineStep):
             yield from data
 
 
-def run_tasks(stage, tasks: list[Task], progress=None, log=print, executor=None) -> None:
+def run_tasks(stage: TaskStage, tasks: list[Task], progress=None, log=print, executor=None) -> None:
     """Run every task of `stage` where its executor section (`executor`, else the stage's config) says; returns
     when all are done, else raises. A task whose last run left records to retry (`retry` in its progress file)
     runs again even where datatrove marked it complete. Local workers start as `stage.start_method` says
@@ -237,11 +264,9 @@ def run_tasks(stage, tasks: list[Task], progress=None, log=print, executor=None)
             for task in tasks:
                 stage.run_task(task, backend, progress)
         return
-    from xinstruct.core.executors import executor_session, make_executor
-
     logs = stage.task_folder / "logs" / stage.fingerprint
     runner = make_executor([TaskStep(stage, tasks, local_gpus(executor))], logs, executor, len(tasks),
-                           start_method=getattr(stage, "start_method", "fork"))
+                           start_method=stage.start_method)
     _forget_completion_of_retries(stage.task_folder, tasks, logs)
     log(f"{stage.name}: {len(tasks)} tasks on the {executor.kind} executor ({executor.workers} workers); "
         f"logs in {logs}")
@@ -317,7 +342,6 @@ def _watch(folder: Path, tasks: list[Task], progress, stop: threading.Event, die
                 if signal.getsignal(signal.SIGUSR1) is _raise_worker_died:
                     signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
                 else:  # run_tasks was not called from the main thread
-                    import _thread
                     _thread.interrupt_main()
                 return
             if progress is None:
@@ -348,8 +372,6 @@ def _alive(pid) -> bool:
 def _wait_for_slurm(runner, log, poll: float = 10.0) -> None:
     """datatrove submits a Slurm array and returns; the next stage needs this one's output, so wait until
     every task is complete or the job has left the queue."""
-    import subprocess
-
     job = getattr(runner, "job_id", None)
     while runner.get_incomplete_ranks():
         if job in (None, -1):
@@ -359,9 +381,3 @@ def _wait_for_slurm(runner, log, poll: float = 10.0) -> None:
             return  # the job is gone: whatever is incomplete now failed
         time.sleep(poll)
         log(f"waiting for Slurm job {job}: {len(runner.get_incomplete_ranks())} task(s) left")
-
-
-def python_env() -> dict:
-    """What a Slurm job needs to run this very Python: the venv to activate, where one is active."""
-    activate = Path(sys.prefix) / "bin" / "activate"
-    return {"venv_path": str(activate)} if activate.exists() else {}

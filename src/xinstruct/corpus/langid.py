@@ -11,6 +11,8 @@ import functools
 import unicodedata
 from dataclasses import dataclass
 
+import pycld2
+
 from xinstruct.languages import get_language
 
 
@@ -41,8 +43,6 @@ class LanguageIdentifier:
 
     @staticmethod
     def second_vote(text: str) -> str | None:
-        import pycld2
-
         try:
             reliable, _, details = pycld2.detect(text)
         except pycld2.error:  # cld2 rejects some byte sequences (e.g. lone surrogates)

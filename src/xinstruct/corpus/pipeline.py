@@ -19,6 +19,7 @@ from datatrove.pipeline.writers.jsonl import JsonlWriter
 
 from xinstruct.config import CorpusConfig, ExecutorConfig
 from xinstruct.core.executors import make_executor
+from xinstruct.core.layout import RunLayout
 from xinstruct.corpus.dedup import MinHashDedupFilter
 from xinstruct.corpus.filters import LanguageFilter, LengthFilter, Normalize, QualityFilter
 from xinstruct.corpus.readers import UNKNOWN_LANG, CorpusReader, LanguageShardReader, plan_tasks
@@ -28,7 +29,7 @@ from xinstruct.io.records import Reject
 
 
 def _rejects(folder: Path, step: str) -> JsonlWriter:
-    return JsonlWriter(str(folder / "rejects"), output_filename=f"${{lang}}/{step}.${{rank}}.jsonl", compression=None,
+    return JsonlWriter(str(RunLayout.rejects_in(folder)), output_filename=f"${{lang}}/{step}.${{rank}}.jsonl", compression=None,
                        adapter=_reject_adapter)
 
 
@@ -45,23 +46,23 @@ def _clean_adapter(self, doc) -> dict:
 
 def filter_pipeline(cfg: CorpusConfig, folder: Path, groups: list, languages: list[str]) -> list:
     return [
-        CorpusReader(groups, str(folder / "rejects"), languages, cfg.max_line_bytes),
+        CorpusReader(groups, str(RunLayout.rejects_in(folder)), languages, cfg.max_line_bytes),
         Normalize(),
         LengthFilter(cfg.min_chars, cfg.max_chars, exclusion_writer=_rejects(folder, "length")),
         QualityFilter(cfg.min_script_share, cfg.max_dup_line_share, cfg.min_compression_ratio,
                       cfg.max_symbol_share, exclusion_writer=_rejects(folder, "quality")),
         LanguageFilter(cfg.min_langid_prob, exclusion_writer=_rejects(folder, "langid")),
-        JsonlWriter(str(folder / "filtered"), output_filename="${lang}/${rank}.jsonl", compression=None,
+        JsonlWriter(str(RunLayout.filtered_in(folder)), output_filename="${lang}/${rank}.jsonl", compression=None,
                     adapter=_clean_adapter),
     ]
 
 
 def dedup_pipeline(cfg: CorpusConfig, folder: Path, languages: list[str]) -> list:
     return [
-        LanguageShardReader(str(folder / "filtered"), languages),
+        LanguageShardReader(str(RunLayout.filtered_in(folder)), languages),
         MinHashDedupFilter(cfg.dedup_threshold, cfg.dedup_num_perm, cfg.dedup_ngram,
                            exclusion_writer=_rejects(folder, "dedup")),
-        JsonlWriter(str(folder / "clean"), output_filename="${lang}/${rank}.jsonl", compression=None,
+        JsonlWriter(str(RunLayout.clean_in(folder)), output_filename="${lang}/${rank}.jsonl", compression=None,
                     adapter=_clean_adapter),
     ]
 
@@ -82,22 +83,18 @@ def run_corpus(cfg: CorpusConfig, folder: Path, languages: list[str],
     make_executor(dedup_pipeline(cfg, folder, languages), folder / "logs" / "dedup", executor, len(languages),
                   depends=first).run()
     summary = summarize(folder)
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    RunLayout.summary_in(folder).write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     return summary
-
-
-def clean_files(folder: Path, lang: str) -> list[Path]:
-    return sorted((folder / "clean" / lang).glob("*.jsonl"))
 
 
 def summarize(folder: Path) -> dict:
     """Counts per language (also languages outside the run, and _unknown): kept, and dropped per reason, read
     back from the files themselves."""
     kept: Counter = Counter()
-    for path in (folder / "clean").glob("*/*.jsonl"):
+    for path in RunLayout.clean_in(folder).glob("*/*.jsonl"):
         kept[path.parent.name] += sum(1 for _ in read_jsonl(path))
     dropped: dict[str, Counter] = {}
-    for path in (folder / "rejects").glob("*/*.jsonl"):
+    for path in RunLayout.rejects_in(folder).glob("*/*.jsonl"):
         for r in read_jsonl(path):
             dropped.setdefault(r.get("lang") or UNKNOWN_LANG, Counter())[r["reason"]] += 1
     langs = sorted(set(kept) | set(dropped))

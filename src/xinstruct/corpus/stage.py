@@ -6,8 +6,10 @@ import glob
 import shutil
 from pathlib import Path
 
+from xinstruct.core.executors import executor_session
 from xinstruct.core.fingerprint import digest
 from xinstruct.core.stage import Stage, StageResult
+from xinstruct.io.read import InputError, check_spec
 
 
 def input_identity(path: str) -> object:
@@ -22,8 +24,6 @@ def input_identity(path: str) -> object:
 
 def spec_problems(specs) -> list[str]:
     """The first mistake of each input spec (missing file, text without a language, unknown language)."""
-    from xinstruct.io.read import InputError, check_spec
-
     problems = []
     for spec in specs:
         try:
@@ -53,7 +53,7 @@ class CorpusStage(Stage):
         return {"files": digest([input_identity(spec.path) for spec in self.cfg.corpus.inputs])}
 
     def outputs(self) -> list[Path]:
-        return [self.layout.corpus / "clean"]
+        return [self.layout.clean]
 
     def check(self) -> list[str]:
         if not self.cfg.corpus.inputs:
@@ -64,11 +64,10 @@ class CorpusStage(Stage):
         shutil.rmtree(self.layout.corpus, ignore_errors=True)
 
     def run(self) -> StageResult:
-        from xinstruct.core.executors import executor_session
         from xinstruct.corpus.pipeline import run_corpus
 
         folder = self.layout.corpus
-        stamp = folder / "fingerprint"
+        stamp = self.layout.corpus_stamp
         # datatrove skips tasks it finished before a kill; that is only right for the same settings
         if folder.exists() and (not stamp.exists() or stamp.read_text() != self.work_fingerprint):
             shutil.rmtree(folder)

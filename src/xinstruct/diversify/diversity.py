@@ -7,6 +7,27 @@ import math
 
 import numpy as np
 
+DIVERSITY_HEADER = ("lang", "pool", "selected", "clusters", "entropy share", "random (sd)", "cosine distance",
+                    "random (sd)", "verdict")
+DIVERSITY_TARGET = "target: entropy share ≥ 0.95 and above random; cosine distance above random"
+
+
+def verdict(d: dict) -> str:
+    """Does a language's selection meet DIVERSITY_TARGET (d: diversity_report's figures)?"""
+    ok = (d["entropy_fraction"] >= 0.95 and d["entropy_fraction"] > d["random_entropy_fraction"]
+          and d["mean_cosine_distance"] > d["random_mean_cosine_distance"])
+    return "selection = whole pool" if d["selected"] == d["pool"] else "ok" if ok else "below target"
+
+
+def diversity_row(lang: str, d: dict) -> tuple[str, ...]:
+    """One language's row under DIVERSITY_HEADER."""
+    if not d.get("selected"):
+        return (lang, str(d["pool"]), "0", "", "", "", "", "", "empty")
+    return (lang, str(d["pool"]), str(d["selected"]), str(d["clusters"]), f"{d['entropy_fraction']:.3f}",
+            f"{d['random_entropy_fraction']:.3f} ({d['random_entropy_fraction_sd']:.3f})",
+            f"{d['mean_cosine_distance']:.4f}",
+            f"{d['random_mean_cosine_distance']:.4f} ({d['random_mean_cosine_distance_sd']:.4f})", verdict(d))
+
 
 def coverage_entropy(labels: np.ndarray) -> float:
     """Shannon entropy (nats) of the selection's distribution over clusters."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -24,6 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from xinstruct.config import EmbedderConfig
+from xinstruct.core.machine import cpu_has_bf16
+from xinstruct.io.cache import BlobCache
+from xinstruct.io.journal import batches
 
 
 def load_embedder(cfg: EmbedderConfig, index: int = 0):
@@ -53,7 +57,6 @@ def use_bf16(cfg: EmbedderConfig, model) -> bool:
         return False
     if cfg.bf16 is not None:
         return cfg.bf16
-    from xinstruct.core.machine import cpu_has_bf16
     return cpu_has_bf16()
 
 
@@ -100,9 +103,6 @@ def embed_task(items: Iterable[tuple[str, str]], cache_path: Path, fingerprint: 
     """Embed the texts of (record key, text) `items` that `owns(record key)` and that the cache lacks, in
     committed batches of `cfg.shard_size`; a text found in a `reuse` cache of the same fingerprint (another
     split) is copied. The model (`get_model()`) is loaded only if something is left to embed."""
-    from xinstruct.io.cache import BlobCache
-    from xinstruct.io.journal import batches
-
     stats = {"embedded": 0, "cached": 0, "copied": 0}
     with contextlib.ExitStack() as stack:
         cache = stack.enter_context(BlobCache(cache_path, fingerprint))
@@ -157,8 +157,6 @@ def gather(items: Iterable[tuple[str, str]], n: int, cache_of: Callable[[str], o
 
 def save_vectors(vectors: np.ndarray, folder: str | Path) -> Path:
     """The language's pool vectors in pool order (what `xinstruct diversity` and the run report read)."""
-    import os
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path, tmp = folder / "vectors.npy", folder / "vectors.tmp.npy"

@@ -16,6 +16,7 @@ same however many tasks embedded the pool; the pool records are streamed from di
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -24,13 +25,36 @@ from pathlib import Path
 import numpy as np
 
 from xinstruct.config import DiversifyConfig
+from xinstruct.core.fingerprint import config_section, digest, path_identity, source_digest
+from xinstruct.core.layout import RunLayout
 from xinstruct.core.stage import Stage, StageResult
-from xinstruct.core.tasks import Task, other_splits, shard_of
+from xinstruct.core.tasks import (
+    FileProgress,
+    ModelSlot,
+    Task,
+    other_splits,
+    read_progress,
+    run_tasks,
+    shard_of,
+    shards_per_language,
+    task_list,
+    write_progress,
+)
+from xinstruct.corpus.stage import missing
+from xinstruct.diversify import embed  # embed.load_embedder looked up at call time: tests swap it for a loaded model
 from xinstruct.diversify.cluster import default_k, kmeans
 from xinstruct.diversify.decontaminate import Decontaminator, load_questions, words
 from xinstruct.diversify.diversity import diversity_report
-from xinstruct.diversify.embed import embed_task, embedder_id, gather, load_embeddings, save_vectors, text_key
+from xinstruct.diversify.embed import (
+    embed_task,
+    embedder_id,
+    gather,
+    load_embeddings,
+    save_vectors,
+    text_key,
+)
 from xinstruct.diversify.select import instruction_form, round_robin
+from xinstruct.io.cache import BlobCache
 from xinstruct.io.files import read_jsonl, write_json, write_jsonl
 
 
@@ -65,25 +89,15 @@ def record_key(r: dict) -> str:
     return str(r["id"]) if r.get("id") is not None else text_key(r["instruction"])
 
 
-def work_file(folder: Path, lang: str) -> Path:
-    return Path(folder) / "work" / f"{lang}.pool.jsonl"
-
-
-def cache_path(folder: Path, task: Task) -> Path:
-    return Path(folder) / "cache" / f"{task.name}.sqlite"
-
-
 def pool_items(folder: Path, lang: str) -> Iterator[tuple[str, str]]:
     """(record key, instruction) of the language's pool, in pool order, streamed from the work file."""
-    for r in read_jsonl(work_file(folder, lang)):
+    for r in read_jsonl(RunLayout.pool_work_in(folder, lang)):
         yield record_key(r), r["instruction"]
 
 
 def embedder_fingerprint(cfg: DiversifyConfig) -> str:
     """What a vector depends on: the embedder (its files), its settings, the embedding code; not the pool, k or
     target, so changing those embeds nothing again."""
-    from xinstruct.core.fingerprint import config_section, digest, path_identity, source_digest
-
     model = cfg.embedder.model
     return digest({"embedder": embedder_id(cfg.embedder) if model == "bundled" else path_identity(model),
                    "settings": config_section(cfg, "embedder"), "code": source_digest(("diversify/embed.py",))})
@@ -93,8 +107,8 @@ def prepare_language(records: list[dict], lang: str, cfg: DiversifyConfig, folde
                      decontaminator: Decontaminator | None = None) -> dict:
     """Build the pool; write the dropped pairs, and the pool for the embedding tasks to read. Returns counts."""
     pool, dropped = build_pool(records, cfg.grades, decontaminator, cfg.dedup_instructions)
-    write_jsonl(folder / f"{lang}.dropped.jsonl", dropped)
-    write_jsonl(work_file(folder, lang), pool)
+    write_jsonl(RunLayout.dropped_in(folder, lang), dropped)
+    write_jsonl(RunLayout.pool_work_in(folder, lang), pool)
     return {"refined": len(records), "dropped": dict(Counter(d["drop_reason"] for d in dropped)),
             "pool": len(pool), "target": cfg.target(lang)}
 
@@ -103,33 +117,31 @@ def embed_language_task(task: Task, folder: Path, cfg: DiversifyConfig, fingerpr
                         on_progress: Callable[[int], None] | None = None) -> dict:
     """Embed the pool records of `task` that its cache (or a cache of another split) lacks."""
     started = time.perf_counter()
-    stats = embed_task(pool_items(folder, task.lang), cache_path(folder, task), fingerprint, cfg.embedder, get_model,
-                       task.owns, other_splits(Path(folder) / "cache", task), on_progress)
+    stats = embed_task(pool_items(folder, task.lang), RunLayout.task_cache(folder, task.name), fingerprint, cfg.embedder, get_model,
+                       task.owns, other_splits(RunLayout.cache(folder), task), on_progress)
     return {**stats, "seconds": round(time.perf_counter() - started, 2)}
 
 
 def finish_language(lang: str, cfg: DiversifyConfig, folder: Path, shards: int, counts: dict,
                     embedding: dict | None = None) -> dict:
     """Gather the vectors in pool order from the task caches, cluster, draw, write the pool and the selection."""
-    from xinstruct.io.cache import BlobCache
-
     embedding = embedding or {}
     n = counts["pool"]
     if not n:
-        write_jsonl(folder / f"{lang}.pool.jsonl", [])
-        write_jsonl(folder / f"{lang}.selected.jsonl", [])
-        work_file(folder, lang).unlink(missing_ok=True)
+        write_jsonl(RunLayout.pool_in(folder, lang), [])
+        write_jsonl(RunLayout.selected_in(folder, lang), [])
+        RunLayout.pool_work_in(folder, lang).unlink(missing_ok=True)
         return {**counts, "selected": 0, "clusters": 0}
     started = time.perf_counter()
-    caches = [BlobCache(cache_path(folder, Task(lang, s, shards)), readonly=True) for s in range(shards)]
+    caches = [BlobCache(RunLayout.task_cache(folder, Task(lang, s, shards).name), readonly=True) for s in range(shards)]
     try:
         vectors = gather(pool_items(folder, lang), n, lambda key: caches[shard_of(key, shards)])
     finally:
         for c in caches:
             c.close()
-    save_vectors(vectors, folder / "embeddings" / lang)
+    save_vectors(vectors, RunLayout.embeddings_in(folder, lang))
     rows = [(cfg.grades.index(r["grade"]), instruction_form(r["instruction"]))
-            for r in read_jsonl(work_file(folder, lang))]
+            for r in read_jsonl(RunLayout.pool_work_in(folder, lang))]
     grade_rank = np.array([g for g, _ in rows])
     gathered = time.perf_counter()
     k = min(cfg.n_clusters or default_k(cfg.target(lang), n), n)
@@ -140,16 +152,16 @@ def finish_language(lang: str, cfg: DiversifyConfig, folder: Path, shards: int, 
     selected: dict[int, dict] = {}
 
     def annotated():
-        for i, r in enumerate(read_jsonl(work_file(folder, lang))):
+        for i, r in enumerate(read_jsonl(RunLayout.pool_work_in(folder, lang))):
             r.update(cluster=int(labels[i]), centroid_distance=round(float(distances[i]), 6),
                      selected_rank=rank_of.get(i))
             if i in rank_of:
                 selected[i] = r
             yield r
 
-    write_jsonl(folder / f"{lang}.pool.jsonl", annotated())
-    write_jsonl(folder / f"{lang}.selected.jsonl", (selected[i] for i in order))
-    work_file(folder, lang).unlink()
+    write_jsonl(RunLayout.pool_in(folder, lang), annotated())
+    write_jsonl(RunLayout.selected_in(folder, lang), (selected[i] for i in order))
+    RunLayout.pool_work_in(folder, lang).unlink()
     sizes = np.bincount(labels, minlength=k)
     picked = np.bincount(labels[order], minlength=k) if order else np.zeros(k, int)
     return {**counts, "selected": len(order), "clusters": k, "cluster_sizes": sizes.tolist(),
@@ -163,13 +175,11 @@ def diversify_language(records: list[dict], lang: str, cfg: DiversifyConfig, fol
                        decontaminator: Decontaminator | None = None, model_loader: Callable | None = None,
                        on_progress: Callable[[int], None] | None = None) -> dict:
     """One language in this process, as one task (the stage splits the embedding over its executor)."""
-    from xinstruct.diversify.embed import load_embedder
-
     counts = prepare_language(records, lang, cfg, folder, decontaminator)
     embedding = {}
     if counts["pool"]:
         embedding = embed_language_task(Task(lang), folder, cfg, embedder_fingerprint(cfg),
-                                        lambda: (model_loader or load_embedder)(cfg.embedder), on_progress)
+                                        lambda: (model_loader or embed.load_embedder)(cfg.embedder), on_progress)
     return finish_language(lang, cfg, folder, 1, counts, embedding)
 
 
@@ -178,14 +188,11 @@ def load_decontaminator(cfg: DiversifyConfig) -> Decontaminator | None:
     return Decontaminator(questions, cfg.decontaminate.ngram) if questions else None
 
 
-def refined_path(out: Path, lang: str) -> Path:
-    return out / "refine" / "final" / f"{lang}.jsonl"
-
-
 def check_refined(out: Path, languages: list[str]) -> None:
-    missing = [lang for lang in languages if not refined_path(out, lang).exists()]
+    layout = RunLayout(out)
+    missing = [lang for lang in languages if not layout.refined_file(lang).exists()]
     if missing:
-        raise FileNotFoundError(f"no refined pairs for {', '.join(missing)} under {out / 'refine' / 'final'}: "
+        raise FileNotFoundError(f"no refined pairs for {', '.join(missing)} under {layout.refined}: "
                                 "run `xinstruct refine` first")
 
 
@@ -201,16 +208,14 @@ def run_diversify(out: Path, languages: list[str], cfg: DiversifyConfig,
                   on_language: Callable | None = None, model_loader: Callable | None = None) -> dict:
     """Every language in turn, in this process; returns the stage summary. The embedder is loaded once, and only
     if some text is not in the caches yet."""
-    from xinstruct.core.tasks import ModelSlot
-    from xinstruct.diversify.embed import load_embedder
-
     check_refined(out, languages)
-    folder = out / "diversify"
+    layout = RunLayout(out)
+    folder = layout.diversify
     decontaminator = load_decontaminator(cfg)
     summary = summary_header(cfg, decontaminator)
-    with ModelSlot(model_loader or load_embedder) as slot:
+    with ModelSlot(model_loader or embed.load_embedder) as slot:
         for lang in languages:
-            records = list(read_jsonl(refined_path(out, lang)))
+            records = list(read_jsonl(layout.refined_file(lang)))
             progress = on_language(lang, len(records)) if on_language else None
             summary["languages"][lang] = diversify_language(records, lang, cfg, folder, decontaminator,
                                                             lambda c: slot.get("embedder", c), progress)
@@ -219,17 +224,18 @@ def run_diversify(out: Path, languages: list[str], cfg: DiversifyConfig,
 
 
 def write_summary(folder: Path, summary: dict) -> None:
-    write_json(folder / "summary.json", summary)
+    write_json(RunLayout.summary_in(folder), summary)
 
 
 def measure_diversity(out: Path, lang: str, draws: int = 20, seed: int = 0) -> dict:
     """Recompute a language's diversity figures from the files the stage left (pool, clusters, embeddings).
     k is the stage's own (summary.json), not the highest cluster seen: a cluster may have ended up empty."""
-    pool = list(read_jsonl(out / "diversify" / f"{lang}.pool.jsonl"))
+    layout = RunLayout(out)
+    pool = list(read_jsonl(layout.pool_file(lang)))
     if not pool:
         return {"pool": 0, "selected": 0}
-    k = json.loads((out / "diversify" / "summary.json").read_text())["languages"][lang]["clusters"]
-    vectors = np.asarray(load_embeddings(out / "diversify" / "embeddings" / lang)[:len(pool)])
+    k = json.loads(layout.diversify_summary.read_text())["languages"][lang]["clusters"]
+    vectors = np.asarray(load_embeddings(layout.embeddings(lang))[:len(pool)])
     labels = np.array([r["cluster"] for r in pool])
     selected = np.array([i for i, r in enumerate(pool) if r["selected_rank"] is not None], dtype=np.int64)
     return diversity_report(vectors, labels, k, selected, draws, seed)
@@ -249,36 +255,25 @@ class DiversifyStage(Stage):
         return self.layout.diversify
 
     def inputs(self) -> dict:
-        from xinstruct.core.fingerprint import path_identity
-
         embedder = self.cfg.diversify.embedder.model
         return {"embedder": embedder_id(self.cfg.diversify.embedder) if embedder == "bundled"
                 else path_identity(embedder),
                 "questions": [path_identity(q) for q in self.cfg.diversify.decontaminate.questions]}
 
     def outputs(self) -> list[Path]:
-        return [self.layout.selected_file(lang) for lang in self.cfg.languages] + [self.layout.diversify /
-                                                                                   "summary.json"]
+        return [self.layout.selected_file(lang) for lang in self.cfg.languages] + [self.layout.diversify_summary]
 
     def clear(self) -> None:
-        import shutil
         shutil.rmtree(self.layout.diversify, ignore_errors=True)
 
     def check(self) -> list[str]:
-        from xinstruct.corpus.stage import missing
-
         return [f"decontamination question set not found: {m}"
                 for q in self.cfg.diversify.decontaminate.questions if (m := missing(q))]
 
     def open_backend(self):
-        from xinstruct.core.tasks import ModelSlot
-        from xinstruct.diversify.embed import load_embedder
-
-        return ModelSlot(load_embedder)
+        return ModelSlot(embed.load_embedder)
 
     def run_task(self, task, slot, progress) -> dict:
-        from xinstruct.core.tasks import FileProgress, write_progress
-
         folder, cfg = self.task_folder, self.cfg.diversify
         total = sum(1 for key, _ in pool_items(folder, task.lang) if task.owns(key))
         advance = FileProgress(folder, task, total, progress and progress(f"embed {task.name}", total))
@@ -288,15 +283,13 @@ class DiversifyStage(Stage):
         return {**stats, "records": total}
 
     def run(self) -> StageResult:
-        from xinstruct.core.tasks import read_progress, run_tasks, shards_per_language, task_list
-
         cfg, folder = self.cfg.diversify, self.layout.diversify
         check_refined(self.cfg.out, self.cfg.languages)
         decontaminator = load_decontaminator(cfg)
         summary = summary_header(cfg, decontaminator)
         counts = {}
         for lang in self.cfg.languages:
-            counts[lang] = prepare_language(list(read_jsonl(refined_path(self.cfg.out, lang))), lang, cfg, folder,
+            counts[lang] = prepare_language(list(read_jsonl(self.layout.refined_file(lang))), lang, cfg, folder,
                                             decontaminator)
         shards = shards_per_language(self.cfg.executor)
         tasks = task_list([lang for lang in self.cfg.languages if counts[lang]["pool"]], shards)

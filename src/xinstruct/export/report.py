@@ -7,13 +7,19 @@ from __future__ import annotations
 import html
 import json
 import random
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 
+from xinstruct.core.layout import RunLayout
+from xinstruct.diversify.embed import load_embeddings
 from xinstruct.htmlpage import img, page, pyplot, save, table
 from xinstruct.io.files import read_jsonl
 from xinstruct.languages import get_language
+from xinstruct.models.identity import model_label
+from xinstruct.refine.audit import samples, snippet, why
 from xinstruct.refine.loop import describe_keep, last_round
 
 FUNNEL = ("documents in", "cleaned", "candidates", "graded best", "graded flawed", "graded worst",
@@ -26,10 +32,11 @@ def _json(path: Path) -> dict:
 
 def funnels(out: Path, langs: list[str]) -> dict[str, dict[str, int]]:
     """Counts at each step per language, read from the stage summaries (0 where a stage did not run)."""
-    corpus = _json(out / "summaries" / "corpus.json")
-    generated = _json(out / "summaries" / "generate.json")
+    layout = RunLayout(out)
+    corpus = _json(layout.summary("corpus"))
+    generated = _json(layout.summary("generate"))
     graded_all = last_round(out).get("languages", {})
-    diversified_all = _json(out / "diversify" / "summary.json").get("languages", {})
+    diversified_all = _json(layout.diversify_summary).get("languages", {})
     counts = {}
     for lang in langs:
         c, g = corpus.get(lang, {}), generated.get(lang, {})
@@ -88,12 +95,11 @@ def plot_map(out: Path, langs: list[str], path: Path, max_points: int = 5000) ->
     """PCA of each language's instruction embeddings to 2-D, coloured by cluster; selected pairs ringed."""
     from sklearn.decomposition import PCA
 
-    from xinstruct.diversify.embed import load_embeddings
-
+    layout = RunLayout(out)
     plt = pyplot()
     fig, axes = plt.subplots(1, len(langs), figsize=(4.2 * len(langs), 4.2), squeeze=False)
     for ax, lang in zip(axes[0], langs):
-        pool_path = out / "diversify" / f"{lang}.pool.jsonl"
+        pool_path = layout.pool_file(lang)
         pool = list(read_jsonl(pool_path)) if pool_path.exists() else []
         ax.set_title(f"{lang}: instructions (PCA), colour = cluster", fontsize=9)
         ax.set_xticks([])
@@ -103,7 +109,7 @@ def plot_map(out: Path, langs: list[str], path: Path, max_points: int = 5000) ->
         if len(pool) < MIN_MAP_POINTS:
             ax.text(0.5, 0.5, f"{len(pool)} pairs: too few for a map", ha="center", transform=ax.transAxes)
             continue
-        vectors = load_embeddings(out / "diversify" / "embeddings" / lang)[:len(pool)]
+        vectors = load_embeddings(layout.embeddings(lang))[:len(pool)]
         idx = np.random.default_rng(0).permutation(len(pool))[:max_points]
         xy = PCA(n_components=2, random_state=0).fit_transform(vectors[idx])
         clusters = np.array([pool[i]["cluster"] for i in idx])
@@ -121,9 +127,6 @@ MIN_MAP_POINTS = 30  # below this a 2-D map of clusters says nothing
 def missing_fonts(langs: list[str]) -> list[str]:
     """Run languages whose script no installed font covers (fontconfig's `fc-list :lang=xx`), on the machine
     building the report: its readers may lack them too. Empty where fontconfig is absent (nothing to say)."""
-    import shutil
-    import subprocess
-
     if not shutil.which("fc-list"):
         return []
     lacking = []
@@ -162,7 +165,7 @@ def write_report(out: Path, langs: list[str], rows: dict[str, list[dict]], folde
     `provenance` (the card's) gives the grader warning and the decontamination status."""
     folder.mkdir(parents=True, exist_ok=True)
     counts = funnels(out, langs)
-    div_summary = _json(out / "diversify" / "summary.json")
+    div_summary = _json(RunLayout(out).diversify_summary)
     diversified = {lang: div_summary.get("languages", {}).get(lang, {}) for lang in langs}
     images = {"funnel": plot_funnels(counts, folder / "funnel.png"),
               "lengths": plot_lengths(rows, folder / "lengths.png"),
@@ -198,7 +201,7 @@ def write_report(out: Path, langs: list[str], rows: dict[str, list[dict]], folde
                                   html.escape(str(r["cluster"]))] for r in picked])
                      if picked else "<p class=muted>no pairs</p>")
     parts += audit_section(out, langs, samples, seed)
-    parts += manifest_section(_json(out / "manifest.json"))
+    parts += manifest_section(_json(RunLayout(out).manifest))
     path = folder / "index.html"
     path.write_text(page("xinstruct run report", parts), encoding="utf-8")
     return path
@@ -207,8 +210,6 @@ def write_report(out: Path, langs: list[str], rows: dict[str, list[dict]], folde
 def audit_section(out: Path, langs: list[str], n: int, seed: int) -> list[str]:
     """Stage II's decisions, as `xinstruct audit` shows them: random kept and dropped pairs side by side, with
     grade, P(best), why, and the evidence."""
-    from xinstruct.refine.audit import samples, snippet, why
-
     def cell(row):
         if row is None:
             return ""
@@ -248,7 +249,6 @@ def manifest_section(manifest: dict) -> list[str]:
         return []
     stages = [[name, s.get("fingerprint"), s.get("output_digest"), s.get("seconds")]
               for name, s in manifest.get("stages", {}).items()]
-    from xinstruct.models.identity import model_label
 
     names = manifest.get("model_names", {})
     models = [[stage, role, m.get("backend"), model_label(m.get("model"), names), model_label(m.get("lora"), names)]

@@ -8,16 +8,19 @@ from collections import Counter
 from pathlib import Path
 
 from xinstruct.config import RunConfig
+from xinstruct.core.layout import RunLayout
 from xinstruct.core.stage import Stage, StageResult
 from xinstruct.export.card import write_card
 from xinstruct.export.dataset import export_row, write_dataset
 from xinstruct.export.report import write_report
-from xinstruct.io.files import read_jsonl
+from xinstruct.io.files import read_json, read_jsonl
+from xinstruct.refine.loop import last_round, weak_languages
+from xinstruct.train.stage import generator_setup
 
 
 def provenance(cfg: RunConfig, rows: dict[str, list[dict]]) -> dict:
     """How the data was made, for the card: models, rounds, draw settings, decontamination."""
-    diversified = json.loads((cfg.out / "diversify" / "summary.json").read_text())
+    diversified = json.loads(RunLayout(cfg.out).diversify_summary.read_text())
     every = [r for rs in rows.values() for r in rs]
     return {"name": f"X-Instruction data ({', '.join(rows)})",
             "generators": dict(Counter(r["generator"] for r in every)),
@@ -35,19 +38,13 @@ def provenance(cfg: RunConfig, rows: dict[str, list[dict]]) -> dict:
 
 def generator_setup_of(cfg: RunConfig) -> str:
     """How the generator learned the task (tuned on the seeds, bundled adapter, few-shot), as generate logged it."""
-    from xinstruct.io.files import read_json
-    from xinstruct.train.stage import generator_setup
-
-    return (read_json(cfg.out / "summaries" / "generate.json", {}) or {}).get("generator_setup") or generator_setup(cfg)
+    return (read_json(RunLayout(cfg.out).summary("generate"), {}) or {}).get("generator_setup") or generator_setup(cfg)
 
 
 def refinement(cfg: RunConfig) -> dict:
     """How Stage II chose the pairs, for the card: the grader, the keep rule, instructions per document, and the
     round whose grades stand."""
-    from xinstruct.io.files import read_json
-    from xinstruct.refine.loop import last_round, weak_languages
-
-    summary = read_json(cfg.out / "summaries" / "refine.json", {}) or {}
+    summary = read_json(RunLayout(cfg.out).summary("refine"), {}) or {}
     standing = last_round(cfg.out)
     heldout = standing.get("heldout", {})
     r = cfg.refine
@@ -77,30 +74,29 @@ def keep_phrase(keep: dict | None) -> str:
 def made_from(out) -> dict:
     """The run manifest's essentials (xinstruct commit, stage fingerprints, model hashes, packages, machine):
     enough to tell two datasets apart, and to rebuild this one."""
-    from xinstruct.io.files import read_json
-
-    manifest = read_json(out / "manifest.json", {}) or {}
+    manifest = read_json(RunLayout(out).manifest, {}) or {}
     keep = ("xinstruct_commit", "stages", "models", "seeds", "machine", "packages")
     return {k: manifest[k] for k in keep if k in manifest}
 
 
 def run_export(cfg: RunConfig) -> dict:
-    selected = {lang: cfg.out / "diversify" / f"{lang}.selected.jsonl" for lang in cfg.languages}
+    layout = RunLayout(cfg.out)
+    selected = {lang: layout.selected_file(lang) for lang in cfg.languages}
     missing = [lang for lang, p in selected.items() if not p.exists()]
     if missing:
-        raise FileNotFoundError(f"no selected pairs for {', '.join(missing)} under {cfg.out / 'diversify'}: "
+        raise FileNotFoundError(f"no selected pairs for {', '.join(missing)} under {layout.diversify}: "
                                 "run `xinstruct diversify` first")
     ecfg = cfg.export
     inputs = [spec.path for spec in cfg.corpus.inputs]
     rows = {lang: [export_row(p, ecfg.assistant_variant, inputs) for p in read_jsonl(path)]
             for lang, path in selected.items()}
-    folder = cfg.out / "dataset"
+    folder = layout.dataset
     written = {fmt: str(p) for fmt, p in write_dataset(rows, folder, ecfg.formats, ecfg.assistant_variant).items()}
     made = provenance(cfg, rows) if ecfg.card or ecfg.report else {}
     if ecfg.card:
         written["card"] = str(write_card(folder, rows, made, ecfg))
     if ecfg.report:
-        written["report"] = str(write_report(cfg.out, cfg.languages, rows, cfg.out / "report", ecfg.report_samples,
+        written["report"] = str(write_report(cfg.out, cfg.languages, rows, layout.report, ecfg.report_samples,
                                              provenance=made))
     return {"rows": {lang: len(r) for lang, r in rows.items()}, "written": written}
 

@@ -23,6 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from xinstruct.config import GenerateConfig
+from xinstruct.core.layout import RunLayout
 from xinstruct.core.tasks import Task, shard_of
 from xinstruct.core.work import completed, retry_note, workers_for
 from xinstruct.corpus.langid import LanguageIdentifier
@@ -51,10 +52,6 @@ def candidate_sources(cfg: GenerateConfig) -> Sources:
     """The config's candidate sources; the guided ones compare each token with the prompt of an empty text."""
     return Sources(sampling_params(cfg), greedy=cfg.greedy, guided=tuple(cfg.guided),
                    plausibility=cfg.plausibility, unconditional=generation_prompt(""))
-
-
-def cache_path(folder: Path, task: Task) -> Path:
-    return Path(folder) / "cache" / f"{task.name}.sqlite"
 
 
 def outcome(doc: dict, result, lang: str, cfg: GenerateConfig, lid, model_id: str,
@@ -90,7 +87,7 @@ def generate_task(docs: Iterable[dict], lang: str, task: Task, backend: Backend,
     lid = LanguageIdentifier()
     stats: Counter = Counter()
     started = time.perf_counter()
-    with RecordCache(cache_path(folder, task), fingerprint) as cache:
+    with RecordCache(RunLayout.task_cache(folder, task.name), fingerprint) as cache:
         stats["cache_reset"] = int(cache.reset)
 
         def todo():
@@ -127,10 +124,10 @@ def write_outputs(docs: Iterable[dict], lang: str, shards: int, folder: Path) ->
 
     Returns the counts of the current state: documents, candidates, rejects by reason, records left to retry
     (server errors), and documents no task has done yet (`missing`: a task that did not finish)."""
-    caches = {s: RecordCache(cache_path(folder, Task(lang, s, shards)), readonly=True) for s in range(shards)}
+    caches = {s: RecordCache(RunLayout.task_cache(folder, Task(lang, s, shards).name), readonly=True) for s in range(shards)}
     counts: Counter = Counter()
     rejected: Counter = Counter()
-    paths = {"candidates": Path(folder) / f"{lang}.candidates.jsonl", "rejects": Path(folder) / f"{lang}.rejects.jsonl"}
+    paths = {"candidates": RunLayout.candidates_in(folder, lang), "rejects": RunLayout.candidate_rejects_in(folder, lang)}
     tmp = {k: p.with_name(p.name + ".tmp") for k, p in paths.items()}
     files = {k: open(p, "w", encoding="utf-8") for k, p in tmp.items()}  # noqa: SIM115 - closed below
     try:

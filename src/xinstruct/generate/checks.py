@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import re
-from functools import cache
 
 from xinstruct.corpus.filters import compression_ratio
 from xinstruct.corpus.langid import LanguageIdentifier
-from xinstruct.generate.support import unsupported
+from xinstruct.generate.support import english_words, unsupported
 from xinstruct.models.base import Completion
 
 _WORD = re.compile(r"[^\W\d_]+")
@@ -33,14 +32,6 @@ def echo_share(instruction: str, source: str, n: int = 8) -> float:
     """Share of the instruction's character n-grams that are copied from the source text."""
     grams = char_ngrams(instruction, n)
     return len(grams & char_ngrams(source, n)) / max(1, len(grams))
-
-
-@cache
-def english_words() -> frozenset[str]:
-    from xinstruct.seed import bundled_path
-
-    lines = bundled_path("english_words.txt").read_text(encoding="utf-8").splitlines()
-    return frozenset(w for w in lines if w and not w.startswith("#"))
 
 
 def english_word_share(text: str) -> float:

@@ -7,11 +7,19 @@ paper's prompt. Decoding is greedy so the figures repeat.
 
 from __future__ import annotations
 
+import json
 from functools import cache
+from pathlib import Path
 
+import numpy as np
+import sacrebleu
+
+from xinstruct.config import TrainConfig, model_config
 from xinstruct.generate.checks import clean_instruction
 from xinstruct.models.base import Backend, SamplingParams
+from xinstruct.models.llamacpp import LlamaCppBackend
 from xinstruct.prompts import INSTRUCTION_STOPS, few_shot_generation_prompt, generation_prompt
+from xinstruct.seed.parallel import load_instructions, parallel_pairs
 
 GREEDY = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=64, stop=INSTRUCTION_STOPS)
 
@@ -41,9 +49,6 @@ def write_instructions(backend: Backend, texts: list[str], shots: list[tuple[str
 
 
 def score(hypotheses: list[str], references: list[str]) -> dict:
-    import numpy as np
-    import sacrebleu
-
     chrf = sacrebleu.corpus_chrf(hypotheses, [references]).score
     model = embedder()
     h = model.encode(hypotheses, normalize_embeddings=True, batch_size=64)
@@ -58,13 +63,6 @@ def run_generator_eval(languages: list[str], passages, generator, output_dir, ep
     """The `eval-generator` experiment: train a generator on FLORES train pairs (unless one is given), then
     score the untuned base (few-shot) and the tuned generator on the held-out pairs of each language.
     Returns {(system, lang): scores} and writes quality.json."""
-    import json
-    from pathlib import Path
-
-    from xinstruct.config import TrainConfig, model_config
-    from xinstruct.models.llamacpp import LlamaCppBackend
-    from xinstruct.seed.parallel import load_instructions, parallel_pairs
-
     output_dir = Path(output_dir)
     instructions = load_instructions("bundled:flores")
     train = {lang: parallel_pairs(instructions, passages, lang, "train") for lang in languages}

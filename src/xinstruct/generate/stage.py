@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import itertools
+import shutil
 from collections import Counter
 from pathlib import Path
 
+from xinstruct.core.fingerprint import file_sha256
 from xinstruct.core.stage import Stage, StageResult
+from xinstruct.core.tasks import FileProgress, read_progress, run_tasks, shards_per_language, task_list, write_progress
+from xinstruct.generate.fewshot import SeedShots
 from xinstruct.io.files import read_json, read_jsonl
+from xinstruct.models.base import load_backend
+from xinstruct.models.bundled import GENERATOR_DIR
+from xinstruct.models.identity import model_identity
+from xinstruct.prompts import generation_prompt
 from xinstruct.train.stage import (
     generator_config,
     generator_setup,
@@ -41,12 +49,8 @@ class GenerateStage(Stage):
         return "spawn" if self.cfg.generator.backend in ("llamacpp", "transformers") else "fork"
 
     def inputs(self) -> dict:
-        from xinstruct.models.identity import model_identity
-
         found = {"generator": model_identity(generator_config(self.cfg, self.layout))}
         if self.few_shot():  # the seed pairs are in every prompt
-            from xinstruct.core.fingerprint import file_sha256
-
             found["few_shot_seeds"] = file_sha256(self.layout.seed_pairs)
         return found
 
@@ -58,19 +62,15 @@ class GenerateStage(Stage):
                                                            self.layout.candidate_rejects_file(lang))]
 
     def clear(self) -> None:
-        import shutil
         shutil.rmtree(self.layout.candidates, ignore_errors=True)
 
     def open_backend(self):
-        from xinstruct.models.base import load_backend
-
         return load_backend(generator_config(self.cfg, self.layout))
 
     def docs(self, lang: str):
         return clean_documents(self.layout, lang, self.ctx.limit)
 
     def run_task(self, task, backend, progress) -> dict:
-        from xinstruct.core.tasks import FileProgress, write_progress
         from xinstruct.generate.candidates import RETRYABLE, doc_key, generate_task
 
         total = sum(1 for d in self.docs(task.lang) if task.owns(doc_key(d)))
@@ -83,11 +83,8 @@ class GenerateStage(Stage):
 
     def prompt_maker(self, lang: str):
         """A document's text -> its prompt: the paper's, or few-shot with the seed pairs most like it."""
-        from xinstruct.prompts import generation_prompt
-
         if not self.few_shot():
             return generation_prompt
-        from xinstruct.generate.fewshot import SeedShots
 
         pairs = list(read_jsonl(self.layout.seed_pairs))
         if self.cfg.seed.split == "train":
@@ -96,7 +93,6 @@ class GenerateStage(Stage):
         return lambda text: shots.prompt(lang, text)
 
     def run(self) -> StageResult:
-        from xinstruct.core.tasks import read_progress, run_tasks, shards_per_language, task_list
         from xinstruct.generate.candidates import candidate_sources, write_outputs
 
         cfg = self.cfg
@@ -124,7 +120,6 @@ class GenerateStage(Stage):
     def warn_unseen_languages(self, gen) -> None:
         """A generator adapter trained without a language writes for it from the base model's knowledge alone."""
         if uses_bundled_generator(self.cfg):
-            from xinstruct.models.bundled import GENERATOR_DIR
             trained = sorted((read_json(GENERATOR_DIR / "recipe.json", {}) or {}).get("by_language", {})) or None
         else:
             trained = (read_json(self.layout.summary("train"), {}) or {}).get("languages")

@@ -17,6 +17,10 @@ import re
 import unicodedata
 from functools import cache
 
+from anyascii import anyascii
+
+from xinstruct.seed import bundled_path
+
 _GENERIC = ("text|passage|paragraph|article|excerpt|extract|story|report|document|post|page|piece|letter|speech|"
             "poem|song|notice|announcement|advert|advertisement|message|statement|content|writing|description|"
             "place|area|region|city|town|village|country|event|person|man|woman|company|organisation|organization|"
@@ -72,8 +76,14 @@ MIN_NAME_CHARS = 3
 
 
 @cache
+def english_words() -> frozenset[str]:
+    """A list of 5,000 common English words (the English-instruction check, and words that are no names)."""
+    lines = bundled_path("english_words.txt").read_text(encoding="utf-8").splitlines()
+    return frozenset(w for w in lines if w and not w.startswith("#"))
+
+
+@cache
 def _common() -> frozenset[str]:
-    from xinstruct.generate.checks import english_words
     extra = {"english", "answer", "january", "february", "march", "april", "may", "june", "july", "august",
              "september", "october", "november", "december", "monday", "tuesday", "wednesday", "thursday",
              "friday", "saturday", "sunday", "i", "mr", "mrs", "ms", "dr", "st", "ok"}
@@ -127,7 +137,6 @@ def name_in_text(name: str, text: str, latin: bool | None = None) -> bool | None
     if latin:
         stem = _fold(name)[:max(MIN_NAME_CHARS, min(5, len(name) - 1))]
         return stem in _fold(text)
-    from anyascii import anyascii
 
     target = skeleton(name)
     if len(target) < MIN_SKELETON:

@@ -212,17 +212,18 @@ def require(backend: Backend, capability: str, purpose: str) -> None:
                                 "that returns prompt logprobs, e.g. vLLM or llama.cpp's server)")
 
 
+# The built-in backends, by name, as `module:Class` like a plugin: the backends import this module, so it names
+# them rather than importing them (and only the one a config asks for is loaded, with its heavy dependencies).
+BACKENDS = {"llamacpp": "xinstruct.models.llamacpp:LlamaCppBackend",
+            "openai": "xinstruct.models.openai:OpenAIBackend",
+            "transformers": "xinstruct.models.transformers:TransformersBackend"}
+
+
 def load_backend(cfg: ModelConfig) -> Backend:
     """Build the backend a ModelConfig names; `module.path:Class` plugs in a backend of your own."""
-    if cfg.backend == "llamacpp":
-        from xinstruct.models.llamacpp import LlamaCppBackend
-        return LlamaCppBackend(cfg)
-    if cfg.backend == "openai":
-        from xinstruct.models.openai import OpenAIBackend
-        return OpenAIBackend(cfg)
-    if cfg.backend == "transformers":
-        from xinstruct.models.transformers import TransformersBackend
-        return TransformersBackend(cfg)
+    if cfg.backend in BACKENDS:
+        module, _, cls = BACKENDS[cfg.backend].partition(":")
+        return getattr(importlib.import_module(module), cls)(cfg)
     if ":" in cfg.backend:
         module, _, cls = cfg.backend.partition(":")
         try:

@@ -4,6 +4,7 @@ the served model's name. Two configs with the same identity give the same output
 from __future__ import annotations
 
 from xinstruct.core.fingerprint import path_identity
+from xinstruct.models.bundled import bundled_gguf
 
 
 def model_identity(cfg) -> dict:
@@ -11,7 +12,6 @@ def model_identity(cfg) -> dict:
     model = getattr(cfg, "model", None)
     identity = {"backend": backend}
     if backend in ("llamacpp", "transformers") and model is None:
-        from xinstruct.models.bundled import bundled_gguf
         identity["model"] = path_identity(str(bundled_gguf()))
     else:
         identity["model"] = path_identity(model)

@@ -26,6 +26,7 @@ import httpx
 
 from xinstruct.config import OpenAIConfig
 from xinstruct.models.base import FatalBackendError, clean_error
+from xinstruct.models.bundled import bundled_gguf
 
 log = logging.getLogger(__name__)
 BASE_NAME = "xinstruct"  # the served name of the base model: no user wiring of names
@@ -53,8 +54,6 @@ def server_command(cfg: OpenAIConfig, port: int, host: str = "127.0.0.1") -> lis
     m = cfg.managed
     lora = cfg.lora
     if m.kind == "llamacpp":
-        from xinstruct.models.bundled import bundled_gguf
-
         cmd = [sys.executable, "-m", "xinstruct.models.llama_server", "--model", cfg.model or str(bundled_gguf()),
                "--host", host, "--port", str(port), "--model_alias", BASE_NAME,
                # by default a new request cuts the stream of the one running; we send many at once

@@ -45,6 +45,7 @@ from xinstruct.models.base import (
     Score,
     clean_error,
 )
+from xinstruct.models.bundled import BUNDLED_MODEL_ID
 from xinstruct.models.managed import ManagedServer, request_fields
 
 log = logging.getLogger(__name__)
@@ -162,7 +163,6 @@ class OpenAIBackend(Backend):
     def model_id(self) -> str:
         if self.cfg.managed is None:
             return f"openai:{self.model_name()}"
-        from xinstruct.models.bundled import BUNDLED_MODEL_ID
 
         base = self.cfg.model or BUNDLED_MODEL_ID
         lora = f"+lora:{Path(self.cfg.lora).name}@{_digest(self.cfg.lora)}" if self.cfg.lora else ""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from xinstruct.config import RunConfig
+from xinstruct.core.layout import RunLayout
 from xinstruct.io.files import read_json
+from xinstruct.train.stage import generator_setup
 
 
 def describe_model(m) -> str:
@@ -18,8 +20,6 @@ def describe_model(m) -> str:
 
 
 def summary(cfg: RunConfig) -> list[tuple[str, str]]:
-    from xinstruct.train.stage import generator_setup
-
     ev = cfg.refine.evaluator
     return [("languages", ", ".join(cfg.languages)),
             ("corpus", f"{len(cfg.corpus.inputs)} input(s): " + ", ".join(i.path for i in cfg.corpus.inputs[:3])
@@ -47,7 +47,7 @@ def warnings(cfg: RunConfig) -> list[str]:
     if not cfg.diversify.decontaminate.questions:
         out.append("diversify.decontaminate.questions is empty: pairs that copy evaluation questions are not "
                    "dropped (add the question sets you will evaluate on)")
-    kept = read_json(cfg.out / "summaries" / "corpus.json", {}) or {}
+    kept = read_json(RunLayout(cfg.out).summary("corpus"), {}) or {}
     for lang in cfg.languages:
         n = (kept.get(lang) or {}).get("kept")
         if n is not None and n < cfg.diversify.target(lang):

@@ -47,3 +47,21 @@ def demo_config(output_dir: str = "runs/demo", languages: tuple[str, ...] = DEMO
         diversify=DiversifyConfig(target_per_language=20, n_clusters=5,
                                   decontaminate={"questions": list(eval_questions or [])}),
     )
+
+
+DEMO_HEADER = ("language", "read", "kept", "dropped", "seed pairs", "candidates", "rejected candidates",
+               "refined (kept)", "selected")
+
+
+def demo_rows(languages: list[str], results: dict) -> list[tuple[str, ...]]:
+    """Each language's way through the stages, under DEMO_HEADER, from the stages' summaries (run_stages)."""
+    rows = []
+    for lang in languages:
+        c = results["corpus"].get(lang, {})
+        g = results["generate"].get(lang, {})
+        s = results["seed"].get(lang, {})
+        rows.append((lang, str(c.get("read", 0)), str(c.get("kept", 0)), str(sum(c.get("dropped", {}).values())),
+                     str(sum(s.values())), str(g.get("candidates", 0)), str(sum(g.get("rejected", {}).values())),
+                     str(results["refine"]["final"].get(lang, 0)),
+                     str(results["diversify"]["languages"][lang]["selected"])))
+    return rows

@@ -13,9 +13,15 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from rich.table import Table
+
+from xinstruct.core.fingerprint import path_identity
+from xinstruct.core.layout import RunLayout
 from xinstruct.core.machine import machine
 from xinstruct.core.stage import RunContext
+from xinstruct.core.tasks import read_progress
 from xinstruct.io.files import read_json, write_json
+from xinstruct.models.bundled import BUNDLED_MODEL_ID, bundled_generator, bundled_gguf
 from xinstruct.models.identity import model_label
 
 PACKAGES = ("xinstruct", "torch", "transformers", "trl", "peft", "llama_cpp_python", "datatrove", "datasets",
@@ -59,9 +65,6 @@ def models(ctx: RunContext) -> dict:
 
 def model_names(ctx: RunContext) -> dict:
     """Content hash -> a name a person knows, for the model files the run's config and folder point at."""
-    from xinstruct.core.fingerprint import path_identity
-    from xinstruct.models.bundled import BUNDLED_MODEL_ID, bundled_generator, bundled_gguf
-
     cfg, layout = ctx.cfg, ctx.layout
     named = {str(bundled_gguf()): f"{BUNDLED_MODEL_ID} (bundled)",
              str(bundled_generator()[0]): "the bundled generator adapter",
@@ -107,8 +110,6 @@ def update_manifest(ctx: RunContext, stage: str | None = None) -> dict:
 
 def manifest_tables(manifest: dict) -> list:
     """The manifest as rich tables: stages, models, machine and packages."""
-    from rich.table import Table
-
     stages = Table(title=f"stages (updated {manifest.get('updated')}, xinstruct {manifest.get('xinstruct_commit')})",
                    title_justify="left")
     for col in ("stage", "fingerprint", "output digest", "seconds", "left to retry", "started"):
@@ -138,8 +139,6 @@ def manifest_tables(manifest: dict) -> list:
 def status_rows(root: Path, stage_plan: list[dict] | None = None) -> list[dict]:
     """Each stage in pipeline order (`stage_plan`: pipeline.run.plan; without it, the stages that have stamps,
     in the order they ran): its state, why, seconds, records to retry and when it last ran."""
-    from xinstruct.core.layout import RunLayout
-
     layout = RunLayout(root)
     if stage_plan is None:
         stage_plan = []
@@ -161,11 +160,6 @@ def status_tables(root: Path, stage_plan: list[dict] | None = None) -> list:
     """`xinstruct status RUN`: each stage's state and why (`stage_plan`: pipeline.run.plan, what `run` would
     do now; without it, what the stamps say) and, for the model stages, each task's progress (from the files the
     tasks write as they go: the way to follow a run on Ray or Slurm)."""
-    from rich.table import Table
-
-    from xinstruct.core.layout import RunLayout
-    from xinstruct.core.tasks import read_progress
-
     layout = RunLayout(root)
     stages = Table(title=f"stages of {root}", title_justify="left")
     for col in ("stage", "state", "seconds", "to retry", "last run"):

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
 
 from xinstruct.core.fingerprint import changed, describe_change, digest, tree_digest
 from xinstruct.core.stage import RunContext, Stage
@@ -30,6 +31,7 @@ from xinstruct.diversify.stage import DiversifyStage
 from xinstruct.export.stage import ExportStage
 from xinstruct.generate.stage import GenerateStage
 from xinstruct.io.files import read_json, write_json
+from xinstruct.pipeline.manifest import update_manifest
 from xinstruct.refine.stage import RefineStage
 from xinstruct.seed.stage import SeedStage
 from xinstruct.train.stage import GeneratorTrainingStage
@@ -193,8 +195,6 @@ def run_stages(ctx: RunContext, targets: tuple[str, ...] = STAGES, force: tuple[
 
     Returns {stage: summary}. Raises StageIncomplete after a stage that left records to retry.
     """
-    from xinstruct.pipeline.manifest import update_manifest
-
     log = log or ctx.log
     layout = ctx.layout
     problems = check(ctx, targets)
@@ -247,8 +247,6 @@ def run_stages(ctx: RunContext, targets: tuple[str, ...] = STAGES, force: tuple[
 
 def stage_report(name: str, summary: dict, seconds: float):
     """A stage's summary for the console: a table of per-language counts where it has them."""
-    from rich.table import Table
-
     # language codes, and the corpus's _unknown (records set aside before a language was known)
     per_lang = {k: v for k, v in summary.items() if isinstance(v, dict) and (len(k) <= 3 and k.isalpha()
                                                                               or k == UNKNOWN_LANG)}
@@ -277,9 +275,9 @@ def _cell(value) -> str:
 
 
 def outputs(layout) -> dict:
-    return {"cleaned corpus": layout.corpus / "clean", "corpus rejects": layout.corpus / "rejects",
+    return {"cleaned corpus": layout.clean, "corpus rejects": layout.corpus_rejects,
             "seed pairs": layout.seed_pairs, "generator adapter": layout.generator,
             "candidates": layout.candidates, "refinement rounds": layout.refine,
-            "refined pairs": layout.refine / "final", "diversified pairs": layout.diversify,
-            "dataset": layout.dataset, "dataset card": layout.dataset / "README.md",
-            "run report": layout.report / "index.html", "manifest": layout.manifest}
+            "refined pairs": layout.refined, "diversified pairs": layout.diversify,
+            "dataset": layout.dataset, "dataset card": layout.dataset_card,
+            "run report": layout.report_page, "manifest": layout.manifest}

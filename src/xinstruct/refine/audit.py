@@ -7,7 +7,12 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from rich.markup import escape
+from rich.table import Table
+
+from xinstruct.core.layout import RunLayout
 from xinstruct.io.files import read_jsonl
+from xinstruct.refine.loop import describe_keep, last_round
 
 # the features worth a glance, in words (the rest are in the files)
 SHOWN = {"pmi_vs_references": "vs references/token", "pmi_per_token": "PMI/token",
@@ -32,10 +37,10 @@ def why(row: dict) -> str:
 
 def samples(run: Path, lang: str, n: int = 20, seed: int = 0) -> dict[str, list[dict]]:
     """n random kept and n random dropped pairs of the round whose grades stand (refine/final/)."""
-    final = Path(run) / "refine" / "final"
+    layout = RunLayout(run)
     rng = random.Random(seed)
     out = {}
-    for side, path in (("kept", final / f"{lang}.jsonl"), ("dropped", final / f"{lang}.dropped.jsonl")):
+    for side, path in (("kept", layout.refined_file(lang)), ("dropped", layout.refined_dropped_file(lang))):
         rows = list(read_jsonl(path)) if path.exists() else []
         out[side] = rng.sample(rows, min(n, len(rows)))
         out[f"{side}_total"] = len(rows)
@@ -49,11 +54,6 @@ def cell(row: dict | None) -> str:
 
 
 def audit_table(run: Path, lang: str, n: int = 20, seed: int = 0):
-    from rich.markup import escape
-    from rich.table import Table
-
-    from xinstruct.refine.loop import describe_keep, last_round
-
     s = samples(run, lang, n, seed)
     keep = last_round(Path(run)).get("keep")
     table = Table(title=f"{lang}: {len(s['kept'])} of {s['kept_total']} kept pairs and {len(s['dropped'])} of "

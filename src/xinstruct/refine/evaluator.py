@@ -18,28 +18,16 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from xinstruct.languages import get_language
 from xinstruct.models.base import Backend, SamplingParams
 from xinstruct.prompts import grade_prompt, judge_prompt
-from xinstruct.refine.ratings import GRADES
+from xinstruct.refine.grader import GraderModel, LikelihoodEvaluator
+from xinstruct.refine.ratings import GRADES, Grade
 
 GRADE_TOKENS = tuple(" " + g for g in GRADES)  # single tokens in Gemma's vocabulary
 _SCORE = re.compile(r"score\s*[:=]\s*[*\"'`]*\s*(best|flawed|worst)\b", re.IGNORECASE)
-
-
-@dataclass
-class Grade:
-    grade: str | None = None
-    probs: dict[str, float] | None = None  # None where the backend gives no log-probabilities
-    error: str | None = None  # "backend_error: ...", "parse_failure", ...
-    reason: str | None = None  # the judge's stated reason, or its unparsable text
-    features: dict[str, float] | None = None  # the likelihood evaluator's evidence, so a label says why
-
-    @property
-    def confidence(self) -> float | None:
-        return self.probs[self.grade] if self.probs and self.grade else None
 
 
 def grade_from_logprobs(logprobs: list[float]) -> Grade:
@@ -137,8 +125,6 @@ def make_evaluator(kind: str, backend: Backend, scoring: str = "auto", max_token
                    grader: str = "bundled", cache=None):
     """`grader` (likelihood only): a fitted model's JSON, or "bundled"; `cache`: a features.ScoreCache."""
     if kind == "likelihood":
-        from xinstruct.refine.grader import GraderModel, LikelihoodEvaluator
-
         return LikelihoodEvaluator(backend, GraderModel.load(grader), cache)
     if kind == "trained":
         return ScoringEvaluator(backend)

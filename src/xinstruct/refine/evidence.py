@@ -19,6 +19,7 @@ import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from xinstruct.core.layout import RunLayout
 from xinstruct.core.tasks import Task, shard_of
 from xinstruct.core.work import completed, retry_note, workers_for
 from xinstruct.io.cache import RecordCache
@@ -82,16 +83,12 @@ class Evidence:
         return out
 
 
-def cache_path(folder: Path, task: Task) -> Path:
-    return Path(folder) / "cache" / f"{task.name}.sqlite"
-
-
 def score_task(items: Iterable[dict], task: Task, evidence: Evidence, folder: Path, fingerprint: str,
                batch_size: int = 64, retries: int = 1, on_progress: Callable[[int], None] | None = None) -> dict:
     """Evidence for every pair of `task` not done yet (a server error is retried at once `retries` times, then on
     the next run); returns this run's counts."""
     stats: dict[str, int] = {"pairs": 0, "skipped_done": 0}
-    with RecordCache(cache_path(folder, task), fingerprint) as cache:
+    with RecordCache(RunLayout.task_cache(folder, task.name), fingerprint) as cache:
         def todo():
             for it in items:
                 key = pair_key(it)
@@ -118,7 +115,7 @@ def score_task(items: Iterable[dict], task: Task, evidence: Evidence, folder: Pa
 def read_evidence(items: list[dict], lang: str, shards: int, folder: Path) -> dict[str, tuple[str | None, dict]]:
     """{pair key: (status, evidence)} for `items`, from the task caches of their language; (None, {}) for a pair
     no task has scored."""
-    caches = {s: RecordCache(cache_path(folder, Task(lang, s, shards)), readonly=True) for s in range(shards)}
+    caches = {s: RecordCache(RunLayout.task_cache(folder, Task(lang, s, shards).name), readonly=True) for s in range(shards)}
     try:
         out = {}
         for it in items:

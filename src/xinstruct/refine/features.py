@@ -35,8 +35,10 @@ from pathlib import Path
 import numpy as np
 
 from xinstruct.generate.checks import echo_share
+from xinstruct.generate.support import unsupported_name_given_scores
 from xinstruct.models.base import Backend, require
-from xinstruct.prompts import RESPONSE_SEPARATOR, answer_prompt, scoring_prompt
+from xinstruct.prompts import RESPONSE_SEPARATOR, answer_prompt, scoring_prompt, template
+from xinstruct.refine.ratings import truncate_answer
 
 FEATURE_VERSION = 3  # bump when a request, a formula or the scores' numerics change: cached grades and fitted graders then differ
 END_MARKER = "\n\n###"  # what follows a finished response in the Alpaca format: the next section
@@ -110,8 +112,6 @@ def _ans(instruction: str) -> str:
 def distractors() -> list[str]:
     """Fixed English instructions on unrelated everyday topics (prompts/distractors.txt): what any text is scored
     against, to tell an instruction this text picks out from one it would raise as much as any other."""
-    from xinstruct.prompts import template
-
     return [line.strip() for line in template("distractors").splitlines() if line.strip()]
 
 
@@ -125,8 +125,6 @@ def reference_texts(texts, k: int = REFERENCE_TEXTS) -> list[str]:
     first by length (≥ 200 characters) and then by content hash, so the choice does not depend on the order the
     texts come in, each cut at a sentence end before 800 characters. One more than k, so that a text that is a
     reference itself is compared with the k others."""
-    from xinstruct.refine.ratings import truncate_answer
-
     lo, hi = REFERENCE_CHARS
     distinct = {t.strip() for t in texts if t and t.strip()}
     ranked = sorted(distinct, key=lambda t: (len(t) < lo, hashlib.sha1(t.encode()).hexdigest()))
@@ -362,8 +360,6 @@ class ScoreCache:
 def _unsupported_name(item: dict, scores: dict) -> str | None:
     """A name of the instruction that the text neither spells nor makes likely (generate/support.py), from the
     per-token scores the PMI features already asked for; None without them."""
-    from xinstruct.generate.support import unsupported_name_given_scores
-
     if "q|t" not in scores or "q|-" not in scores or scores["q|t"][2] is None or scores["q|t"][3] is None:
         return None
     name = unsupported_name_given_scores(item["instruction"], item["output"], scores["q|t"][2], scores["q|-"][2],

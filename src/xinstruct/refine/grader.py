@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from xinstruct.models.base import Backend
-from xinstruct.refine.evaluator import Grade
 from xinstruct.refine.features import FEATURE_VERSION, FeatureScorer, ScoreCache, references_by_language
-from xinstruct.refine.ratings import GRADES
+from xinstruct.refine.ratings import GRADES, Grade
+from xinstruct.seed import bundled_path
 
 # The features that earned their place on the FLORES rating set (docs/REFINEMENT.md, "Evaluator quality").
 DEFAULT_FEATURES = ["pmi_per_token", "pmi_vs_references", "pmi_vs_references_total", "pmi_segment_min",
@@ -59,7 +59,6 @@ class GraderModel:
     @classmethod
     def load(cls, path: str | Path) -> GraderModel:
         if str(path) == BUNDLED:
-            from xinstruct.seed import bundled_path
             path = bundled_path("grader_flores.json")
         data = json.loads(Path(path).read_text())
         model = cls(**data)

@@ -24,7 +24,7 @@ def p_best(label: dict) -> float:
     return {"best": 1.0, "flawed": 0.5, "worst": 0.0}[label["grade"]]
 
 
-# The keep threshold where neither the config nor the grader gives one: the bundled grader's (refine/experiment.py
+# The keep threshold where neither the config nor the grader gives one: the bundled grader's (experiments/noise.py
 # DEFAULT_KEEP_RULE), for a judge's or trained grader's probabilities.
 FALLBACK_MIN_BEST_PROB = 0.37
 

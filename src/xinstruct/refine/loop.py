@@ -25,11 +25,14 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from rich.table import Table
 
 from xinstruct.config import RunConfig, with_adapter
+from xinstruct.core.layout import RunLayout
 from xinstruct.io.files import read_json, read_jsonl, write_json, write_jsonl
 from xinstruct.refine.evidence import DONE, pair_key
 from xinstruct.refine.label import compare, keep_rule, select, threshold
+from xinstruct.refine.quality import quality
 from xinstruct.refine.ratings import GRADES, rating_set
 
 AUCS = ("auc_true_vs_mismatched", "auc_true_vs_flawed")
@@ -38,7 +41,7 @@ AUCS = ("auc_true_vs_mismatched", "auc_true_vs_flawed")
 # -- the rating set ------------------------------------------------------------------------------------------------
 
 def seed_pairs(cfg: RunConfig, split: str | None = None) -> list[dict]:
-    pairs = list(read_jsonl(cfg.out / "seed" / "pairs.jsonl"))
+    pairs = list(read_jsonl(RunLayout(cfg.out).seed_pairs))
     return [p for p in pairs if split is None or p["split"] == split]
 
 
@@ -49,9 +52,7 @@ def rating_rows(cfg: RunConfig) -> list[dict]:
 
 
 def heldout_quality(probs: np.ndarray, rows: list[dict], languages: list[str]) -> dict:
-    """Per language and mean: the grader's figures on held-out rating rows (refine/experiment.quality)."""
-    from xinstruct.refine.experiment import quality
-
+    """Per language and mean: the grader's figures on held-out rating rows (refine/quality.py)."""
     out = {}
     for lang in languages:
         mine = [i for i, r in enumerate(rows) if r["lang"] == lang]
@@ -96,7 +97,7 @@ def round_improves(before: dict, after: dict, min_gain: float) -> tuple[bool, st
 # -- one round -----------------------------------------------------------------------------------------------------
 
 def read_candidates(folder: Path, lang: str, limit: int | None = None) -> list[dict]:
-    path = folder / f"{lang}.candidates.jsonl"
+    path = RunLayout.candidates_in(folder, lang)
     rows = list(read_jsonl(path)) if path.exists() else []
     return rows[:limit] if limit else rows
 
@@ -195,11 +196,12 @@ def self_labelled_rows(cfg: RunConfig, labels: dict[str, list[dict]], candidates
     return out
 
 
-def write_round(folder: Path, lang: str, labels: list[dict], kept: list[dict], dropped: list[dict]) -> None:
-    write_jsonl(folder / "labels" / f"{lang}.labels.jsonl", (lb for lb in labels if "grade" in lb))
-    write_jsonl(folder / "labels" / f"{lang}.errors.jsonl", (lb for lb in labels if "grade" not in lb))
-    write_jsonl(folder / "kept" / f"{lang}.jsonl", kept)
-    write_jsonl(folder / "dropped" / f"{lang}.jsonl", dropped)
+def write_round(layout: RunLayout, t: int, lang: str, labels: list[dict], kept: list[dict], dropped: list[dict]
+                ) -> None:
+    write_jsonl(layout.labels_file(t, lang), (lb for lb in labels if "grade" in lb))
+    write_jsonl(layout.label_errors_file(t, lang), (lb for lb in labels if "grade" not in lb))
+    write_jsonl(layout.kept_file(t, lang), kept)
+    write_jsonl(layout.round_dropped_file(t, lang), dropped)
 
 
 def language_summary(candidates: list[dict], labels: list[dict], kept: list[dict], dropped: list[dict]) -> dict:
@@ -214,8 +216,6 @@ def language_summary(candidates: list[dict], labels: list[dict], kept: list[dict
 
 
 def print_round(summary: dict, log) -> None:
-    from rich.table import Table
-
     t = summary["iteration"]
     state = "kept" if summary.get("accepted", True) else "not kept"
     table = Table(title=f"refinement round {t} ({state}): {summary['evaluator']}", title_justify="left")
@@ -283,7 +283,7 @@ class Rounds:
                 labels[lang] = grade_candidates(candidates[lang], evidence[lang], grader, t, evaluator_id)
                 kept, dropped = keep(cfg, lang, candidates[lang], labels[lang],
                                      (rg.keep_threshold or {}).get("min_best_prob"))
-                write_round(folder, lang, labels[lang], kept, dropped)
+                write_round(self.layout, t, lang, labels[lang], kept, dropped)
                 summary["languages"][lang] = language_summary(candidates[lang], labels[lang], kept, dropped)
                 if previous_labels:
                     summary["languages"][lang]["vs_previous"] = compare(
@@ -297,8 +297,8 @@ class Rounds:
             else:
                 summary["accepted"] = True
             summary["seconds"] = round(time.perf_counter() - started, 1)
-            summary["kept_files"] = str(folder / "kept")
-            write_json(folder / "summary.json", summary)
+            summary["kept_files"] = str(self.layout.round_kept(t))
+            write_json(RunLayout.summary_in(folder), summary)
             rounds.append(summary)
             print_round(summary, ctx.log)
             if not summary["accepted"]:
@@ -308,11 +308,11 @@ class Rounds:
             train_extra = self_labelled_rows(cfg, labels, candidates, evidence)
         for t in range(len(rounds) + 1, cfg.refine.iterations + 1):  # rounds of an earlier, longer refinement
             shutil.rmtree(self.layout.round_dir(t), ignore_errors=True)
-        final = self.layout.refine / "final"
+        standing = accepted["iteration"]
         for lang in cfg.languages:
-            src = self.layout.round_dir(accepted["iteration"])
-            write_jsonl(final / f"{lang}.jsonl", read_jsonl(src / "kept" / f"{lang}.jsonl"))
-            write_jsonl(final / f"{lang}.dropped.jsonl", read_jsonl(src / "dropped" / f"{lang}.jsonl"))
+            write_jsonl(self.layout.refined_file(lang), read_jsonl(self.layout.kept_file(standing, lang)))
+            write_jsonl(self.layout.refined_dropped_file(lang),
+                        read_jsonl(self.layout.round_dropped_file(standing, lang)))
         return {"iterations": [{k: r[k] for k in ("iteration", "evaluator", "accepted", "heldout", "keep") if k in r}
                                | {"decision": r.get("decision")}
                                | {lang: {k: s[k] for k in ("grades", "kept", "errors", "documents_with_kept")}
@@ -352,8 +352,7 @@ class Rounds:
 
 def last_round(out: Path) -> dict:
     """The summary of the refinement round whose grades stand (a later round that did not improve is not it)."""
-    rounds = sorted((out / "refine").glob("iter-*/summary.json"), key=lambda p: int(p.parent.name.split("-")[1]))
-    kept = [s for s in (read_json(p, {}) or {} for p in rounds) if s.get("accepted", True)]
+    kept = [s for s in (read_json(p, {}) or {} for p in RunLayout(out).round_summaries()) if s.get("accepted", True)]
     return kept[-1] if kept else {}
 
 

@@ -11,16 +11,33 @@ Every seed pair yields one example of each grade, so the classes stay balanced:
 - worst: `mismatched`, the instruction of another pair of the same language: the answer ignores the request.
 
 Degradations are picked per pair by a seeded RNG; `split` carries over from the seed pair, so the held-out
-seed pairs give a held-out rating set.
+seed pairs give a held-out rating set. `Grade` is what an evaluator gives a pair (refine/evaluator.py,
+refine/grader.py).
 """
 
 from __future__ import annotations
 
 import random
 import re
+from dataclasses import dataclass
 
 GRADES = ("best", "flawed", "worst")
 FLAWED_KINDS = ("truncated", "compound", "spliced")
+
+
+@dataclass
+class Grade:
+    grade: str | None = None
+    probs: dict[str, float] | None = None  # None where the backend gives no log-probabilities
+    error: str | None = None  # "backend_error: ...", "parse_failure", ...
+    reason: str | None = None  # the judge's stated reason, or its unparsable text
+    features: dict[str, float] | None = None  # the likelihood evaluator's evidence, so a label says why
+
+    @property
+    def confidence(self) -> float | None:
+        return self.probs[self.grade] if self.probs and self.grade else None
+
+
 _SENTENCE_END = re.compile(r"(?<=[.!?।॥۔。])\s+|(?<=[\u0E00-\u0E7F])\s+")
 
 

@@ -8,9 +8,19 @@ from pathlib import Path
 
 import numpy as np
 
-from xinstruct.core.fingerprint import digest, path_identity, source_digest
+from xinstruct.core.fingerprint import config_section, digest, path_identity, source_digest
+from xinstruct.core.layout import RunLayout
 from xinstruct.core.stage import Stage, StageResult
+from xinstruct.core.tasks import FileProgress, Task, run_tasks, shards_per_language, task_list, write_progress
+from xinstruct.generate.stage import clean_documents
+from xinstruct.io.files import read_jsonl, write_json
+from xinstruct.models.base import load_backend
+from xinstruct.models.bundled import BUNDLED_MODEL_ID
+from xinstruct.models.identity import model_identity
+from xinstruct.refine.evidence import DONE, Evidence, pair_key, rating_evidence, read_evidence, score_task
+from xinstruct.refine.loop import Rounds, evaluator_backend, read_candidates, seed_pairs, unresolved_of
 from xinstruct.refine.ratings import GRADES
+from xinstruct.train.stage import generator_config
 
 EVIDENCE_CODE = ("refine/features.py", "refine/evaluator.py", "refine/evidence.py", "prompts", "models")
 
@@ -33,13 +43,10 @@ class RefineStage(Stage):
         return self.cfg.refine.evaluator
 
     def inputs(self) -> dict:
-        from xinstruct.models.identity import model_identity
-
         out = {"evaluator_model": model_identity(self.ecfg.model)}
         if self.ecfg.kind == "likelihood" and self.ecfg.grader != "fit":
             out["grader"] = self.ecfg.grader if self.ecfg.grader == "bundled" else path_identity(self.ecfg.grader)
         if self.cfg.refine.retrain in ("generator", "both"):  # it retrains the generator and generates again
-            from xinstruct.core.fingerprint import config_section
             out["regenerate"] = {k: config_section(self.cfg, k) for k in ("train", "generator", "generate")}
         return out
 
@@ -56,13 +63,9 @@ class RefineStage(Stage):
         return list(self.ecfg.features or DEFAULT_FEATURES)
 
     def open_backend(self):
-        from xinstruct.models.base import load_backend
-
         return load_backend(self.ecfg.model)
 
     def make_evidence(self, backend, kind: str | None = None):
-        from xinstruct.refine.evidence import Evidence
-
         kind = kind or self.ecfg.kind
         return Evidence(kind, backend, self.features(), self.ecfg.scoring, self.ecfg.max_tokens,
                         self.references() if kind == "likelihood" else None)
@@ -72,7 +75,6 @@ class RefineStage(Stage):
         (the texts being graded), else from its seed pairs; the same for candidates and rating rows."""
         if getattr(self, "_references", None) is None:
             from xinstruct.refine.features import families_of, reference_texts
-            from xinstruct.refine.loop import seed_pairs
 
             self._references = {}
             if "references" in families_of(self.features()):
@@ -89,14 +91,9 @@ class RefineStage(Stage):
         return digest({"evidence": evidence.id, "code": source_digest(EVIDENCE_CODE)})
 
     def candidates(self, lang: str) -> list[dict]:
-        from xinstruct.refine.loop import read_candidates
-
         return read_candidates(self.layout.candidates, lang, self.ctx.limit)
 
     def run_task(self, task, backend, progress) -> dict:
-        from xinstruct.core.tasks import FileProgress, write_progress
-        from xinstruct.refine.evidence import pair_key, score_task
-
         items = [c for c in self.candidates(task.lang) if task.owns(pair_key(c))]
         advance = FileProgress(self.task_folder, task, len(items),
                                progress and progress(f"refine: evidence {task.name}", len(items)))
@@ -107,9 +104,6 @@ class RefineStage(Stage):
         return {**stats, "records": stats["pairs"]}
 
     def run(self) -> StageResult:
-        from xinstruct.core.tasks import run_tasks, shards_per_language, task_list
-        from xinstruct.refine.loop import Rounds, unresolved_of
-
         self.shards = shards_per_language(self.cfg.executor)
         if self.ecfg.kind in ("likelihood", "judge"):  # the same in every round: scored once, as tasks
             run_tasks(self, task_list(self.cfg.languages, self.shards), self.ctx.progress, self.ctx.log)
@@ -121,8 +115,6 @@ class RefineStage(Stage):
                         extra: list[tuple[dict, dict]]) -> RoundGrader:
         """likelihood: features scored once, the grader fitted (or loaded) for this round; judge: its cached
         grades; trained: the LoRA grader of this round, which grades everything again."""
-        from xinstruct.refine.evidence import read_evidence
-
         kind = self.ecfg.kind
         if kind == "trained":
             return self.trained_round(t, rows, candidates, extra)
@@ -146,25 +138,21 @@ class RefineStage(Stage):
     def candidate_folder(self, t: int) -> Path:
         """Where round t's candidate evidence is cached: the stage's tasks, or a round that regenerated."""
         for k in range(t, 1, -1):
-            if (self.layout.round_dir(k) / "candidates" / "done.json").exists():
+            if self.layout.regenerated(k).exists():
                 return self.layout.round_dir(k)
         return self.task_folder
 
     def rating_evidence(self, rows: list[dict], kind: str):
-        from xinstruct.refine.evidence import rating_evidence
-
         with self.open_backend() as backend:
             evidence = self.make_evidence(backend, kind)
             if kind == "judge":
                 self.judge_id = evidence.id
-            return rating_evidence(rows, evidence, self.task_folder / "cache" / "ratings.sqlite",
+            return rating_evidence(rows, evidence, RunLayout.task_cache(self.task_folder, "ratings"),
                                    self.evidence_fingerprint(evidence), self.cfg.refine.batch_size)
 
     def fit_grader(self, t: int, rows: list[dict], rating: list, extra: list[tuple[dict, dict]]):
         """Round 1: fitted on the rating set's train rows (or loaded: bundled, a path); round t > 1: refitted on
         them plus round t-1's confident labels."""
-        from xinstruct.models.bundled import BUNDLED_MODEL_ID
-        from xinstruct.refine.evidence import DONE
         from xinstruct.refine.grader import GraderModel, derive_keep_threshold, fit_grader
 
         features = self.features()
@@ -200,10 +188,6 @@ class RefineStage(Stage):
     # -- the slow paths: a trained grader per round, a regenerating generator ------------------------------------
     def trained_round(self, t: int, rows: list[dict], candidates: dict[str, list[dict]],
                       extra: list[tuple[dict, dict]]):
-        from xinstruct.core.tasks import Task
-        from xinstruct.models.base import load_backend
-        from xinstruct.refine.evidence import rating_evidence, read_evidence, score_task
-        from xinstruct.refine.loop import evaluator_backend
         from xinstruct.refine.training import train_evaluator
         from xinstruct.train.sft import set_cpu_threads
 
@@ -211,8 +195,8 @@ class RefineStage(Stage):
         train_rows = [r for r in rows if r["split"] == "train"] + [r for r, _ in extra]
         self.ctx.log(f"refine {t}: training the evaluator on {len(train_rows)} graded pairs")
         set_cpu_threads()
-        train_evaluator(train_rows, self.ecfg.train, folder / "evaluator", progress=not self.ctx.quiet)
-        with load_backend(evaluator_backend(self.cfg, folder / "evaluator")) as backend:
+        train_evaluator(train_rows, self.ecfg.train, self.layout.round_evaluator(t), progress=not self.ctx.quiet)
+        with load_backend(evaluator_backend(self.cfg, self.layout.round_evaluator(t))) as backend:
             evidence = self.make_evidence(backend, "trained")
             fp = self.evidence_fingerprint(evidence)
             for lang in self.cfg.languages:
@@ -220,47 +204,39 @@ class RefineStage(Stage):
                 score_task(candidates[lang], Task(lang), evidence, folder, fp, self.cfg.refine.batch_size,
                            self.cfg.refine.retries, advance)
             heldout = [r for r in rows if r["split"] == "heldout"]
-            rating = rating_evidence(heldout, evidence, folder / "cache" / "ratings.sqlite", fp)
+            rating = rating_evidence(heldout, evidence, RunLayout.task_cache(folder, "ratings"), fp)
         found = {lang: read_evidence(candidates[lang], lang, 1, folder) for lang in self.cfg.languages}
         return RoundGrader(None, evidence.id, found, *_heldout(heldout, rating, _probs_of))
 
     def regenerate(self, t: int, kept_folder: str) -> dict[str, list[dict]]:
         """Retrain the generator on seed + the kept pairs of the last kept round, write round t's candidates,
         and score their evidence; returns the new candidates."""
-        from xinstruct.core.tasks import Task
         from xinstruct.generate.candidates import generate_candidates
-        from xinstruct.generate.stage import clean_documents
-        from xinstruct.io.files import read_jsonl, write_json
-        from xinstruct.models.base import load_backend
-        from xinstruct.refine.evidence import score_task
-        from xinstruct.refine.loop import read_candidates, seed_pairs
         from xinstruct.train.sft import set_cpu_threads, train_generator
-        from xinstruct.train.stage import generator_config
 
         cfg, ctx = self.cfg, self.ctx
-        folder = self.layout.round_dir(t)
+        folder, round_layout = self.layout.round_dir(t), self.layout.round_layout(t)
         kept = [{"instruction": r["instruction"], "output": r["output"]}
                 for lang in cfg.languages for r in read_jsonl(Path(kept_folder) / f"{lang}.jsonl")]
         pairs = seed_pairs(cfg, None if cfg.seed.split == "all" else "train") + kept
         ctx.log(f"refine {t}: retraining the generator on {len(pairs)} pairs (seed + kept)")
         set_cpu_threads()
-        train_generator(pairs, cfg.train, folder / "generator", progress=not ctx.quiet)
-        gen = generator_config(cfg.model_copy(update={"output_dir": str(folder)}), _RoundLayout(folder),
-                               trained_here=True)
+        train_generator(pairs, cfg.train, round_layout.generator, progress=not ctx.quiet)
+        gen = generator_config(cfg.model_copy(update={"output_dir": str(folder)}), round_layout, trained_here=True)
         with load_backend(gen) as backend:
             for lang in cfg.languages:
                 docs = list(clean_documents(self.layout, lang, ctx.limit))
-                generate_candidates(docs, lang, backend, cfg.generate, folder / "candidates",
+                generate_candidates(docs, lang, backend, cfg.generate, round_layout.candidates,
                                     ctx.progress(f"refine {t}: regenerate {lang}", len(docs)),
                                     fingerprint=f"{self.work_fingerprint}:{t}:{backend.model_id}")
-        candidates = {lang: read_candidates(folder / "candidates", lang) for lang in cfg.languages}
+        candidates = {lang: read_candidates(round_layout.candidates, lang) for lang in cfg.languages}
         if self.ecfg.kind != "trained":
             with self.open_backend() as backend:
                 evidence = self.make_evidence(backend)
                 for lang in cfg.languages:
                     score_task(candidates[lang], Task(lang), evidence, folder, self.evidence_fingerprint(evidence),
                                cfg.refine.batch_size, cfg.refine.retries)
-        write_json(folder / "candidates" / "done.json", {"round": t})
+        write_json(self.layout.regenerated(t), {"round": t})
         return candidates
 
 
@@ -277,14 +253,6 @@ class RoundGrader:
     keep_threshold: dict | None = None  # the grader's own keep rule and how it was derived (fitted graders)
 
 
-class _RoundLayout:
-    """The paths generator_config reads, for a generator trained inside a round's folder."""
-
-    def __init__(self, folder: Path):
-        self.generator = folder / "generator"
-        self.generator_adapter = self.generator / "generator-lora.gguf"
-
-
 def _probs_of(ev: dict) -> list[float]:
     """A judge's or trained grader's grade as probabilities (one-hot where it gave none)."""
     if ev.get("probs"):
@@ -295,8 +263,6 @@ def _probs_of(ev: dict) -> list[float]:
 def _heldout(rows: list[dict], rating: list, probs_of, grader=None) -> tuple[list[dict], np.ndarray]:
     """The held-out rows that could be graded, and their P(grade): from the fitted grader over their features,
     or from the grades an evaluator gave."""
-    from xinstruct.refine.evidence import DONE
-
     scored = [(r, ev) for r, (status, ev) in zip(rows, rating, strict=True)
               if r["split"] == "heldout" and status == DONE]
     if not scored:

@@ -5,9 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from xinstruct.config import InputSpec
 from xinstruct.core.fingerprint import digest
 from xinstruct.core.stage import Stage, StageResult
+from xinstruct.corpus.stage import input_identity, missing, spec_problems
 from xinstruct.io.files import write_jsonl
+from xinstruct.models.base import load_backend
+from xinstruct.models.identity import model_identity
+from xinstruct.seed import load_pairs
+from xinstruct.seed.parallel import load_instructions, parallel_pairs
+from xinstruct.seed.translate import translate_pairs
 
 
 class SeedStage(Stage):
@@ -17,15 +24,12 @@ class SeedStage(Stage):
     code = ("seed", "io", "corpus/readers.py")
 
     def inputs(self) -> dict:
-        from xinstruct.corpus.stage import input_identity
-
         seed = self.cfg.seed
         files = [input_identity(s.path) for s in seed.inputs]
         if seed.parallel:
             files += [input_identity(seed.parallel.instructions), input_identity(seed.parallel.passages_dir)]
         out = {"files": digest(files)}
         if seed.translate:
-            from xinstruct.models.identity import model_identity
             out["teacher"] = model_identity(seed.translate.teacher)
             out["source"] = digest(input_identity(seed.translate.source))
         return out
@@ -34,8 +38,6 @@ class SeedStage(Stage):
         return [self.layout.seed_pairs]
 
     def check(self) -> list[str]:
-        from xinstruct.corpus.stage import missing, spec_problems
-
         seed = self.cfg.seed
         paths = []
         if seed.parallel:
@@ -49,19 +51,14 @@ class SeedStage(Stage):
         return problems
 
     def run(self) -> StageResult:
-        from xinstruct.seed import load_pairs
-
         cfg, languages = self.cfg.seed, self.cfg.languages
         rejects: list[dict] = []
         pairs = list(load_pairs(cfg.inputs, rejects, languages))  # other languages: counted rejects
         if cfg.parallel:
-            from xinstruct.seed.parallel import load_instructions, parallel_pairs
             instructions = load_instructions(cfg.parallel.instructions)
             for lang in languages:
                 pairs += parallel_pairs(instructions, cfg.parallel.passages_dir, lang)
         if cfg.translate:
-            from xinstruct.models.base import load_backend
-            from xinstruct.seed.translate import translate_pairs
             english = english_source(cfg.translate.source, cfg.translate.limit)
             with load_backend(cfg.translate.teacher) as teacher:
                 for lang in languages:
@@ -82,7 +79,4 @@ class SeedStage(Stage):
 
 def english_source(source: str, limit: int) -> list[dict]:
     """English instruction data (Alpaca JSON list or JSONL) as pairs with lang 'en'."""
-    from xinstruct.config import InputSpec
-    from xinstruct.seed import load_pairs
-
     return list(load_pairs([InputSpec(path=source, lang="en", limit=limit)]))

@@ -14,11 +14,21 @@ import shutil
 import warnings
 from pathlib import Path
 
-from trl import SFTTrainer
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from datasets.utils import disable_progress_bars
+from peft import LoraConfig
+from transformers import PrinterCallback
+from transformers.trainer_utils import get_last_checkpoint
+from trl import SFTConfig, SFTTrainer
+from trl.trainer.callbacks import RichProgressCallback
 
 from xinstruct.config import TrainConfig
 from xinstruct.core.machine import cpu_has_bf16
+from xinstruct.models.transformers import load_causal_lm
 from xinstruct.prompts import generation_prompt
+from xinstruct.train.gguf_export import check_gguf_arch, export_lora_gguf
 
 
 def generator_examples(pairs: list[dict]) -> list[dict]:
@@ -37,9 +47,6 @@ class CompletionLossTrainer(SFTTrainer):
     """
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        import torch
-        import torch.nn.functional as F
-
         lm = model.get_base_model() if hasattr(model, "get_base_model") else model
         with self.accelerator.autocast():  # calling the decoder directly skips accelerate's forward wrapper
             hidden = lm.get_decoder()(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
@@ -56,8 +63,6 @@ class CompletionLossTrainer(SFTTrainer):
 
 
 def use_bf16(cfg: TrainConfig) -> bool:
-    import torch
-
     if cfg.bf16 is not None:
         return cfg.bf16
     if torch.cuda.is_available():
@@ -75,8 +80,6 @@ def training_fingerprint(examples: list[dict], cfg: TrainConfig) -> str:
 
 def _checkpoints(out_dir: Path, fingerprint: str) -> tuple[Path, str | None]:
     """The checkpoint folder and the last checkpoint to resume from; checkpoints of other data are removed."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     folder = out_dir / "checkpoints"
     stamp = folder / "fingerprint"
     if folder.exists() and (not stamp.exists() or stamp.read_text() != fingerprint):
@@ -93,16 +96,6 @@ def train_lora(examples: list[dict], cfg: TrainConfig, out_dir: Path, name: str,
     Resumable: with cfg.save_steps > 0 a killed run continues from its last checkpoint, and a run that
     already finished on the same examples and settings returns its summary without training again.
     """
-    import torch
-    from datasets import Dataset
-    from datasets.utils import disable_progress_bars
-    from peft import LoraConfig
-    from transformers import PrinterCallback
-    from trl import SFTConfig
-    from trl.trainer.callbacks import RichProgressCallback
-
-    from xinstruct.models.transformers import load_causal_lm
-
     if not examples:
         raise ValueError(f"no examples to train the {name} on")
     out_dir = Path(out_dir)
@@ -119,7 +112,6 @@ def train_lora(examples: list[dict], cfg: TrainConfig, out_dir: Path, name: str,
     model, tok = load_causal_lm(cfg.base.model, cfg.base.device, "float32")
     arch = getattr(model.config, "model_type", "gemma3")
     if cfg.lora and cfg.export_gguf:  # say it now, not after the training it would follow
-        from xinstruct.train.gguf_export import check_gguf_arch
         check_gguf_arch(arch)
     model.train()
     ds = Dataset.from_list(examples).shuffle(seed=cfg.seed)
@@ -157,7 +149,6 @@ def train_lora(examples: list[dict], cfg: TrainConfig, out_dir: Path, name: str,
                "base": cfg.base.model or "bundled", "bf16": args.bf16, "fingerprint": fingerprint,
                "resumed_from": resume_from}
     if cfg.lora and cfg.export_gguf:
-        from xinstruct.train.gguf_export import export_lora_gguf
         summary["gguf_lora"] = str(export_lora_gguf(adapter_dir, out_dir / f"{name}-lora.gguf", arch))
     tmp = summary_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(summary, indent=2))
@@ -174,6 +165,4 @@ def train_generator(pairs: list[dict], cfg: TrainConfig, out_dir: Path, progress
 
 def set_cpu_threads() -> None:
     """Use every core we are allowed; torch defaults to physical cores, which is 1 on some 2-vCPU boxes."""
-    import torch
-
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))

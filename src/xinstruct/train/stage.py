@@ -5,16 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from xinstruct.config import adapter_format, with_adapter
 from xinstruct.core.stage import Stage, StageResult
 from xinstruct.io.files import read_jsonl
+from xinstruct.models.bundled import bundled_generator
+from xinstruct.models.identity import model_identity
 
 
 def uses_trained_adapter(cfg) -> bool:
     """Does the generator take the adapter this run trains? Yes when it runs the model training starts from
     (both unset: the bundled Gemma) on a backend that loads adapters (llama.cpp, transformers, a managed server)
     and has no adapter of its own; a model served elsewhere is the user's business."""
-    from xinstruct.config import adapter_format
-
     gen = cfg.generator
     return (adapter_format(gen) is not None and getattr(gen, "lora", None) is None
             and getattr(gen, "model", None) == cfg.train.base.model)
@@ -47,15 +48,12 @@ def generator_config(cfg, layout, trained_here: bool = False):
     """The configured generator, with its adapter in the form its backend loads: the bundled one
     (train.generator: bundled) or the one trained in `layout` (train.generator: seed, or `trained_here`: a
     refine round that retrains the generator)."""
-    from xinstruct.config import with_adapter
-    from xinstruct.models.bundled import bundled_generator
-
     gen = cfg.generator
     if not uses_trained_adapter(cfg):
         return gen
     if uses_bundled_generator(cfg) and not trained_here:
         return with_adapter(gen, *bundled_generator(), "the bundled generator")
-    gguf, peft = layout.generator_adapter, layout.generator / "adapter"
+    gguf, peft = layout.generator_adapter, layout.generator_peft
     if gguf.exists() or peft.exists():
         gen = with_adapter(gen, gguf if gguf.exists() else None, peft if peft.exists() else None,
                            "the generator this run trained")
@@ -70,8 +68,6 @@ class GeneratorTrainingStage(Stage):
     code = ("train", "prompts")
 
     def inputs(self) -> dict:
-        from xinstruct.models.identity import model_identity
-
         return {"base": model_identity(self.cfg.train.base)}
 
     def not_needed(self) -> str | None:
@@ -86,7 +82,7 @@ class GeneratorTrainingStage(Stage):
                "trained here"
 
     def outputs(self) -> list[Path]:
-        return [self.layout.generator / "adapter", self.layout.generator_adapter]
+        return [self.layout.generator_peft, self.layout.generator_adapter]
 
     def run(self) -> StageResult:
         from xinstruct.train.sft import set_cpu_threads, train_generator

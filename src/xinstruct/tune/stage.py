@@ -10,18 +10,30 @@ import json
 import os
 from pathlib import Path
 
-from xinstruct.config import TuneConfig
+from xinstruct.config import TuneConfig, validated_copy
 from xinstruct.io.files import write_jsonl
+from xinstruct.models.bundled import bundled_gguf
 from xinstruct.prompts import template as prompt_template
 from xinstruct.tune.data import load_tuning_pairs, tuning_examples
 
 DESCRIPTOR = "tuned.json"
 
 
+def tune_overrides(cfg: TuneConfig, languages: list[str] | None = None, per_language: bool | None = None,
+                   template: str | None = None, base: str | None = None, epochs: float | None = None,
+                   max_steps: int | None = None) -> TuneConfig:
+    """The tune section with the command line's settings (None: the config's); raises ConfigError on a bad one."""
+    updates = {k: v for k, v in {"languages": languages, "per_language": per_language, "template": template}.items()
+               if v is not None}
+    train = {k: v for k, v in {"epochs": epochs, "max_steps": max_steps}.items() if v is not None}
+    if base is not None:
+        train["base"] = validated_copy(cfg.train.base, model=base)
+    return validated_copy(cfg, **updates, train=validated_copy(cfg.train, **train))
+
+
 def base_gguf(base: str | None) -> Path | None:
     """The GGUF that llama.cpp applies the adapter to: the bundled file, a given .gguf, else none known."""
     if base is None:
-        from xinstruct.models.bundled import bundled_gguf
         return bundled_gguf()
     return Path(base) if base.endswith(".gguf") else None
 
