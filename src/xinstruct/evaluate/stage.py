@@ -22,10 +22,14 @@ from pathlib import Path
 
 from xinstruct.answer.systems import model_fingerprint
 from xinstruct.config import EvaluateConfig, ExecutorConfig
+from xinstruct.core.executors import executor_session
+from xinstruct.core.tasks import run_tasks, shards_per_language
 from xinstruct.evaluate.checks import fidelity, length
+from xinstruct.evaluate.fastchat import bench_folders, write_leaderboard
 from xinstruct.evaluate.judge import tally, verdict
 from xinstruct.evaluate.length_control import length_controlled
 from xinstruct.evaluate.questions import ENGLISH, NATIVE, TARGET, load_question_set
+from xinstruct.evaluate.report import write_eval_report
 from xinstruct.evaluate.tasks import ORDERS, Answering, Grading, Judging, Plan, file_name
 from xinstruct.io.files import write_jsonl
 
@@ -40,8 +44,6 @@ def no_progress(_name: str, _total: int) -> Callable[[int], None]:
 def collect_answers(plan: Plan, progress: Progress, log, executor: ExecutorConfig) -> dict[str, dict[tuple, dict]]:
     """Every system's answers, {system: {(lang, set, question id, turn): record}}, asked turn by turn where no
     cache has them (turn t's prompts hold the answers to turns before it)."""
-    from xinstruct.core.tasks import run_tasks
-
     for turn in range(1, plan.max_turns + 1):
         answering = Answering(plan, turn)
         if answering.systems():
@@ -59,8 +61,6 @@ def collect_answers(plan: Plan, progress: Progress, log, executor: ExecutorConfi
 def collect_judgements(plan: Plan, answers: dict[str, dict[tuple, dict]], progress: Progress, log,
                        executor: ExecutorConfig) -> list[dict]:
     """One record per (other system, language, turn, question, order), judged where no cache has it."""
-    from xinstruct.core.tasks import run_tasks
-
     judging = Judging(plan)
     run_tasks(judging, judging.tasks(), progress, log, executor)
     judgements = [r for other in plan.others for lang in plan.langs for turn in range(1, plan.max_turns + 1)
@@ -72,8 +72,6 @@ def collect_judgements(plan: Plan, answers: dict[str, dict[tuple, dict]], progre
 def collect_grades(plan: Plan, answers: dict[str, dict[tuple, dict]], progress: Progress, log,
                    executor: ExecutorConfig) -> list[dict]:
     """One record per (system, language, turn, question), graded where no cache has it."""
-    from xinstruct.core.tasks import run_tasks
-
     grading = Grading(plan)
     run_tasks(grading, grading.tasks(), progress, log, executor)
     grades = [r for s in plan.cfg.systems for lang in plan.langs for turn in range(1, plan.max_turns + 1)
@@ -213,10 +211,6 @@ def validate(cfg: EvaluateConfig) -> str:
 def run_evaluate(cfg: EvaluateConfig, langs: list[str], out_dir: Path, progress: Progress = no_progress,
                  log=print, executor: ExecutorConfig | None = None) -> dict:
     """Answer, check and judge; `executor` says where the tasks run (default: in this process)."""
-    from xinstruct.core.executors import executor_session
-    from xinstruct.core.tasks import shards_per_language
-    from xinstruct.evaluate.fastchat import bench_folders, write_leaderboard
-
     focus = validate(cfg)
     questions = [q for source in cfg.questions for q in load_question_set(source, cfg.limit, cfg.question_lang)]
     if not questions and not cfg.native_questions:
@@ -248,6 +242,5 @@ def run_evaluate(cfg: EvaluateConfig, langs: list[str], out_dir: Path, progress:
     summary["fastchat"] = [str(f.relative_to(out_dir)) for f in folders]
     summary["leaderboard"] = str(write_leaderboard(out_dir / "leaderboard.csv", summary).relative_to(out_dir))
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
-    from xinstruct.evaluate.report import write_eval_report
     summary["report"] = str(write_eval_report(summary, answers, out_dir / "report"))
     return summary

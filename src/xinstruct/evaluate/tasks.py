@@ -31,11 +31,12 @@ from xinstruct.answer.systems import answer_params, model_fingerprint, resolve_s
 from xinstruct.config import EvaluateConfig, SystemConfig
 from xinstruct.core.tasks import FileProgress, ModelSlot, Task, other_splits, shard_of, write_progress
 from xinstruct.core.work import completed, retry_note, workers_for
+from xinstruct.evaluate.fastchat import answers_from_file
 from xinstruct.evaluate.judge import JudgeParseError, parse_rating, parse_scores
 from xinstruct.evaluate.questions import Asked, Question, asked_in
 from xinstruct.io.cache import RecordCache
 from xinstruct.languages import get_language
-from xinstruct.models.base import SamplingParams
+from xinstruct.models.base import SamplingParams, load_backend
 from xinstruct.prompts import GRADE_GRAMMAR, JUDGE_GRAMMAR, pairwise_judge_prompt, single_grade_prompt
 
 ORDERS = ("focus_first", "focus_second")
@@ -138,8 +139,6 @@ class Plan:
         `error`."""
         config = self.system(system)
         if config.answers:
-            from xinstruct.evaluate.fastchat import answers_from_file
-
             return answers_from_file(config, lang, self.asked(lang), upto or self.max_turns)
         out: Answers = {}
         for turn in range(1, (upto or self.max_turns) + 1):
@@ -283,8 +282,6 @@ class _Tasks:
         return cls(*state)
 
     def open_backend(self) -> ModelSlot:
-        from xinstruct.models.base import load_backend
-
         return ModelSlot(load_backend)
 
     @cached_property
