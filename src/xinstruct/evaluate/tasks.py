@@ -260,6 +260,11 @@ def grade_cache(folder: Path, task: Task) -> Path:
     return Path(folder) / "grades" / "cache" / f"{task.name}.sqlite"
 
 
+def _work_keys(jobs) -> Iterator[str]:
+    """What a judging pass's fingerprint hashes: each job's call key, or the reason it cannot be asked."""
+    return (f"{key}:{base.get('failure')}" if job is None else job["key"] for key, base, job in jobs)
+
+
 class _Tasks:
     """What core.tasks.run_tasks drives: the tasks, one model slot per process, a task's work, and what a
     worker needs to rebuild this (the plan)."""
@@ -323,9 +328,14 @@ class _Tasks:
                        retry=stats["failed"])
         return stats
 
-    def _judge_call(self, judge_model, parse, value: str):
-        """A judge's batch call: the raw output kept, the parsed value or the parse failure beside it."""
-        params = judge_params(self.plan.cfg, GRADE_GRAMMAR if value == "rating" else JUDGE_GRAMMAR)
+    def _judge(self, task: Task, slot: ModelSlot, jobs: list[dict], cache_path: Path, progress, parse, value: str,
+               grammar: str) -> dict:
+        """Ask the judge the jobs no cache holds: the raw output kept, the parsed `value` or the parse failure
+        beside it."""
+        params = judge_params(self.plan.cfg, grammar)
+
+        def judge_model():
+            return slot.get("judge", self.plan.cfg.judge)
 
         def call(batch):
             judge = judge_model()
@@ -344,7 +354,7 @@ class _Tasks:
                     out.append((DONE, {**record, "output": output, value: None, "failure": str(e)}))
             return out
 
-        return call
+        return self._run(task, jobs, cache_path, call, progress, judge_model)
 
 
 class Answering(_Tasks):
@@ -410,8 +420,7 @@ class Judging(_Tasks):
             answers = self.plan.lang_answers(lang)
             for other in self.plan.others:
                 for turn in range(1, self.plan.max_turns + 1):
-                    yield from (f"{key}:{base.get('failure')}" if job is None else job["key"]
-                                for key, base, job in self.plan.judge_jobs(other, lang, turn, answers))
+                    yield from _work_keys(self.plan.judge_jobs(other, lang, turn, answers))
 
     def run_task(self, task: Task, slot: ModelSlot, progress) -> dict:
         p = self.plan
@@ -420,12 +429,8 @@ class Judging(_Tasks):
         answers = {name: p.answers(name, task.lang) for name in (p.focus, other)}
         jobs = [job for key, _, job in p.judge_jobs(other, task.lang, turn, answers)
                 if job is not None and task.owns(key)]
-
-        def judge_model():
-            return slot.get("judge", p.cfg.judge)
-
-        return self._run(task, jobs, judge_cache(p.folder, task), self._judge_call(judge_model, parse_scores,
-                                                                                   "scores"), progress, judge_model)
+        return self._judge(task, slot, jobs, judge_cache(p.folder, task), progress, parse_scores, "scores",
+                           JUDGE_GRAMMAR)
 
 
 class Grading(_Tasks):
@@ -443,8 +448,7 @@ class Grading(_Tasks):
             for lang in self.plan.langs:
                 answers = self.plan.answers(s.name, lang)
                 for turn in range(1, self.plan.max_turns + 1):
-                    yield from (f"{key}:{base.get('failure')}" if job is None else job["key"]
-                                for key, base, job in self.plan.grade_jobs(s.name, lang, turn, answers))
+                    yield from _work_keys(self.plan.grade_jobs(s.name, lang, turn, answers))
 
     def run_task(self, task: Task, slot: ModelSlot, progress) -> dict:
         p = self.plan
@@ -453,9 +457,5 @@ class Grading(_Tasks):
         answers = p.answers(system, task.lang)
         jobs = [job for key, _, job in p.grade_jobs(system, task.lang, turn, answers)
                 if job is not None and task.owns(key)]
-
-        def judge_model():
-            return slot.get("judge", p.cfg.judge)
-
-        return self._run(task, jobs, grade_cache(p.folder, task), self._judge_call(judge_model, parse_rating,
-                                                                                   "rating"), progress, judge_model)
+        return self._judge(task, slot, jobs, grade_cache(p.folder, task), progress, parse_rating, "rating",
+                           GRADE_GRAMMAR)
