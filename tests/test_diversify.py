@@ -6,6 +6,7 @@ import pytest
 from synthetic_run import make_run, refined_pairs
 
 from xinstruct.config import DiversifyConfig, EmbedderConfig
+from xinstruct.core.tasks import Task
 from xinstruct.diversify.cluster import default_k, kmeans
 from xinstruct.diversify.decontaminate import Decontaminator, question_texts
 from xinstruct.diversify.diversity import (
@@ -109,7 +110,7 @@ def test_embeddings_resume_from_the_cache_and_copy_across_splits(tmp_path, embed
     texts = [p["instruction"] for p in refined_pairs("sw", 30)]
     items = [(f"r{i}", t) for i, t in enumerate(texts)]
     cfg = EmbedderConfig(shard_size=8)
-    path = tmp_path / "sw.sqlite"
+    path, whole = tmp_path / "sw.sqlite", Task("sw")
 
     class Killed(Exception):
         pass
@@ -123,13 +124,13 @@ def test_embeddings_resume_from_the_cache_and_copy_across_splits(tmp_path, embed
         return embedder
 
     with pytest.raises(Killed):
-        embed_task(items, path, "fp", cfg, dies_on_third_batch)
-    assert embed_task(items, path, "fp", cfg, lambda: embedder)["embedded"] == 30 - 16  # two batches were kept
+        embed_task(items, path, "fp", cfg, dies_on_third_batch, whole)
+    assert embed_task(items, path, "fp", cfg, lambda: embedder, whole)["embedded"] == 30 - 16  # two batches were kept
 
     def no_model():
         raise AssertionError("the model must not load when every text is cached")
 
-    assert embed_task(items, path, "fp", cfg, no_model)["cached"] == 30
+    assert embed_task(items, path, "fp", cfg, no_model, whole)["cached"] == 30
     with BlobCache(path, readonly=True) as cache:
         vectors = gather(items, 30, lambda _key: cache)
     assert vectors.shape == (30, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
@@ -137,12 +138,12 @@ def test_embeddings_resume_from_the_cache_and_copy_across_splits(tmp_path, embed
     assert np.array_equal(vectors, np.stack([embed(embedder, [t], cfg)[0] for t in texts]))
 
     changed = items[:5] + [("r5", "Something else entirely.")] + items[6:]
-    assert embed_task(changed, path, "fp", cfg, lambda: embedder)["embedded"] == 1
+    assert embed_task(changed, path, "fp", cfg, lambda: embedder, whole)["embedded"] == 1
     # another split finds the vectors in this cache (same fingerprint) and copies them
-    half = embed_task(items, tmp_path / "sw.000-of-002.sqlite", "fp", cfg, no_model, lambda k: k < "r2",
-                      reuse=[path])
-    assert half["copied"] == sum(k < "r2" for k, _ in items) and half["embedded"] == 0
-    other = embed_task(items, path, "another embedder", cfg, lambda: embedder)
+    first_of_two = Task("sw", 0, 2)
+    half = embed_task(items, tmp_path / f"{first_of_two.name}.sqlite", "fp", cfg, no_model, first_of_two)
+    assert half["copied"] == sum(first_of_two.owns(k) for k, _ in items) > 0 and half["embedded"] == 0
+    other = embed_task(items, path, "another embedder", cfg, lambda: embedder, whole)
     assert other["cache_reset"] == 1 and other["embedded"] == 30
 
 

@@ -8,8 +8,9 @@ from fake_backend import FakeBackend
 from killing import cache_records, run_and_kill
 
 from xinstruct.config import GenerateConfig
+from xinstruct.core.tasks import Task
 from xinstruct.corpus.langid import LanguageIdentifier
-from xinstruct.generate.candidates import generate_candidates
+from xinstruct.generate.candidates import generate_candidates, generate_task, write_outputs
 from xinstruct.generate.checks import check_instruction, is_english
 from xinstruct.io.files import read_jsonl
 from xinstruct.models.base import Completion
@@ -72,13 +73,27 @@ def test_backend_errors_are_recorded_and_retried(tmp_path, monkeypatch):
     assert sorted(ids) == sorted(d["id"] for d in docs())
 
 
+def test_another_split_copies_what_the_whole_run_generated(tmp_path):
+    """Changing the number of tasks (workers) asks the model nothing again: each new task copies its documents
+    from the cache the earlier split left, and the outputs are the same files."""
+    cfg = GenerateConfig(batch_docs=8)
+    generate_candidates(docs(), "sw", FakeBackend(), cfg, tmp_path, fingerprint="fp")
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("sw.*.jsonl")}
+    backend = FakeBackend()
+    copied = [generate_task(docs(), "sw", Task("sw", s, 2), backend, cfg, tmp_path, "fp")["copied"] for s in (0, 1)]
+    assert backend.calls == 0 and sum(copied) == len(docs()) and all(copied)
+    write_outputs(docs(), "sw", 2, tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("sw.*.jsonl")} == before
+
+
 RUNNER = """
 import sys
 sys.path.insert(0, {tests!r})
 from fake_backend import FakeBackend
 from killing import cache_records, run_and_kill
 from xinstruct.config import GenerateConfig
-from xinstruct.generate.candidates import generate_candidates
+from xinstruct.core.tasks import Task
+from xinstruct.generate.candidates import generate_candidates, generate_task, write_outputs
 from xinstruct.io.files import read_jsonl
 from xinstruct.seed import bundled_path
 docs = [dict(d, source="demo") for d in read_jsonl(bundled_path("demo/sw/corpus.jsonl"))]

@@ -28,7 +28,8 @@ import socket
 import subprocess
 import threading
 import time
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -37,6 +38,7 @@ from datatrove.pipeline.base import PipelineStep
 
 from xinstruct.core.executors import executor_session, make_executor
 from xinstruct.core.stage import RunContext
+from xinstruct.io.cache import RecordCache, open_reusable
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,41 @@ def other_splits(folder: Path, task: Task, suffix: str = ".sqlite") -> list[Path
     found = [Path(folder) / f"{whole}{suffix}", *sorted(Path(folder).glob(f"{whole}.*-of-*{suffix}"))]
     return [p for p in found if p.is_file() and not p.name.endswith(f"-of-{task.shards:03d}{suffix}")
             and not (task.shards == 1 and p.name == f"{whole}{suffix}")]
+
+
+@contextmanager
+def open_task_cache(path: Path, task: Task, fingerprint: str | None = None, kind: type = RecordCache,
+                    **kw) -> Iterator[tuple]:
+    """(the task's cache at `path`, the caches other splits of its language left beside it under the same
+    fingerprint): what core/work.journaled_map reads, writes and copies from."""
+    with ExitStack() as stack:
+        cache = stack.enter_context(kind(path, fingerprint, **kw))
+        others = open_reusable(other_splits(Path(path).parent, task), cache.stored_fingerprint, kind, **kw)
+        for other in others:
+            stack.callback(other.close)
+        yield cache, others
+
+
+class ShardCaches:
+    """The read-only caches of one language's `shards` tasks, `path_of(shard)` each: `of(key)` is the cache of
+    the task that owns `key` (how a stage reads its tasks' work back, in corpus order, after they ran)."""
+
+    def __init__(self, path_of: Callable[[int], Path], shards: int, kind: type = RecordCache):
+        self.shards = shards
+        self.caches = [kind(path_of(s), readonly=True) for s in range(shards)]
+
+    def of(self, key: str):
+        return self.caches[shard_of(key, self.shards)]
+
+    def close(self) -> None:
+        for cache in self.caches:
+            cache.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 class ModelSlot:

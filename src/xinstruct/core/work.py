@@ -8,6 +8,11 @@ thread while the others go on, and the ones that finished are handed back at onc
 the slow one takes. A record that failed is asked again at the back of the queue (`retries` times), never in the
 way of the rest. Handing back in completion order is safe because the stages write their outputs from the
 caches, in corpus order.
+
+`journaled_map` is the one resumable loop every model stage runs (generation, refinement's evidence, the
+embeddings, evaluation's answers and judgements): skip what the task's cache finished, copy what another split
+finished, ask the model about the rest through `completed`, commit each group to the cache, count, and advance
+the progress bar. A killed task started again redoes at most the groups in flight.
 """
 
 from __future__ import annotations
@@ -16,11 +21,76 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from itertools import islice
-from typing import TypeVar
+from dataclasses import dataclass
+from itertools import chain, islice
+from typing import Protocol, TypeVar
 
 R = TypeVar("R")
 O = TypeVar("O")
+
+
+class WorkCache(Protocol):
+    """A task's cache of model work (io/cache.py: RecordCache, BlobCache)."""
+
+    def finished(self, key: str) -> bool: ...
+
+    def finished_entry(self, key: str) -> tuple | None: ...
+
+    def put_many(self, entries: Iterable[tuple]) -> None: ...
+
+
+@dataclass
+class MapCounts:
+    cached: int = 0  # finished in this task's cache: skipped
+    copied: int = 0  # finished in another split's cache: copied, not asked
+    asked: int = 0  # handed to the model (and committed, whatever came back)
+
+
+def journaled_map(records: Iterable[R], key: Callable[[R], str], cache: WorkCache,
+                  call: Callable[[list[R]], list[O]], entry: Callable[[R, O], tuple], size: int,
+                  workers: int | Callable[[], int] = 1, retries: int = 0,
+                  failed: Callable[[O], bool] = lambda _o: False, reuse: Iterable[WorkCache] = (),
+                  advance: Callable | None = None, note: Callable[[], dict] = dict,
+                  counts: MapCounts | None = None) -> Iterator[list[tuple[R, O]]]:
+    """Ask `call` about the `records` that `cache` has not finished, committing `entry(record, outcome)` a group
+    at a time (see `completed`); yields each committed group for the caller to count.
+
+    A record finished in one of the `reuse` caches (the same work under another split) is copied, `size` at a
+    time. `workers` may be a function (it may load the model), called only when a record is left to ask. Every
+    record skipped, copied or committed advances `advance(n, **note())`; `counts` receives the tallies."""
+    counts = counts if counts is not None else MapCounts()
+    reuse = list(reuse)
+
+    def todo():
+        copies = []
+        for record in records:
+            k = key(record)
+            if cache.finished(k):
+                counts.cached += 1
+            elif found := next((e for other in reuse if (e := other.finished_entry(k)) is not None), None):
+                copies.append(found)
+                counts.copied += 1
+                if len(copies) >= size:
+                    cache.put_many(copies)
+                    copies = []
+            else:
+                yield record
+                continue
+            if advance:
+                advance(1)
+        cache.put_many(copies)
+
+    left = todo()
+    first = next(left, _END)
+    if first is _END:
+        return
+    n_workers = workers() if callable(workers) else workers
+    for group in completed(chain([first], left), call, size, n_workers, retries, failed):
+        cache.put_many(entry(record, outcome) for record, outcome in group)
+        counts.asked += len(group)
+        if advance:
+            advance(len(group), **note())
+        yield group
 
 
 def workers_for(backend) -> int:

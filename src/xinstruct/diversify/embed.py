@@ -26,8 +26,9 @@ import numpy as np
 
 from xinstruct.config import EmbedderConfig
 from xinstruct.core.machine import cpu_has_bf16
+from xinstruct.core.tasks import Task, open_task_cache
+from xinstruct.core.work import MapCounts, journaled_map
 from xinstruct.io.cache import BlobCache
-from xinstruct.io.journal import batches
 
 
 def load_embedder(cfg: EmbedderConfig, index: int = 0):
@@ -98,46 +99,23 @@ def text_key(text: str) -> str:
 
 
 def embed_task(items: Iterable[tuple[str, str]], cache_path: Path, fingerprint: str, cfg: EmbedderConfig,
-               get_model: Callable, owns: Callable[[str], bool] = lambda _k: True, reuse: Sequence[Path] = (),
-               on_progress: Callable[[int], None] | None = None) -> dict:
-    """Embed the texts of (record key, text) `items` that `owns(record key)` and that the cache lacks, in
-    committed batches of `cfg.shard_size`; a text found in a `reuse` cache of the same fingerprint (another
-    split) is copied. The model (`get_model()`) is loaded only if something is left to embed."""
-    stats = {"embedded": 0, "cached": 0, "copied": 0}
-    with contextlib.ExitStack() as stack:
-        cache = stack.enter_context(BlobCache(cache_path, fingerprint))
-        stats["cache_reset"] = int(cache.reset)
-        others = [c for c in (stack.enter_context(BlobCache(p, readonly=True)) for p in reuse)
-                  if c.stored_fingerprint == fingerprint]
+               get_model: Callable, task: Task, on_progress: Callable[[int], None] | None = None) -> dict:
+    """Embed the texts of the (record key, text) `items` that `task` owns and that its cache lacks, in committed
+    batches of `cfg.shard_size`; a text another split's cache of the same fingerprint holds is copied. The model
+    (`get_model()`) is loaded only if something is left to embed."""
+    counts = MapCounts()
+    with open_task_cache(cache_path, task, fingerprint, BlobCache) as (cache, others):
+        owned = ((text_key(text), text) for key, text in items if task.owns(key))
 
-        def todo():
-            copied = []
-            for key, text in items:
-                if not owns(key):
-                    continue
-                h = text_key(text)
-                if h in cache:
-                    stats["cached"] += 1
-                elif found := next((v for c in others if (v := c.get(h)) is not None), None):
-                    copied.append((h, found))
-                    stats["copied"] += 1
-                    if len(copied) >= cfg.shard_size:
-                        cache.put_many(copied)
-                        copied = []
-                else:
-                    yield h, text
-                    continue
-                if on_progress:
-                    on_progress(1)
-            cache.put_many(copied)
+        def call(batch: list[tuple[str, str]]) -> np.ndarray:
+            return embed(get_model(), [t for _, t in batch], cfg)
 
-        for batch in batches(todo(), cfg.shard_size):
-            vectors = embed(get_model(), [t for _, t in batch], cfg)
-            cache.put_many((h, v.tobytes()) for (h, _), v in zip(batch, vectors, strict=True))
-            stats["embedded"] += len(batch)
-            if on_progress:
-                on_progress(len(batch))
-    return stats
+        for _committed in journaled_map(owned, lambda item: item[0], cache, call,
+                                        lambda item, vector: (item[0], vector.tobytes()), cfg.shard_size,
+                                        reuse=others, advance=on_progress, counts=counts):
+            pass
+        reset = cache.reset
+    return {"embedded": counts.asked, "cached": counts.cached, "copied": counts.copied, "cache_reset": int(reset)}
 
 
 def gather(items: Iterable[tuple[str, str]], n: int, cache_of: Callable[[str], object]) -> np.ndarray:

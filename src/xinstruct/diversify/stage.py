@@ -31,11 +31,10 @@ from xinstruct.core.stage import Stage, StageResult
 from xinstruct.core.tasks import (
     FileProgress,
     ModelSlot,
+    ShardCaches,
     Task,
-    other_splits,
     read_progress,
     run_tasks,
-    shard_of,
     shards_per_language,
     task_list,
     write_progress,
@@ -117,8 +116,8 @@ def embed_language_task(task: Task, folder: Path, cfg: DiversifyConfig, fingerpr
                         on_progress: Callable[[int], None] | None = None) -> dict:
     """Embed the pool records of `task` that its cache (or a cache of another split) lacks."""
     started = time.perf_counter()
-    stats = embed_task(pool_items(folder, task.lang), RunLayout.task_cache(folder, task.name), fingerprint, cfg.embedder, get_model,
-                       task.owns, other_splits(RunLayout.cache(folder), task), on_progress)
+    stats = embed_task(pool_items(folder, task.lang), RunLayout.task_cache(folder, task.name), fingerprint,
+                       cfg.embedder, get_model, task, on_progress)
     return {**stats, "seconds": round(time.perf_counter() - started, 2)}
 
 
@@ -133,12 +132,8 @@ def finish_language(lang: str, cfg: DiversifyConfig, folder: Path, shards: int, 
         RunLayout.pool_work_in(folder, lang).unlink(missing_ok=True)
         return {**counts, "selected": 0, "clusters": 0}
     started = time.perf_counter()
-    caches = [BlobCache(RunLayout.task_cache(folder, Task(lang, s, shards).name), readonly=True) for s in range(shards)]
-    try:
-        vectors = gather(pool_items(folder, lang), n, lambda key: caches[shard_of(key, shards)])
-    finally:
-        for c in caches:
-            c.close()
+    with ShardCaches(lambda s: RunLayout.task_cache(folder, Task(lang, s, shards).name), shards, BlobCache) as caches:
+        vectors = gather(pool_items(folder, lang), n, caches.of)
     save_vectors(vectors, RunLayout.embeddings_in(folder, lang))
     rows = [(cfg.grades.index(r["grade"]), instruction_form(r["instruction"]))
             for r in read_jsonl(RunLayout.pool_work_in(folder, lang))]

@@ -29,18 +29,17 @@ from pathlib import Path
 
 from xinstruct.answer.systems import answer_params, model_fingerprint, resolve_system
 from xinstruct.config import EvaluateConfig, SystemConfig
-from xinstruct.core.tasks import FileProgress, ModelSlot, Task, other_splits, shard_of, write_progress
-from xinstruct.core.work import completed, retry_note, workers_for
+from xinstruct.core.tasks import FileProgress, ModelSlot, ShardCaches, Task, open_task_cache, write_progress
+from xinstruct.core.work import MapCounts, journaled_map, retry_note, workers_for
 from xinstruct.evaluate.fastchat import answers_from_file
 from xinstruct.evaluate.judge import JudgeParseError, parse_rating, parse_scores
 from xinstruct.evaluate.questions import Asked, Question, asked_in
-from xinstruct.io.cache import RecordCache
+from xinstruct.io.cache import DONE, FAILED
 from xinstruct.languages import get_language
 from xinstruct.models.base import SamplingParams, load_backend
 from xinstruct.prompts import GRADE_GRAMMAR, JUDGE_GRAMMAR, pairwise_judge_prompt, single_grade_prompt
 
 ORDERS = ("focus_first", "focus_second")
-DONE, FAILED = "done", "failed"
 
 
 def call_key(*parts: object) -> str:
@@ -142,18 +141,14 @@ class Plan:
             return answers_from_file(config, lang, self.asked(lang), upto or self.max_turns)
         out: Answers = {}
         for turn in range(1, (upto or self.max_turns) + 1):
-            caches = [RecordCache(answer_cache(self.folder, self.answer_task(system, lang, turn, s)), readonly=True)
-                      for s in range(self.shards)]
-            try:
+            with ShardCaches(lambda s, t=turn: answer_cache(self.folder, self.answer_task(system, lang, t, s)),
+                             self.shards) as caches:
                 for a, job in self.answer_jobs(config, lang, turn, out):
                     q = a.question
-                    rows = caches[shard_of(question_key(q), self.shards)].get(job["key"])[1] if "key" in job else []
+                    rows = caches.of(question_key(q)).get(job["key"])[1] if "key" in job else []
                     out[(lang, q.set, q.id, turn)] = ({**rows[0], "turn": turn, "group": a.group} if rows else
                                                       {**job, "error": job.get("error", "not answered: a task did "
                                                                                         "not finish")})
-            finally:
-                for c in caches:
-                    c.close()
         order = {(a.question.set, a.question.id): i for i, a in enumerate(self.asked(lang))}
         return dict(sorted(out.items(), key=lambda item: (order[item[0][1:3]], item[0][3])))  # question, then turn
 
@@ -226,14 +221,13 @@ class Plan:
                           self.grade_jobs(system, lang, turn, answers), "rating")
 
     def _read(self, cache_of, task_of, jobs, value: str) -> list[dict]:
-        caches = [RecordCache(cache_of(self.folder, task_of(s)), readonly=True) for s in range(self.shards)]
         records = []
-        try:
+        with ShardCaches(lambda s: cache_of(self.folder, task_of(s)), self.shards) as caches:
             for key, base, job in jobs:
                 if job is None:
                     records.append({**base, value: None})
                     continue
-                status, rows = caches[shard_of(key, self.shards)].get(job["key"])
+                status, rows = caches.of(key).get(job["key"])
                 prompt = {"prompt": job["prompt"]}
                 if status == DONE:
                     records.append({**rows[0], **base, **prompt})
@@ -242,10 +236,12 @@ class Plan:
                                     "failure": f"judge error: {rows[0].get('error')}"})
                 else:
                     records.append({**base, **prompt, value: None, "failure": "not judged: a task did not finish"})
-        finally:
-            for c in caches:
-                c.close()
         return records
+
+
+def _job_entry(job: dict, result: tuple[str, dict]) -> tuple[str, str, list[dict]]:
+    status, record = result
+    return job["key"], status, [record]
 
 
 def answer_cache(folder: Path, task: Task) -> Path:
@@ -301,29 +297,15 @@ class _Tasks:
         total = len(jobs)
         advance = FileProgress(self.task_folder, task, total, progress and progress(f"{self.name} {task.name}",
                                                                                    total))
-        stats = {"records": total, "cached": 0, "copied": 0, "asked": 0, "failed": 0}
-        with RecordCache(cache_path) as cache:
-            others = [RecordCache(p, readonly=True) for p in other_splits(cache_path.parent, task)]
-            todo = []
-            try:
-                for job in jobs:
-                    if cache.status(job["key"]) == DONE:
-                        stats["cached"] += 1
-                    elif found := next((r for o in others if (r := o.get(job["key"]))[0] == DONE), None):
-                        cache.put_many([(job["key"], DONE, found[1])])
-                        stats["copied"] += 1
-                    else:
-                        todo.append(job)
-            finally:
-                for o in others:
-                    o.close()
-            advance(total - len(todo))
-            backend = model() if todo else None
-            for group in completed(todo, call, self.plan.cfg.batch_size, workers_for(backend)):
-                cache.put_many((job["key"], status, [record]) for job, (status, record) in group)
-                stats["asked"] += len(group)
-                stats["failed"] += sum(status == FAILED for _, (status, _) in group)
-                advance(len(group), **retry_note(backend))
+        counts = MapCounts()
+        failed = 0
+        with open_task_cache(cache_path, task) as (cache, others):
+            for group in journaled_map(jobs, lambda job: job["key"], cache, call, _job_entry,
+                                       self.plan.cfg.batch_size, lambda: workers_for(model()), reuse=others,
+                                       advance=advance, note=lambda: retry_note(model()), counts=counts):
+                failed += sum(status == FAILED for _, (status, _) in group)
+        stats = {"records": total, "cached": counts.cached, "copied": counts.copied, "asked": counts.asked,
+                 "failed": failed}
         write_progress(self.task_folder, task, done=total, total=total, state="done", stats=stats,
                        retry=stats["failed"])
         return stats

@@ -24,17 +24,16 @@ from pathlib import Path
 
 from xinstruct.config import GenerateConfig
 from xinstruct.core.layout import RunLayout
-from xinstruct.core.tasks import Task, shard_of
-from xinstruct.core.work import completed, retry_note, workers_for
+from xinstruct.core.tasks import ShardCaches, Task, open_task_cache
+from xinstruct.core.work import MapCounts, journaled_map, retry_note, workers_for
 from xinstruct.corpus.langid import LanguageIdentifier
 from xinstruct.generate.checks import check_instruction
-from xinstruct.io.cache import RecordCache
+from xinstruct.io.cache import DONE, FAILED
 from xinstruct.io.files import dumps
 from xinstruct.models.base import Backend, SamplingParams, Sources
 from xinstruct.prompts import generation_prompt
 
 RETRYABLE = "generate:backend_error"
-DONE, FAILED = "done", "failed"
 
 
 def doc_key(doc: dict) -> str:
@@ -87,34 +86,24 @@ def generate_task(docs: Iterable[dict], lang: str, task: Task, backend: Backend,
     lid = LanguageIdentifier()
     stats: Counter = Counter()
     started = time.perf_counter()
-    with RecordCache(RunLayout.task_cache(folder, task.name), fingerprint) as cache:
+    with open_task_cache(RunLayout.task_cache(folder, task.name), task, fingerprint) as (cache, others):
         stats["cache_reset"] = int(cache.reset)
-
-        def todo():
-            for d in docs:
-                key = doc_key(d)
-                if not task.owns(key):
-                    continue
-                if cache.status(key) == DONE:
-                    stats["skipped_done"] += 1
-                    if on_progress:
-                        on_progress(1)
-                else:
-                    yield d
 
         def call(batch):
             results = backend.generate_candidates([prompt(d["text"]) for d in batch], sources)
             return [(r, outcome(d, r, lang, cfg, lid, backend.model_id, sources))
                     for d, r in zip(batch, results, strict=True)]
 
-        for group in completed(todo(), call, cfg.batch_docs, workers_for(backend)):
-            cache.put_many((doc_key(d), status, rows) for d, (_, (status, rows)) in group)
+        counts = MapCounts()
+        owned = (d for d in docs if task.owns(doc_key(d)))
+        for group in journaled_map(owned, doc_key, cache, call, lambda d, o: (doc_key(d), *o[1]), cfg.batch_docs,
+                                   workers_for(backend), reuse=others, advance=on_progress,
+                                   note=lambda: retry_note(backend), counts=counts):
             stats["documents"] += len(group)
             stats["tokens"] += sum(c.n_tokens for _, (r, _) in group if not r.error for c in r.completions)
             for _, (_, (_, rows)) in group:
                 stats.update("candidates" if r["stream"] == "candidates" else r["reason"] for r in rows)
-            if on_progress:
-                on_progress(len(group), **retry_note(backend))
+        stats.update({k: n for k, n in (("skipped_done", counts.cached), ("copied", counts.copied)) if n})
     stats["seconds"] = round(time.perf_counter() - started, 2)
     return dict(stats)
 
@@ -124,7 +113,7 @@ def write_outputs(docs: Iterable[dict], lang: str, shards: int, folder: Path) ->
 
     Returns the counts of the current state: documents, candidates, rejects by reason, records left to retry
     (server errors), and documents no task has done yet (`missing`: a task that did not finish)."""
-    caches = {s: RecordCache(RunLayout.task_cache(folder, Task(lang, s, shards).name), readonly=True) for s in range(shards)}
+    caches = ShardCaches(lambda s: RunLayout.task_cache(folder, Task(lang, s, shards).name), shards)
     counts: Counter = Counter()
     rejected: Counter = Counter()
     paths = {"candidates": RunLayout.candidates_in(folder, lang), "rejects": RunLayout.candidate_rejects_in(folder, lang)}
@@ -133,7 +122,7 @@ def write_outputs(docs: Iterable[dict], lang: str, shards: int, folder: Path) ->
     try:
         for doc in docs:
             key = doc_key(doc)
-            status, rows = caches[shard_of(key, shards)].get(key)
+            status, rows = caches.of(key).get(key)
             counts["documents"] += 1
             if status is None:
                 counts["missing"] += 1
@@ -147,8 +136,7 @@ def write_outputs(docs: Iterable[dict], lang: str, shards: int, folder: Path) ->
     finally:
         for f in files.values():
             f.close()
-        for c in caches.values():
-            c.close()
+        caches.close()
     for k, path in paths.items():
         tmp[k].replace(path)
     unresolved = {k: v for k, v in (("generate:backend_error", rejected.get(RETRYABLE, 0)),

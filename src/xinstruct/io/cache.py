@@ -11,6 +11,10 @@ settings its rows were made with; opened with another one, it starts empty.
 
 `BlobCache` is the same for work that yields one value of bytes per key (an embedding vector): no JSON, no rows.
 
+Both answer what core/work.journaled_map asks of a task's cache: is a key `finished` (a record cached with a
+status that is not retried: `done`, or refine's `set_aside`; any stored vector), and its `finished_entry`, which
+another split's task copies instead of asking the model again.
+
 Keep the cache on a local disk or a shared filesystem with working locks (one process writes each file).
 """
 
@@ -20,6 +24,8 @@ import json
 import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+DONE, FAILED = "done", "failed"  # a record's status: finished, or retried on the next run (a server error)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
@@ -69,6 +75,20 @@ class _SqliteCache:
 
 
 class RecordCache(_SqliteCache):
+    """key → (status, rows). `finished`: the statuses a rerun does not ask again (default: done)."""
+
+    def __init__(self, path: str | Path, fingerprint: str | None = None, readonly: bool = False,
+                 finished: tuple[str, ...] = (DONE,)):
+        super().__init__(path, fingerprint, readonly)
+        self.finished_statuses = finished
+
+    def finished(self, key: str) -> bool:
+        return self.status(key) in self.finished_statuses
+
+    def finished_entry(self, key: str) -> tuple[str, str, list[dict]] | None:
+        """(key, status, rows) to put in another cache, if `key` is finished here."""
+        status, rows = self.get(key)
+        return (key, status, rows) if status in self.finished_statuses else None
 
     def put(self, key: str, status: str, rows: list[dict]) -> None:
         """Store every row one record produced (replacing what it produced before). Call inside a transaction
@@ -122,10 +142,29 @@ CREATE TABLE IF NOT EXISTS blobs (key TEXT PRIMARY KEY, value BLOB NOT NULL);
     def __contains__(self, key: str) -> bool:
         return self.db.execute("SELECT 1 FROM blobs WHERE key=?", (key,)).fetchone() is not None
 
+    finished = __contains__
+
+    def finished_entry(self, key: str) -> tuple[str, bytes] | None:
+        value = self.get(key)
+        return None if value is None else (key, value)
+
     def put_many(self, items: Iterable[tuple[str, bytes]]) -> None:
         """One batch of (key, value), committed atomically."""
         with self.transaction():
             self.db.executemany("INSERT OR REPLACE INTO blobs VALUES (?, ?)", list(items))
+
+
+def open_reusable(paths: Iterable[Path], fingerprint: str | None, kind: type = RecordCache, **kw) -> list:
+    """Read-only caches among `paths` made under `fingerprint` (another split's tasks): what they finished is
+    copied, not asked again. The caller closes them."""
+    out = []
+    for path in paths:
+        cache = kind(path, readonly=True, **kw)
+        if cache.stored_fingerprint == fingerprint:
+            out.append(cache)
+        else:
+            cache.close()
+    return out
 
 
 class _Transaction:

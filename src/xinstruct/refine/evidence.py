@@ -20,12 +20,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from xinstruct.core.layout import RunLayout
-from xinstruct.core.tasks import Task, shard_of
-from xinstruct.core.work import completed, retry_note, workers_for
-from xinstruct.io.cache import RecordCache
+from xinstruct.core.tasks import ShardCaches, Task, open_task_cache
+from xinstruct.core.work import MapCounts, journaled_map, retry_note, workers_for
+from xinstruct.io.cache import DONE, FAILED, RecordCache
 from xinstruct.models.base import Backend, require
 
-DONE, FAILED, SET_ASIDE = "done", "failed", "set_aside"  # failed: retried on the next run (a server error)
+SET_ASIDE = "set_aside"  # the pair cannot be scored (too long, a judge's garbage): kept out, not asked again
+FINISHED = (DONE, SET_ASIDE)  # a rerun asks again only FAILED pairs (a server error)
 
 
 def pair_key(item: dict) -> str:
@@ -88,52 +89,50 @@ def score_task(items: Iterable[dict], task: Task, evidence: Evidence, folder: Pa
     """Evidence for every pair of `task` not done yet (a server error is retried at once `retries` times, then on
     the next run); returns this run's counts."""
     stats: dict[str, int] = {"pairs": 0, "skipped_done": 0}
-    with RecordCache(RunLayout.task_cache(folder, task.name), fingerprint) as cache:
-        def todo():
-            for it in items:
-                key = pair_key(it)
-                if not task.owns(key):
-                    continue
-                if cache.status(key) in (DONE, SET_ASIDE):
-                    stats["skipped_done"] += 1
-                    if on_progress:
-                        on_progress(1)
-                else:
-                    yield it
-
-        for group in completed(todo(), evidence.compute, batch_size, workers_for(evidence.backend), retries,
-                               failed=lambda result: result[0] == FAILED):
-            cache.put_many((pair_key(it), status, [ev]) for it, (status, ev) in group)
+    counts = MapCounts()
+    with open_task_cache(RunLayout.task_cache(folder, task.name), task, fingerprint, finished=FINISHED) as (cache,
+                                                                                                        others):
+        owned = (it for it in items if task.owns(pair_key(it)))
+        for group in journaled_map(owned, pair_key, cache, evidence.compute, _entry, batch_size,
+                                   workers_for(evidence.backend), retries, lambda result: result[0] == FAILED,
+                                   others, on_progress, lambda: retry_note(evidence.backend), counts):
             stats["pairs"] += len(group)
             for _, (status, _) in group:
                 stats[status] = stats.get(status, 0) + 1
-            if on_progress:
-                on_progress(len(group), **retry_note(evidence.backend))
+    stats["skipped_done"] = counts.cached
+    if counts.copied:
+        stats["copied"] = counts.copied
     return stats
+
+
+def _entry(item: dict, result: tuple[str, dict]) -> tuple[str, str, list[dict]]:
+    status, ev = result
+    return pair_key(item), status, [ev]
+
+
+def _rating_entry(row: dict, result: tuple[str, dict]) -> tuple[str, str, list[dict]]:
+    status, ev = result
+    return rating_key(row), status, [ev]
 
 
 def read_evidence(items: list[dict], lang: str, shards: int, folder: Path) -> dict[str, tuple[str | None, dict]]:
     """{pair key: (status, evidence)} for `items`, from the task caches of their language; (None, {}) for a pair
     no task has scored."""
-    caches = {s: RecordCache(RunLayout.task_cache(folder, Task(lang, s, shards).name), readonly=True) for s in range(shards)}
-    try:
+    with ShardCaches(lambda s: RunLayout.task_cache(folder, Task(lang, s, shards).name), shards) as caches:
         out = {}
         for it in items:
             key = pair_key(it)
-            status, rows = caches[shard_of(key, shards)].get(key)
+            status, rows = caches.of(key).get(key)
             out[key] = (status, rows[0] if rows else {})
         return out
-    finally:
-        for c in caches.values():
-            c.close()
 
 
 def rating_evidence(rows: list[dict], evidence: Evidence, path: Path, fingerprint: str,
                     batch_size: int = 64) -> list[tuple[str | None, dict]]:
     """Evidence for the synthetic rating set's rows (fitting and checking the grader), cached like candidates."""
-    with RecordCache(path, fingerprint) as cache:
-        todo = [r for r in rows if cache.status(rating_key(r)) not in (DONE, SET_ASIDE)]
-        for group in completed(todo, evidence.compute, batch_size, workers_for(evidence.backend)):
-            cache.put_many((rating_key(r), status, [ev]) for r, (status, ev) in group)
+    with RecordCache(path, fingerprint, finished=FINISHED) as cache:
+        for _committed in journaled_map(rows, rating_key, cache, evidence.compute, _rating_entry, batch_size,
+                                        workers_for(evidence.backend)):
+            pass
         found = [cache.get(rating_key(r)) for r in rows]
     return [(status, evs[0] if evs else {}) for status, evs in found]
