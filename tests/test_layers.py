@@ -48,12 +48,14 @@ def test_layers_contract():
 # The names of a run folder's parts (core/layout.py): no other module joins them onto a path itself.
 RUN_FOLDER_NAMES = {"corpus", "clean", "rejects", "filtered", "seed", "pairs.jsonl", "candidates", "cache", "refine",
                     "final", "kept", "dropped", "labels", "diversify", "embeddings", "dataset", "report", "stages",
-                    "summaries", "manifest.json", "config.json"}
+                    "summaries", "manifest.json", "config.json", "summary.json", "README.md", "jsonl", "parquet", "hf",
+                    "tune", "evaluate", "compare", "tune-seed", "tune-xinstruct", "tuned.json", "Modelfile", "answers",
+                    "judgements", "grades", "leaderboard.csv", "fastchat", "question.jsonl", "model_answer",
+                    "model_judgment"}
 RUN_FILE_SUFFIXES = (".candidates.jsonl", ".rejects.jsonl", ".pool.jsonl", ".selected.jsonl", ".dropped.jsonl",
                      ".labels.jsonl", ".errors.jsonl", ".sqlite")
-# evaluate/, answer/ and tune/ keep their own folders (outside RunLayout for now); models/transformers.py reads a
-# Hugging Face model folder's config.json
-NOT_CHECKED = ("core/layout.py", "evaluate/", "answer/", "tune/", "models/transformers.py")
+# models/transformers.py reads a Hugging Face model folder's config.json
+NOT_CHECKED = ("core/layout.py", "models/transformers.py")
 
 
 def _path_literals(tree: ast.AST):
@@ -68,8 +70,8 @@ def _path_literals(tree: ast.AST):
 
 
 def test_only_the_layout_names_run_folder_paths():
-    """Stages ask RunLayout for a run folder's paths (core/layout.py); a name joined onto a path anywhere else
-    would let the two drift apart."""
+    """Stages ask RunLayout (and the tune, evaluate and compare layouts beside it) for a run folder's paths
+    (core/layout.py); a name joined onto a path anywhere else would let the two drift apart."""
     package = Path(__file__).resolve().parents[1] / "src" / "xinstruct"
     found = []
     for path in sorted(package.rglob("*.py")):

@@ -298,7 +298,7 @@ def push(run_dir: Annotated[Path, typer.Argument(help="a run folder (or its data
     `all`) in one commit. The token is huggingface_hub's (HF_TOKEN or `hf auth login`); HF_ENDPOINT is honoured."""
     from xinstruct.export.push import push_dataset
 
-    folder = run_dir if (run_dir / "parquet").is_dir() else RunLayout(run_dir).dataset
+    folder = run_dir if RunLayout.dataset_format_in(run_dir, "parquet").is_dir() else RunLayout(run_dir).dataset
     from huggingface_hub.errors import HfHubHTTPError
 
     with user_errors():
@@ -387,7 +387,7 @@ def tune(
     source = data or tcfg.data or str(cfg.out)
     try:
         with writing(cfg.out, output_dir):
-            results = run_tune(tcfg, source, output_dir or cfg.out / "tune", log=console.print)
+            results = run_tune(tcfg, source, output_dir or RunLayout(cfg.out).tune, log=console.print)
     except (FileNotFoundError, ValueError) as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from None
@@ -564,8 +564,8 @@ def evaluate(
     progress = ConsoleProgress(console)
     try:
         with writing(cfg.out, output_dir):
-            summary = run_evaluate(cfg.evaluate, langs, output_dir or cfg.out / "evaluate", progress, console.print,
-                                   cfg.executor)
+            summary = run_evaluate(cfg.evaluate, langs, output_dir or RunLayout(cfg.out).evaluate, progress,
+                                   console.print, cfg.executor)
     except (FileNotFoundError, ValueError) as e:
         progress.close()
         console.print(f"[red]{e}[/red]")

@@ -12,8 +12,10 @@
     iter-<t>/  labels/<lang>.{labels,errors}.jsonl  kept/<lang>.jsonl  dropped/<lang>.jsonl  summary.json
                evaluator/ (a trained grader)  generator/ candidates/ cache/ (a round that regenerated)
   diversify/ <lang>.{pool,selected,dropped}.jsonl  work/  embeddings/<lang>/  cache/  summary.json
-  dataset/  jsonl/ parquet/ hf/ README.md
+  dataset/  jsonl/<split>.jsonl  parquet/<split>.parquet  hf/  README.md   (split: a language, or all)
   report/   index.html
+  tune/     (xinstruct tune: TuneLayout)   evaluate/ (xinstruct evaluate: EvaluateLayout)
+  compare/  tune-seed/ tune-xinstruct/ (TuneLayout)  evaluate/ (EvaluateLayout)
 
 Functions that work inside one stage folder they are handed (a refinement round's candidates, a test's folder)
 name its files with the static methods (`candidates_in(folder, lang)`, `task_cache(folder, name)`...); the
@@ -243,9 +245,28 @@ class RunLayout:
     def dataset(self) -> Path:
         return self.root / "dataset"
 
+    @staticmethod
+    def dataset_card_in(folder: Path) -> Path:
+        return Path(folder) / "README.md"
+
     @property
     def dataset_card(self) -> Path:
-        return self.dataset / "README.md"
+        return self.dataset_card_in(self.dataset)
+
+    @staticmethod
+    def dataset_format_in(folder: Path, fmt: str) -> Path:
+        """An exported dataset folder's files of one format: jsonl/, parquet/, hf/."""
+        return Path(folder) / fmt
+
+    @staticmethod
+    def dataset_split_in(folder: Path, fmt: str, split: str) -> Path:
+        """One split (a language, or `all`) of an exported dataset folder, as JSONL or Parquet."""
+        return RunLayout.dataset_format_in(folder, fmt) / f"{split}.{fmt}"
+
+    @property
+    def dataset_all(self) -> Path:
+        """The exported JSONL of every language (what `xinstruct tune RUN` trains on)."""
+        return self.dataset_split_in(self.dataset, "jsonl", "all")
 
     @property
     def report(self) -> Path:
@@ -254,3 +275,137 @@ class RunLayout:
     @property
     def report_page(self) -> Path:
         return self.report / "index.html"
+
+    # using the data: `xinstruct tune`, `xinstruct evaluate`, `xinstruct compare` (their folders by default)
+    @property
+    def tune(self) -> Path:
+        return self.root / "tune"
+
+    @property
+    def evaluate(self) -> Path:
+        return self.root / "evaluate"
+
+    @property
+    def compare(self) -> CompareLayout:
+        return CompareLayout(self.root / "compare")
+
+
+@dataclass(frozen=True)
+class TuneLayout:
+    """A `xinstruct tune` folder: <model>/ per tuned model (a language's, or `all`), each holding tuned.json (its
+    descriptor), the adapter and, for a GGUF base, a Modelfile; rejects.jsonl: the records set aside."""
+
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def rejects(self) -> Path:
+        return self.root / "rejects.jsonl"
+
+    def model(self, name: str) -> Path:
+        return self.root / name
+
+    @staticmethod
+    def descriptor_in(model_dir: Path) -> Path:
+        return Path(model_dir) / "tuned.json"
+
+    @staticmethod
+    def modelfile_in(model_dir: Path) -> Path:
+        return Path(model_dir) / "Modelfile"
+
+
+@dataclass(frozen=True)
+class EvaluateLayout:
+    """A `xinstruct evaluate` folder:
+      answers/<system>.answers.jsonl  answers/cache/<task>.sqlite
+      judgements/judgements.jsonl  judgements/cache/   grades/grades.jsonl  grades/cache/
+      tasks/ logs/ (the tasks' progress and executor logs)   summary.json  leaderboard.csv  report/index.html
+      fastchat/<set>-<lang>/ question.jsonl  model_answer/<system>.jsonl  model_judgment/<judge>_{single,pair}.jsonl
+    """
+
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def answers(self) -> Path:
+        return self.root / "answers"
+
+    def answers_file(self, system_file: str) -> Path:
+        return self.answers / f"{system_file}.answers.jsonl"
+
+    def answer_cache(self, task: str) -> Path:
+        return RunLayout.task_cache(self.answers, task)
+
+    @property
+    def judgements(self) -> Path:
+        return self.root / "judgements"
+
+    @property
+    def judgements_file(self) -> Path:
+        return self.judgements / "judgements.jsonl"
+
+    def judge_cache(self, task: str) -> Path:
+        return RunLayout.task_cache(self.judgements, task)
+
+    @property
+    def grades(self) -> Path:
+        return self.root / "grades"
+
+    @property
+    def grades_file(self) -> Path:
+        return self.grades / "grades.jsonl"
+
+    def grade_cache(self, task: str) -> Path:
+        return RunLayout.task_cache(self.grades, task)
+
+    @property
+    def summary(self) -> Path:
+        return RunLayout.summary_in(self.root)
+
+    @property
+    def leaderboard(self) -> Path:
+        return self.root / "leaderboard.csv"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report"
+
+    def bench(self, set_name: str, lang: str) -> Path:
+        """A FastChat bench folder (one question set in one language)."""
+        return self.root / "fastchat" / f"{set_name}-{lang}"
+
+    @staticmethod
+    def bench_questions(bench: Path) -> Path:
+        return Path(bench) / "question.jsonl"
+
+    @staticmethod
+    def bench_answers(bench: Path, system: str) -> Path:
+        return Path(bench) / "model_answer" / f"{system}.jsonl"
+
+    @staticmethod
+    def bench_judgments(bench: Path, judge: str, mode: str) -> Path:
+        """mode: single or pair."""
+        return Path(bench) / "model_judgment" / f"{judge}_{mode}.jsonl"
+
+
+@dataclass(frozen=True)
+class CompareLayout:
+    """<run>/compare/: the baselines tuned (tune-seed/, tune-xinstruct/) and their evaluation (evaluate/)."""
+
+    root: Path
+
+    @property
+    def tune_seed(self) -> Path:
+        return self.root / "tune-seed"
+
+    @property
+    def tune_xinstruct(self) -> Path:
+        return self.root / "tune-xinstruct"
+
+    @property
+    def evaluate(self) -> Path:
+        return self.root / "evaluate"

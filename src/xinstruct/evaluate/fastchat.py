@@ -20,6 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from xinstruct.config import SystemConfig
+from xinstruct.core.layout import EvaluateLayout
 from xinstruct.evaluate.questions import Asked
 from xinstruct.io.files import write_jsonl
 from xinstruct.languages import answer_suffix
@@ -91,7 +92,7 @@ def _asked_turns(a: Asked, lang: str) -> list[str]:
     return [f"{t} {answer_suffix(lang)}" if a.suffix else t for t in a.question.turns]
 
 
-def bench_folders(out: Path, asked: dict[str, list[Asked]], answers: dict[str, dict[tuple, dict]],
+def bench_folders(layout: EvaluateLayout, asked: dict[str, list[Asked]], answers: dict[str, dict[tuple, dict]],
                   judgements: list[dict], grades: list[dict], judge: str) -> list[Path]:
     """Write every (set, language) as a FastChat bench folder; returns the folders."""
     judge = judge.replace("/", "_")
@@ -101,20 +102,20 @@ def bench_folders(out: Path, asked: dict[str, list[Asked]], answers: dict[str, d
         for a in questions:
             by_set[a.question.set].append(a)
         for set_name, items in by_set.items():
-            folder = out / "fastchat" / f"{set_name}-{lang}"
-            write_jsonl(folder / "question.jsonl", [
+            folder = layout.bench(set_name, lang)
+            write_jsonl(layout.bench_questions(folder), [
                 {"question_id": _qid(a.question.id), "category": a.question.category,
                  "turns": _asked_turns(a, lang), **({"reference": list(a.question.reference)}
                                                     if a.question.reference else {})} for a in items])
             for system, records in answers.items():
-                write_jsonl(folder / "model_answer" / f"{system}.jsonl",
+                write_jsonl(layout.bench_answers(folder, system),
                             [_model_answer(system, lang, a, records) for a in items])
             mine = [g for g in grades if g["lang"] == lang and g["set"] == set_name]
             pairs = [j for j in judgements if j["lang"] == lang and j["set"] == set_name]
             if mine:
-                write_jsonl(folder / "model_judgment" / f"{judge}_single.jsonl", [_single(g, judge) for g in mine])
+                write_jsonl(layout.bench_judgments(folder, judge, "single"), [_single(g, judge) for g in mine])
             if pairs:
-                write_jsonl(folder / "model_judgment" / f"{judge}_pair.jsonl", _pairs(pairs, judge))
+                write_jsonl(layout.bench_judgments(folder, judge, "pair"), _pairs(pairs, judge))
             folders.append(folder)
     return folders
 

@@ -54,7 +54,7 @@ def collect_answers(plan: Plan, progress: Progress, log, executor: ExecutorConfi
             answers[name].update(records)
     log("answers: " + ", ".join(f"{n} {sum('error' not in r for r in a.values())}/{len(a)}" for n, a in answers.items()))
     for name, records in answers.items():
-        write_jsonl(plan.folder / "answers" / f"{file_name(name)}.answers.jsonl", records.values())
+        write_jsonl(plan.layout.answers_file(file_name(name)), records.values())
     return answers
 
 
@@ -225,8 +225,8 @@ def run_evaluate(cfg: EvaluateConfig, langs: list[str], out_dir: Path, progress:
         judgements = (collect_judgements(plan, answers, progress, log, executor)
                       if judged and plan.others and "pairwise" in cfg.judging else [])
         grades = collect_grades(plan, answers, progress, log, executor) if judged and "single" in cfg.judging else []
-    write_jsonl(out_dir / "judgements" / "judgements.jsonl", judgements)
-    write_jsonl(out_dir / "grades" / "grades.jsonl", grades)
+    write_jsonl(plan.layout.judgements_file, judgements)
+    write_jsonl(plan.layout.grades_file, grades)
     judge_name = cfg.judge.model or "bundled"
     summary = {"languages": langs, "systems": [s.name for s in cfg.systems], "focus": focus,
                "questions": cfg.questions, "question_lang": cfg.question_lang,
@@ -237,10 +237,10 @@ def run_evaluate(cfg: EvaluateConfig, langs: list[str], out_dir: Path, progress:
                "judgements": aggregate_judgements(judgements, langs, answers),
                "grades": aggregate_grades(grades, langs),
                "answer_errors": {n: sum("error" in r for r in a.values()) for n, a in answers.items()}}
-    folders = bench_folders(out_dir, {lang: plan.judged(lang) for lang in langs}, answers, judgements, grades,
+    folders = bench_folders(plan.layout, {lang: plan.judged(lang) for lang in langs}, answers, judgements, grades,
                             Path(judge_name).name)
     summary["fastchat"] = [str(f.relative_to(out_dir)) for f in folders]
-    summary["leaderboard"] = str(write_leaderboard(out_dir / "leaderboard.csv", summary).relative_to(out_dir))
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
-    summary["report"] = str(write_eval_report(summary, answers, out_dir / "report"))
+    summary["leaderboard"] = str(write_leaderboard(plan.layout.leaderboard, summary).relative_to(out_dir))
+    plan.layout.summary.write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    summary["report"] = str(write_eval_report(summary, answers, plan.layout.report))
     return summary

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from xinstruct.answer.systems import answer_params, model_fingerprint, resolve_system
 from xinstruct.config import EvaluateConfig, SystemConfig
+from xinstruct.core.layout import EvaluateLayout
 from xinstruct.core.tasks import FileProgress, ModelSlot, ShardCaches, Task, open_task_cache, write_progress
 from xinstruct.core.work import MapCounts, journaled_map, retry_note, workers_for
 from xinstruct.evaluate.fastchat import answers_from_file
@@ -90,6 +91,10 @@ class Plan:
     focus: str
 
     @property
+    def layout(self) -> EvaluateLayout:
+        return EvaluateLayout(self.folder)
+
+    @property
     def others(self) -> list[str]:
         return [s.name for s in self.cfg.systems if s.name != self.focus]
 
@@ -141,7 +146,7 @@ class Plan:
             return answers_from_file(config, lang, self.asked(lang), upto or self.max_turns)
         out: Answers = {}
         for turn in range(1, (upto or self.max_turns) + 1):
-            with ShardCaches(lambda s, t=turn: answer_cache(self.folder, self.answer_task(system, lang, t, s)),
+            with ShardCaches(lambda s, t=turn: self.layout.answer_cache(self.answer_task(system, lang, t, s).name),
                              self.shards) as caches:
                 for a, job in self.answer_jobs(config, lang, turn, out):
                     q = a.question
@@ -188,7 +193,7 @@ class Plan:
     def judgements(self, other: str, lang: str, turn: int, answers: dict[str, Answers]) -> list[dict]:
         """One record per (question, order) of one turn, from the caches; a missing answer or a judge error is a
         failure. Each record carries the judge's prompt and raw output."""
-        return self._read(judge_cache, lambda s: self.judge_task(other, lang, turn, s),
+        return self._read(self.layout.judge_cache, lambda s: self.judge_task(other, lang, turn, s),
                           self.judge_jobs(other, lang, turn, answers), "scores")
 
     # -- single-answer grades --------------------------------------------------------------------------------
@@ -217,12 +222,12 @@ class Plan:
 
     def grades(self, system: str, lang: str, turn: int, answers: Answers) -> list[dict]:
         """One record per question of one turn, from the caches: the grade, or the failure (never a guess)."""
-        return self._read(grade_cache, lambda s: self.grade_task(system, lang, turn, s),
+        return self._read(self.layout.grade_cache, lambda s: self.grade_task(system, lang, turn, s),
                           self.grade_jobs(system, lang, turn, answers), "rating")
 
     def _read(self, cache_of, task_of, jobs, value: str) -> list[dict]:
         records = []
-        with ShardCaches(lambda s: cache_of(self.folder, task_of(s)), self.shards) as caches:
+        with ShardCaches(lambda s: cache_of(task_of(s).name), self.shards) as caches:
             for key, base, job in jobs:
                 if job is None:
                     records.append({**base, value: None})
@@ -242,18 +247,6 @@ class Plan:
 def _job_entry(job: dict, result: tuple[str, dict]) -> tuple[str, str, list[dict]]:
     status, record = result
     return job["key"], status, [record]
-
-
-def answer_cache(folder: Path, task: Task) -> Path:
-    return Path(folder) / "answers" / "cache" / f"{task.name}.sqlite"
-
-
-def judge_cache(folder: Path, task: Task) -> Path:
-    return Path(folder) / "judgements" / "cache" / f"{task.name}.sqlite"
-
-
-def grade_cache(folder: Path, task: Task) -> Path:
-    return Path(folder) / "grades" / "cache" / f"{task.name}.sqlite"
 
 
 def _work_keys(jobs) -> Iterator[str]:
@@ -384,7 +377,7 @@ class Answering(_Tasks):
                                        "n_tokens": c.n_tokens}))
             return out
 
-        return self._run(task, jobs, answer_cache(p.folder, task), call, progress, backend)
+        return self._run(task, jobs, p.layout.answer_cache(task.name), call, progress, backend)
 
 
 class Judging(_Tasks):
@@ -411,7 +404,7 @@ class Judging(_Tasks):
         answers = {name: p.answers(name, task.lang) for name in (p.focus, other)}
         jobs = [job for key, _, job in p.judge_jobs(other, task.lang, turn, answers)
                 if job is not None and task.owns(key)]
-        return self._judge(task, slot, jobs, judge_cache(p.folder, task), progress, parse_scores, "scores",
+        return self._judge(task, slot, jobs, p.layout.judge_cache(task.name), progress, parse_scores, "scores",
                            JUDGE_GRAMMAR)
 
 
@@ -439,5 +432,5 @@ class Grading(_Tasks):
         answers = p.answers(system, task.lang)
         jobs = [job for key, _, job in p.grade_jobs(system, task.lang, turn, answers)
                 if job is not None and task.owns(key)]
-        return self._judge(task, slot, jobs, grade_cache(p.folder, task), progress, parse_rating, "rating",
+        return self._judge(task, slot, jobs, p.layout.grade_cache(task.name), progress, parse_rating, "rating",
                            GRADE_GRAMMAR)

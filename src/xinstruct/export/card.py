@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 from xinstruct.config import ExportConfig
+from xinstruct.core.layout import RunLayout
 from xinstruct.languages import get_language
 
 TOP_VERBS = 20
@@ -250,6 +251,6 @@ The quality of this data is the quality of its generator and evaluator. xinstruc
 model behind vLLM or any OpenAI-compatible server (see the xinstruct README). Read a sample before training on it:
 `xinstruct audit <run folder> --lang <code>` shows kept and dropped pairs side by side, with their grades.
 """
-    path = folder / "README.md"
+    path = RunLayout.dataset_card_in(folder)
     path.write_text(text, encoding="utf-8")
     return path

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from xinstruct.core.layout import RunLayout
 from xinstruct.io.files import write_jsonl
 from xinstruct.languages import answer_suffix, get_language
 from xinstruct.prompts import assistant_system_prompt
@@ -72,19 +73,19 @@ def write_dataset(rows: dict[str, list[dict]], folder: Path, formats: list[str],
     written = {}
     if "jsonl" in formats:
         for split, table in tables.items():
-            write_jsonl(folder / "jsonl" / f"{split}.jsonl", table.to_pylist())
-        written["jsonl"] = folder / "jsonl"
+            write_jsonl(RunLayout.dataset_split_in(folder, "jsonl", split), table.to_pylist())
+        written["jsonl"] = RunLayout.dataset_format_in(folder, "jsonl")
     if "parquet" in formats:
-        (folder / "parquet").mkdir(parents=True, exist_ok=True)
+        RunLayout.dataset_format_in(folder, "parquet").mkdir(parents=True, exist_ok=True)
         for split, table in tables.items():
-            pq.write_table(table, folder / "parquet" / f"{split}.parquet")
-        written["parquet"] = folder / "parquet"
+            pq.write_table(table, RunLayout.dataset_split_in(folder, "parquet", split))
+        written["parquet"] = RunLayout.dataset_format_in(folder, "parquet")
     if "hf" in formats:
         from datasets import Dataset, DatasetDict
         from datasets.utils import disable_progress_bars
 
         if not os.environ.get("XINSTRUCT_VERBOSE"):
             disable_progress_bars()  # a "Saving the dataset" bar per split, in the middle of the stage tables
-        DatasetDict({split: Dataset(table) for split, table in tables.items()}).save_to_disk(str(folder / "hf"))
-        written["hf"] = folder / "hf"
+        DatasetDict({split: Dataset(table) for split, table in tables.items()}).save_to_disk(str(RunLayout.dataset_format_in(folder, "hf")))
+        written["hf"] = RunLayout.dataset_format_in(folder, "hf")
     return written

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from xinstruct.core.layout import RunLayout
+
 PUSHED = ["README.md", "parquet/*.parquet", "stats.json", "verb_noun.png", "verb_noun.json"]
 
 
@@ -18,7 +20,8 @@ def push_dataset(folder: Path, repo_id: str, private: bool = False, token: str |
     commit's URL. `token`/`endpoint` default to huggingface_hub's (HF_TOKEN, `hf auth login`, HF_ENDPOINT)."""
     from huggingface_hub import HfApi
 
-    if not (folder / "README.md").is_file() or not any((folder / "parquet").glob("*.parquet")):
+    parquet = RunLayout.dataset_format_in(folder, "parquet")
+    if not RunLayout.dataset_card_in(folder).is_file() or not any(parquet.glob("*.parquet")):
         raise FileNotFoundError(f"{folder} has no card and Parquet files to push: run `xinstruct export` with "
                                 "export.card true and parquet among export.formats")
     api = HfApi(endpoint=endpoint, token=token)

@@ -172,7 +172,7 @@ def status_tables(root: Path, stage_plan: list[dict] | None = None) -> list:
         stages.add_row(row["stage"], state, str(row["seconds"] or ""), str(row["to_retry"] or ""),
                        (row["last_run"] or "")[:16].replace("T", " "), row["why"])
     tables = [stages]
-    for folder in (layout.candidates, layout.refine, layout.diversify, layout.root / "evaluate"):
+    for folder in (layout.candidates, layout.refine, layout.diversify, layout.evaluate):
         progress = read_progress(folder)
         if not progress:
             continue

@@ -6,6 +6,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from xinstruct.config import InputSpec
+from xinstruct.core.layout import RunLayout
 from xinstruct.languages import answer_suffix, get_language
 from xinstruct.prompts import RESPONSE_SEPARATOR, answer_prompt
 from xinstruct.seed import load_pairs
@@ -16,7 +17,7 @@ def resolve_data(source: str) -> str:
     if source.startswith("hf:"):
         return source
     path = Path(source)
-    for candidate in (path / "dataset" / "jsonl" / "all.jsonl", path / "jsonl" / "all.jsonl"):
+    for candidate in (RunLayout(path).dataset_all, RunLayout.dataset_split_in(path, "jsonl", "all")):
         if candidate.is_file():
             return str(candidate)
     if path.is_dir():

@@ -11,12 +11,11 @@ import os
 from pathlib import Path
 
 from xinstruct.config import TuneConfig, validated_copy
+from xinstruct.core.layout import TuneLayout
 from xinstruct.io.files import write_jsonl
 from xinstruct.models.bundled import bundled_gguf
 from xinstruct.prompts import template as prompt_template
 from xinstruct.tune.data import load_tuning_pairs, tuning_examples
-
-DESCRIPTOR = "tuned.json"
 
 
 def tune_overrides(cfg: TuneConfig, languages: list[str] | None = None, per_language: bool | None = None,
@@ -60,43 +59,45 @@ def tune_one(pairs: list[dict], cfg: TuneConfig, out_dir: Path, name: str, progr
                   "gguf_lora": summary.get("gguf_lora"), "train": summary}
     gguf = base_gguf(cfg.train.base.model)
     if gguf is not None and summary.get("gguf_lora"):
-        modelfile = out_dir / "Modelfile"
+        modelfile = TuneLayout.modelfile_in(out_dir)
         modelfile.write_text(ollama_modelfile(gguf, Path(summary["gguf_lora"]), cfg.template))
         descriptor["modelfile"] = str(modelfile)
-    tmp = out_dir / (DESCRIPTOR + ".tmp")
+    path = TuneLayout.descriptor_in(out_dir)
+    tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(descriptor, indent=2))
-    os.replace(tmp, out_dir / DESCRIPTOR)
+    os.replace(tmp, path)
     return descriptor
 
 
 def run_tune(cfg: TuneConfig, data: str, out_dir: Path, progress: bool = True, log=print) -> dict:
     """Tune on `data`; returns {model name: descriptor}. Set-aside records go to out_dir/rejects.jsonl."""
+    layout = TuneLayout(out_dir)
     rejects: list[dict] = []
     by_lang = load_tuning_pairs(data, cfg.languages, cfg.limit, rejects)
     if rejects:
-        write_jsonl(out_dir / "rejects.jsonl", rejects)
-        log(f"tune: set aside {len(rejects)} unusable record(s) → {out_dir / 'rejects.jsonl'}")
+        write_jsonl(layout.rejects, rejects)
+        log(f"tune: set aside {len(rejects)} unusable record(s) → {layout.rejects}")
     if not by_lang:
         raise ValueError(f"{data}: no usable pairs" + (f" for {cfg.languages}" if cfg.languages else ""))
     groups = dict(by_lang) if cfg.per_language else {"all": [p for pairs in by_lang.values() for p in pairs]}
     results = {}
     for name, pairs in groups.items():
         log(f"tune {name}: {len(pairs)} pairs ({', '.join(f'{k} {len(v)}' for k, v in by_lang.items() if name in ('all', k))})")
-        results[name] = tune_one(pairs, cfg, out_dir / name, name, progress)
+        results[name] = tune_one(pairs, cfg, layout.model(name), name, progress)
         t = results[name]["train"]
         log(f"  {'reused' if t.get('reused') else 'trained'}: {t['steps']} steps, loss {t['train_loss']}, "
-            f"{t['seconds']} s → {out_dir / name}")
+            f"{t['seconds']} s → {layout.model(name)}")
     return results
 
 
 def find_tuned(folder: str | Path, lang: str | None = None) -> dict:
     """The descriptor of a tuned model: `folder` itself, or (per-language tuning) its `<lang>` or `all` model."""
-    folder = Path(folder)
-    for candidate in ([folder] + ([folder / lang] if lang else []) + [folder / "all"]):
-        path = candidate / DESCRIPTOR
+    folder, layout = Path(folder), TuneLayout(folder)
+    for candidate in ([folder] + ([layout.model(lang)] if lang else []) + [layout.model("all")]):
+        path = TuneLayout.descriptor_in(candidate)
         if path.is_file():
             descriptor = json.loads(path.read_text())
             if lang is None or lang in descriptor["languages"] or candidate == folder:
                 return descriptor
     raise FileNotFoundError(f"{folder}: no tuned model" + (f" for {lang}" if lang else "") +
-                            f" (expected {DESCRIPTOR} from `xinstruct tune`)")
+                            f" (expected {TuneLayout.descriptor_in(folder).name} from `xinstruct tune`)")
