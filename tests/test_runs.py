@@ -212,3 +212,53 @@ def test_demo_rows_follow_each_language_through_the_stages():
     rows = demo_rows(["sw", "th"], results)
     assert rows == [("sw", "10", "7", "3", "5", "21", "3", "6", "5"), ("th", "0", "0", "0", "0", "0", "0", "0", "0")]
     assert all(len(r) == len(DEMO_HEADER) for r in rows)
+
+
+def test_a_round_that_retrains_the_generator_regenerates_as_tasks_on_the_executor(tmp_path, monkeypatch):
+    """refine.retrain: generator. Round 2 retrains the generator (stood in for: the fake generator needs no
+    training) and generates and scores its candidates as tasks, like the generate and refine stages: the same
+    files in one process and on two local workers with two shards."""
+    from xinstruct.train import sft
+
+    trained = []
+    def stand_in(pairs, *_a, **_kw):
+        trained.append(len(pairs))
+        return {"pairs": len(pairs)}
+
+    monkeypatch.setattr(sft, "train_generator", stand_in)
+    outputs = {}
+    for name, executor in (("one", {}), ("two", {"workers": 2, "shards": 2})):
+        out = tmp_path / name
+        run(config(out, refine={"iterations": 2, "retrain": "generator"}, executor=executor), ("refine",))
+        round2 = out / "refine" / "iter-2"
+        assert (round2 / "candidates" / "sw.candidates.jsonl").is_file()
+        outputs[name] = {p.relative_to(out).as_posix(): p.read_bytes()
+                         for folder in (round2 / "candidates", out / "refine" / "final")
+                         for p in sorted(folder.glob("*.jsonl"))}
+    assert len(trained) == 4 and all(trained)  # per run: the train stage, then round 2
+    # the fake generator writes the same instructions again: round 2's candidates are round 1's
+    regenerated = [r["id"] for r in read_jsonl(tmp_path / "one" / "refine" / "iter-2" / "candidates" / "sw.candidates.jsonl")]
+    assert regenerated == [r["id"] for r in read_jsonl(tmp_path / "one" / "candidates" / "sw.candidates.jsonl")]
+    assert outputs["one"] == outputs["two"]
+    for folder in ("refine/iter-2/candidates", "refine/iter-2"):  # the round's generate and evidence tasks
+        assert sorted(p.name for p in (tmp_path / "two" / folder / "tasks").glob("*.json")) == [
+            "sw.000-of-002.json", "sw.001-of-002.json"]
+
+
+def test_a_trained_evaluator_grades_the_round_as_tasks_on_the_executor(tmp_path, monkeypatch):
+    """refine.evaluator.kind: trained. Each round trains the evaluator (stood in for) and grades every candidate
+    with it as refine's evidence tasks: the same files in one process and on two local workers."""
+    import xinstruct.refine.stage as refine_stage
+    from xinstruct.refine import training
+
+    monkeypatch.setattr(training, "train_evaluator", lambda rows, *_a, **_kw: {"rows": len(rows)})
+    monkeypatch.setattr(refine_stage, "evaluator_backend", lambda cfg, _trained_dir: cfg.refine.evaluator.model)
+    evaluator = {"kind": "trained", "model": {"backend": "fake_backend:FakeScorer"}}
+    outputs = {}
+    for name, executor in (("one", {}), ("two", {"workers": 2, "shards": 2})):
+        out = tmp_path / name
+        run(config(out, refine={"evaluator": evaluator}, executor=executor), ("refine",))
+        outputs[name] = {p.name: p.read_bytes() for p in sorted((out / "refine" / "final").glob("*.jsonl"))}
+    assert outputs["one"] == outputs["two"] and outputs["one"]["sw.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "two" / "refine" / "iter-1" / "tasks").glob("*.json")) == [
+        "sw.000-of-002.json", "sw.001-of-002.json"]

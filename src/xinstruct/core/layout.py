@@ -179,8 +179,13 @@ class RunLayout:
     def round_kept(self, t: int) -> Path:
         return self.round_dir(t) / "kept"
 
+    @staticmethod
+    def kept_in(folder: Path, lang: str) -> Path:
+        """A language's kept pairs in a round's kept/ folder (or in final/, which holds the last kept round's)."""
+        return Path(folder) / f"{lang}.jsonl"
+
     def kept_file(self, t: int, lang: str) -> Path:
-        return self.round_kept(t) / f"{lang}.jsonl"
+        return self.kept_in(self.round_kept(t), lang)
 
     def round_dropped_file(self, t: int, lang: str) -> Path:
         return self.round_dir(t) / "dropped" / f"{lang}.jsonl"

@@ -76,10 +76,14 @@ class GenerateStage(Stage):
         total = sum(1 for d in self.docs(task.lang) if task.owns(doc_key(d)))
         advance = FileProgress(self.task_folder, task, total, progress and progress(f"generate {task.name}", total))
         stats = generate_task(self.docs(task.lang), task.lang, task, backend, self.cfg.generate, self.task_folder,
-                              self.work_fingerprint, advance, self.prompt_maker(task.lang))
+                              self.cache_fingerprint(backend), advance, self.prompt_maker(task.lang))
         write_progress(self.task_folder, task, done=total, total=total, state="done", stats=stats,
                        retry=stats.get(RETRYABLE, 0))
         return {**stats, "records": stats.get("documents", 0)}
+
+    def cache_fingerprint(self, backend) -> str:
+        """What the task caches' records were made with (a refinement round's regeneration adds its model)."""
+        return self.work_fingerprint
 
     def prompt_maker(self, lang: str):
         """A document's text -> its prompt: the paper's, or few-shot with the seed pairs most like it."""

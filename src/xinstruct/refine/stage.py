@@ -10,13 +10,14 @@ import numpy as np
 
 from xinstruct.core.fingerprint import config_section, digest, path_identity, source_digest
 from xinstruct.core.layout import RunLayout
-from xinstruct.core.stage import Stage, StageResult
-from xinstruct.core.tasks import FileProgress, Task, run_tasks, shards_per_language, task_list, write_progress
-from xinstruct.generate.stage import clean_documents
+from xinstruct.core.stage import RunContext, Stage, StageResult
+from xinstruct.core.tasks import FileProgress, run_tasks, shards_per_language, task_list, write_progress
+from xinstruct.generate.stage import GenerateStage
 from xinstruct.io.files import read_jsonl, write_json
 from xinstruct.models.base import load_backend
 from xinstruct.models.bundled import BUNDLED_MODEL_ID
 from xinstruct.models.identity import model_identity
+from xinstruct.prompts import generation_prompt
 from xinstruct.refine.evidence import DONE, Evidence, pair_key, rating_evidence, read_evidence, score_task
 from xinstruct.refine.loop import Rounds, evaluator_backend, read_candidates, seed_pairs, unresolved_of
 from xinstruct.refine.ratings import GRADES
@@ -93,8 +94,12 @@ class RefineStage(Stage):
     def candidates(self, lang: str) -> list[dict]:
         return read_candidates(self.layout.candidates, lang, self.ctx.limit)
 
+    def scored_candidates(self, lang: str) -> list[dict]:
+        """The candidates this stage's evidence tasks score (a round's runner scores the round's)."""
+        return self.candidates(lang)
+
     def run_task(self, task, backend, progress) -> dict:
-        items = [c for c in self.candidates(task.lang) if task.owns(pair_key(c))]
+        items = [c for c in self.scored_candidates(task.lang) if task.owns(pair_key(c))]
         advance = FileProgress(self.task_folder, task, len(items),
                                progress and progress(f"refine: evidence {task.name}", len(items)))
         evidence = self.make_evidence(backend)
@@ -119,8 +124,7 @@ class RefineStage(Stage):
         if kind == "trained":
             return self.trained_round(t, rows, candidates, extra)
         folder = self.candidate_folder(t)
-        shards = self.shards if folder == self.task_folder else 1
-        evidence = {lang: read_evidence(candidates[lang], lang, shards, folder) for lang in self.cfg.languages}
+        evidence = {lang: read_evidence(candidates[lang], lang, self.shards, folder) for lang in self.cfg.languages}
         rating = self.rating_evidence(rows, kind)
         if kind == "judge":
             return RoundGrader(None, self.judge_id, evidence, *_heldout(rows, rating, _probs_of))
@@ -135,12 +139,14 @@ class RefineStage(Stage):
             return {**own, "loaded_from": self.ecfg.grader}
         return own
 
+    def regenerated_round(self, t: int) -> int | None:
+        """The last round up to t that regenerated the candidates; None: they are the generate stage's."""
+        return next((k for k in range(t, 1, -1) if self.layout.regenerated(k).exists()), None)
+
     def candidate_folder(self, t: int) -> Path:
         """Where round t's candidate evidence is cached: the stage's tasks, or a round that regenerated."""
-        for k in range(t, 1, -1):
-            if self.layout.regenerated(k).exists():
-                return self.layout.round_dir(k)
-        return self.task_folder
+        k = self.regenerated_round(t)
+        return self.task_folder if k is None else self.layout.round_dir(k)
 
     def rating_evidence(self, rows: list[dict], kind: str):
         with self.open_backend() as backend:
@@ -196,48 +202,131 @@ class RefineStage(Stage):
         self.ctx.log(f"refine {t}: training the evaluator on {len(train_rows)} graded pairs")
         set_cpu_threads()
         train_evaluator(train_rows, self.ecfg.train, self.layout.round_evaluator(t), progress=not self.ctx.quiet)
-        with load_backend(evaluator_backend(self.cfg, self.layout.round_evaluator(t))) as backend:
-            evidence = self.make_evidence(backend, "trained")
-            fp = self.evidence_fingerprint(evidence)
-            for lang in self.cfg.languages:
-                advance = self.ctx.progress(f"refine {t}: grade {lang}", len(candidates[lang]))
-                score_task(candidates[lang], Task(lang), evidence, folder, fp, self.cfg.refine.batch_size,
-                           self.cfg.refine.retries, advance)
+        scoring = RoundScoring(self.ctx, t, "trained", self.round_candidates(t), self.fingerprint)
+        run_tasks(scoring, task_list(self.cfg.languages, self.shards), self.ctx.progress, self.ctx.log)
+        with scoring.open_backend() as backend:
+            evidence = scoring.make_evidence(backend)
             heldout = [r for r in rows if r["split"] == "heldout"]
-            rating = rating_evidence(heldout, evidence, RunLayout.task_cache(folder, "ratings"), fp)
-        found = {lang: read_evidence(candidates[lang], lang, 1, folder) for lang in self.cfg.languages}
+            rating = rating_evidence(heldout, evidence, RunLayout.task_cache(folder, "ratings"),
+                                     self.evidence_fingerprint(evidence))
+        found = {lang: read_evidence(candidates[lang], lang, self.shards, folder) for lang in self.cfg.languages}
         return RoundGrader(None, evidence.id, found, *_heldout(heldout, rating, _probs_of))
 
+    def round_candidates(self, t: int) -> Path | None:
+        """The candidates folder of the last round up to t that regenerated; None: the generate stage's."""
+        k = self.regenerated_round(t)
+        return None if k is None else self.layout.round_layout(k).candidates
+
     def regenerate(self, t: int, kept_folder: str) -> dict[str, list[dict]]:
-        """Retrain the generator on seed + the kept pairs of the last kept round, write round t's candidates,
-        and score their evidence; returns the new candidates."""
-        from xinstruct.generate.candidates import generate_candidates
+        """Retrain the generator on seed + the kept pairs of the last kept round, then write round t's candidates
+        and score their evidence, both as tasks on the run's executor; returns the new candidates."""
+        from xinstruct.generate.candidates import write_outputs
         from xinstruct.train.sft import set_cpu_threads, train_generator
 
         cfg, ctx = self.cfg, self.ctx
-        folder, round_layout = self.layout.round_dir(t), self.layout.round_layout(t)
+        round_layout = self.layout.round_layout(t)
         kept = [{"instruction": r["instruction"], "output": r["output"]}
-                for lang in cfg.languages for r in read_jsonl(Path(kept_folder) / f"{lang}.jsonl")]
+                for lang in cfg.languages for r in read_jsonl(RunLayout.kept_in(kept_folder, lang))]
         pairs = seed_pairs(cfg, None if cfg.seed.split == "all" else "train") + kept
         ctx.log(f"refine {t}: retraining the generator on {len(pairs)} pairs (seed + kept)")
         set_cpu_threads()
         train_generator(pairs, cfg.train, round_layout.generator, progress=not ctx.quiet)
-        gen = generator_config(cfg.model_copy(update={"output_dir": str(folder)}), round_layout, trained_here=True)
-        with load_backend(gen) as backend:
-            for lang in cfg.languages:
-                docs = list(clean_documents(self.layout, lang, ctx.limit))
-                generate_candidates(docs, lang, backend, cfg.generate, round_layout.candidates,
-                                    ctx.progress(f"refine {t}: regenerate {lang}", len(docs)),
-                                    fingerprint=f"{self.work_fingerprint}:{t}:{backend.model_id}")
+        generation = RoundGeneration(ctx, t, self.work_fingerprint)
+        run_tasks(generation, task_list(cfg.languages, self.shards), ctx.progress, ctx.log)
+        for lang in cfg.languages:
+            write_outputs(generation.docs(lang), lang, self.shards, generation.task_folder)
         candidates = {lang: read_candidates(round_layout.candidates, lang) for lang in cfg.languages}
         if self.ecfg.kind != "trained":
-            with self.open_backend() as backend:
-                evidence = self.make_evidence(backend)
-                for lang in cfg.languages:
-                    score_task(candidates[lang], Task(lang), evidence, folder, self.evidence_fingerprint(evidence),
-                               cfg.refine.batch_size, cfg.refine.retries)
+            scoring = RoundScoring(ctx, t, self.ecfg.kind, round_layout.candidates, self.fingerprint)
+            run_tasks(scoring, task_list(cfg.languages, self.shards), ctx.progress, ctx.log)
         write_json(self.layout.regenerated(t), {"round": t})
         return candidates
+
+
+class RoundGeneration(GenerateStage):
+    """Round t's candidates from the generator that round retrained (refine.retrain: generator), as the generate
+    stage's tasks on the run's executor, into refine/iter-<t>/candidates/ (zero-shot, the paper's prompt). Its
+    caches are keyed by refine's work fingerprint, the round and the retrained model."""
+
+    name = "refine: regenerate"
+
+    def __init__(self, ctx: RunContext, t: int, refine_fingerprint: str):
+        super().__init__(ctx)
+        self.t, self.refine_fingerprint = t, refine_fingerprint
+        self.fingerprint = f"{refine_fingerprint}:{t}"
+
+    @property
+    def task_folder(self) -> Path:
+        return self.layout.round_layout(self.t).candidates
+
+    def generator(self):
+        round_cfg = self.cfg.model_copy(update={"output_dir": str(self.layout.round_dir(self.t))})
+        return generator_config(round_cfg, self.layout.round_layout(self.t), trained_here=True)
+
+    def open_backend(self):
+        return load_backend(self.generator())
+
+    def cache_fingerprint(self, backend) -> str:
+        return f"{self.refine_fingerprint}:{self.t}:{backend.model_id}"
+
+    def prompt_maker(self, lang: str):
+        return generation_prompt
+
+    @property
+    def start_method(self) -> str:
+        return "spawn" if self.generator().backend in ("llamacpp", "transformers") else "fork"
+
+    def worker_state(self) -> tuple:
+        return self.cfg, self.ctx.limit, self.t, self.refine_fingerprint
+
+    @classmethod
+    def from_worker_state(cls, state: tuple) -> RoundGeneration:
+        cfg, limit, t, refine_fingerprint = state
+        return cls(_worker_context(cfg, limit), t, refine_fingerprint)
+
+
+class RoundScoring(RefineStage):
+    """Evidence for a round's candidates as refine's tasks, into refine/iter-<t>/cache/: the candidates a round
+    regenerated (scored by the stage's evaluator), or every candidate graded by the evaluator trained in round t
+    (evaluator kind trained). `candidates_folder` None: the generate stage's candidates."""
+
+    def __init__(self, ctx: RunContext, t: int, kind: str, candidates_folder: Path | None, fingerprint: str):
+        super().__init__(ctx)
+        self.t, self.kind, self.candidates_folder = t, kind, candidates_folder
+        self.fingerprint = f"{fingerprint}:{t}"
+
+    @property
+    def task_folder(self) -> Path:
+        return self.layout.round_dir(self.t)
+
+    def scored_candidates(self, lang: str) -> list[dict]:
+        if self.candidates_folder is None:
+            return self.candidates(lang)
+        return read_candidates(self.candidates_folder, lang)
+
+    def open_backend(self):
+        if self.kind == "trained":
+            return load_backend(evaluator_backend(self.cfg, self.layout.round_evaluator(self.t)))
+        return super().open_backend()
+
+    def make_evidence(self, backend, kind: str | None = None):
+        return super().make_evidence(backend, kind or self.kind)
+
+    def worker_state(self) -> tuple:
+        return self.cfg, self.ctx.limit, self.t, self.kind, self.candidates_folder, self.fingerprint
+
+    @classmethod
+    def from_worker_state(cls, state: tuple) -> RoundScoring:
+        cfg, limit, t, kind, folder, fingerprint = state
+        scoring = cls(_worker_context(cfg, limit), t, kind, folder, "")
+        scoring.fingerprint = fingerprint
+        return scoring
+
+
+def _worker_context(cfg, limit: int | None) -> RunContext:
+    from loguru import logger
+
+    return RunContext(cfg, log=logger.info, limit=limit, quiet=True)
 
 
 @dataclass
