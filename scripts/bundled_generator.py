@@ -88,7 +88,7 @@ def demo_trained() -> Path:
 
 def evaluate(args) -> None:
     from xinstruct.config import model_config
-    from xinstruct.generate.quality import pick_shots, score, write_instructions
+    from xinstruct.experiments.eval_generator import pick_shots, score, write_instructions
     from xinstruct.models.llamacpp import LlamaCppBackend
     from xinstruct.seed.parallel import generator_pairs
 

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from xinstruct.config import ConfigError, RunConfig, load_config, validated_copy
+from xinstruct.config import ConfigError, RunConfig, load_config
 from xinstruct.core.layout import RunLayout
 from xinstruct.languages import PAPER_LANGUAGES
 
@@ -71,17 +71,18 @@ def quiet_libraries() -> None:
 
 
 @contextlib.contextmanager
-def user_errors():
-    """A user's mistake (bad config, missing file, a model that cannot do what is asked) is one red line and
-    exit 2; a server that cannot serve, or records left to retry, exit 1 (a run folder another command writes
-    to: exit 3, see `writing`). --verbose shows the traceback."""
+def user_errors(*also: type[Exception]):
+    """A user's mistake (bad config, missing file, a model that cannot do what is asked, and the exceptions in
+    `also`, e.g. a ValueError naming bad data) is one red line and exit 2; a server that cannot serve, or records
+    left to retry, exit 1 (a run folder another command writes to: exit 3, see `writing`). --verbose shows the
+    traceback."""
     from xinstruct.io.read import InputError
     from xinstruct.models.base import FatalBackendError, MissingCapability
     from xinstruct.pipeline.run import RunProblem, StageIncomplete
 
     try:
         yield
-    except (ConfigError, FileNotFoundError, InputError, MissingCapability, RunProblem) as e:
+    except (ConfigError, FileNotFoundError, InputError, MissingCapability, RunProblem, *also) as e:
         _fail(e, 2)
     except FatalBackendError as e:
         _fail(e, 1, "the model server cannot serve this run; fix it and run the same command again")
@@ -377,20 +378,13 @@ def tune(
     from xinstruct.tune.stage import run_tune, tune_overrides
 
     cfg = _load(config)
-    try:
+    with user_errors():
         tcfg = tune_overrides(cfg.tune, languages=languages.split(",") if languages else None,
                               per_language=per_language, template=template, base=base, epochs=epochs,
                               max_steps=max_steps)
-    except ConfigError as e:
-        console.print(f"[red]{e}[/red]")
-        raise typer.Exit(2) from None
-    source = data or tcfg.data or str(cfg.out)
-    try:
-        with writing(cfg.out, output_dir):
-            results = run_tune(tcfg, source, output_dir or RunLayout(cfg.out).tune, log=console.print)
-    except (FileNotFoundError, ValueError) as e:
-        console.print(f"[red]{e}[/red]")
-        raise typer.Exit(2) from None
+    with writing(cfg.out, output_dir), user_errors(ValueError):
+        results = run_tune(tcfg, data or tcfg.data or str(cfg.out), output_dir or RunLayout(cfg.out).tune,
+                           log=console.print)
     for name, d in results.items():
         console.print(f"{name}: {d['train']['adapter_dir']}" + (f", GGUF {d['gguf_lora']}" if d.get("gguf_lora")
                                                                  else "") + (f", {d['modelfile']}" if
@@ -408,20 +402,11 @@ MaxTokensOpt = Annotated[int, typer.Option()]
 TemperatureOpt = Annotated[float, typer.Option()]
 
 
-def _answerer(tuned, backend, model, lora, template, lang, max_tokens, temperature):
-    from xinstruct.answer.systems import answer_params, resolve_system
-    from xinstruct.config import SystemConfig, model_config
-    from xinstruct.models.base import load_backend
+def _answerer(*args):
+    from xinstruct.answer.systems import single_system
 
-    try:
-        system = SystemConfig(name="cli", model=model_config(backend=backend, model=model, lora=lora),
-                              tuned=str(tuned) if tuned else None, template=template)
-        resolved = resolve_system(system, lang)
-    except (FileNotFoundError, ValueError) as e:
-        console.print(f"[red]{e}[/red]")
-        raise typer.Exit(2) from None
-    params = answer_params(temperature, 0.9, max_tokens, None)
-    return resolved, load_backend(resolved.model), params
+    with user_errors(ValueError):
+        return single_system(*args)
 
 
 @app.command()
@@ -477,43 +462,17 @@ def chat(
 
 
 def _print_evaluation(summary: dict) -> None:
-    from xinstruct.evaluate.report import (
-        FIDELITY_HEADER,
-        FIDELITY_TITLES,
-        FIDELITY_TURN_HEADER,
-        GRADE_HEADER,
-        JUDGE_HEADER,
-        LC_HEADER,
-        fidelity_rows,
-        fidelity_turn_rows,
-        grade_rows,
-        judgement_rows,
-        length_control_rows,
-    )
+    from xinstruct.evaluate.report import console_tables
 
-    for group, title in FIDELITY_TITLES.items():
-        _print_table(title, FIDELITY_HEADER, fidelity_rows(summary, group))
-        if turn_rows := fidelity_turn_rows(summary, group):
-            _print_table(f"{title}, per turn", FIDELITY_TURN_HEADER, turn_rows)
-    if summary.get("grades"):
-        _print_table(f"single-answer grades 1-10 ({summary['judge_model']}), per turn", ["system", "turn",
-                                                                                        *GRADE_HEADER[2:]],
-                     grade_rows(summary, "turns"))
-    if summary["judgements"]:
-        _print_table(f"pairwise judge ({summary['judge_model']}): {summary['focus']} against each other system, both "
-                     "orders; a win or loss only when both agree", JUDGE_HEADER, judgement_rows(summary))
-        _print_table("pairwise, per turn", ["focus vs", "turn", *JUDGE_HEADER[2:]], judgement_rows(summary, "turns"))
-        _print_table("win rate (tie ½) and length-controlled win rate", LC_HEADER, length_control_rows(summary))
+    _print_tables(console_tables(summary))
     console.print(f"report: {summary['report']}")
     if summary.get("fastchat"):
         console.print(f"FastChat files: {', '.join(summary['fastchat'])}; leaderboard: {summary['leaderboard']}")
 
 
-def _print_table(title: str, header: list[str], rows: list[list]) -> None:
-    if rows:
-        table = Table(title=title)
-        for col in header:
-            table.add_column(col)
+def _print_tables(tables: list[tuple[str, list[str], list[list]]]) -> None:
+    for title, header, rows in tables:
+        table = _table(title, header)
         for row in rows:
             table.add_row(*map(str, row))
         console.print(table)
@@ -527,19 +486,6 @@ QuestionLangOpt = Annotated[str | None, typer.Option(
                             "\"Answer in {Language}.\")")]
 TurnsOpt = Annotated[int | None, typer.Option(help="the most turns asked of each question (default: all)")]
 JudgingOpt = Annotated[str | None, typer.Option(help="comma-separated: pairwise, single (default: both)")]
-
-
-def _evaluate_overrides(cfg: RunConfig, questions, limit, languages, question_lang=None, turns=None,
-                        judging=None) -> tuple[RunConfig, list[str]]:
-    updates = {k: v for k, v in {"questions": questions, "limit": limit, "question_lang": question_lang,
-                                 "turns": turns, "judging": judging.split(",") if judging else None}.items()
-               if v is not None}
-    try:
-        cfg = validated_copy(cfg, evaluate=validated_copy(cfg.evaluate, **updates))
-    except ConfigError as e:
-        console.print(f"[red]{e}[/red]")
-        raise typer.Exit(2) from None
-    return cfg, (languages.split(",") if languages else cfg.evaluate.languages or cfg.languages)
 
 
 @app.command()
@@ -557,20 +503,14 @@ def evaluate(
     prompt); language fidelity and length per turn, the zero-shot check, single-answer grades 1-10 and the pairwise
     judge (both orders) of the focus system against each other, with the length-controlled win rate; FastChat-shaped
     answers and judgements; cached, so reruns cost nothing."""
-    from xinstruct.evaluate.stage import run_evaluate
+    from xinstruct.evaluate.stage import evaluate_overrides, run_evaluate
     from xinstruct.pipeline.run import ConsoleProgress
 
-    cfg, langs = _evaluate_overrides(_load(config), questions, limit, languages, question_lang, turns, judging)
-    progress = ConsoleProgress(console)
-    try:
-        with writing(cfg.out, output_dir):
-            summary = run_evaluate(cfg.evaluate, langs, output_dir or RunLayout(cfg.out).evaluate, progress,
-                                   console.print, cfg.executor)
-    except (FileNotFoundError, ValueError) as e:
-        progress.close()
-        console.print(f"[red]{e}[/red]")
-        raise typer.Exit(2) from None
-    progress.close()
+    with user_errors():
+        cfg, langs = evaluate_overrides(_load(config), questions, limit, languages, question_lang, turns, judging)
+    with writing(cfg.out, output_dir), user_errors(ValueError), ConsoleProgress(console) as progress:
+        summary = run_evaluate(cfg.evaluate, langs, output_dir or RunLayout(cfg.out).evaluate, progress,
+                               console.print, cfg.executor)
     _print_evaluation(summary)
 
 
@@ -588,6 +528,7 @@ def compare(
     then evaluate base, seed-tuned and xinstruct-tuned (fidelity per turn, zero-shot, grades, pairwise judge) and
     write the HTML report. Default questions: Vicuna-80 from ../shared/data/eval where present."""
     from xinstruct.evaluate.compare import evaluate_baselines, tune_baselines
+    from xinstruct.evaluate.stage import evaluate_overrides
     from xinstruct.pipeline.demo import EVAL_QUESTIONS
     from xinstruct.pipeline.run import ConsoleProgress
 
@@ -596,19 +537,13 @@ def compare(
         questions = [str(p.resolve()) for p in EVAL_QUESTIONS[:1] if p.exists()]
         if not questions:
             console.print("[yellow]no English question set given or found: only the zero-shot check runs[/yellow]")
-    cfg, langs = _evaluate_overrides(cfg, questions, limit, languages, question_lang, turns, judging)
+    with user_errors():
+        cfg, langs = evaluate_overrides(cfg, questions, limit, languages, question_lang, turns, judging)
     started = time.perf_counter()
-    try:
-        with writing(cfg.out):
-            tune_baselines(cfg, langs, console.print)
-            progress = ConsoleProgress(console)
-            try:
-                summary = evaluate_baselines(cfg, langs, progress, console.print)
-            finally:
-                progress.close()
-    except (FileNotFoundError, ValueError) as e:
-        console.print(f"[red]{e}[/red]")
-        raise typer.Exit(2) from None
+    with writing(cfg.out), user_errors(ValueError):
+        tune_baselines(cfg, langs, console.print)
+        with ConsoleProgress(console) as progress:
+            summary = evaluate_baselines(cfg, langs, progress, console.print)
     _print_evaluation(summary)
     console.print(f"finished in {time.perf_counter() - started:.0f}s")
 
@@ -623,21 +558,15 @@ def eval_generator(
     shots: Annotated[int, typer.Option(help="few-shot examples for the untuned base")] = 3,
 ):
     """Generator quality on held-out FLORES seed pairs: chrF and embedding cosine, untuned few-shot vs tuned."""
-    from xinstruct.generate.quality import run_generator_eval
+    from xinstruct.experiments.eval_generator import QUALITY_HEADER, quality_rows, run_generator_eval, tuning_gains
 
     _require_passages(passages)
     langs = languages.split(",")
     result = run_generator_eval(langs, passages, generator, output_dir, epochs, shots, log=console.print)
-    rows = result["rows"]
-    table = Table(title=f"generator quality on held-out FLORES pairs ({result['generator']})")
-    for col in ("system", "lang", "n", "chrF", "cosine", "empty"):
-        table.add_column(col)
-    for (system, lang), r in rows.items():
-        table.add_row(system, lang, str(r["n"]), f"{r['chrf']:.2f}", f"{r['cosine']:.4f}", str(r["empty"]))
-    console.print(table)
-    for lang in langs:
-        b, t = rows[("base few-shot", lang)], rows[("tuned", lang)]
-        console.print(f"{lang}: chrF {b['chrf']:.2f} → {t['chrf']:.2f}, cosine {b['cosine']:.4f} → {t['cosine']:.4f}")
+    _print_tables([(f"generator quality on held-out FLORES pairs ({result['generator']})", QUALITY_HEADER,
+                    quality_rows(result["rows"]))])
+    for line in tuning_gains(result["rows"], langs):
+        console.print(line)
 
 
 @app.command("eval-evaluator")

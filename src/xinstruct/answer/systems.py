@@ -7,9 +7,9 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from xinstruct.config import ModelConfig, OpenAIConfig, SystemConfig, validated_copy
+from xinstruct.config import ModelConfig, OpenAIConfig, SystemConfig, model_config, validated_copy
 from xinstruct.languages import answer_suffix, get_language
-from xinstruct.models.base import SamplingParams
+from xinstruct.models.base import SamplingParams, load_backend
 from xinstruct.prompts import ANSWER_STOPS, answer_prompt, conversation_prompt
 
 
@@ -92,3 +92,13 @@ def model_fingerprint(model: ModelConfig) -> str:
 def answer_params(temperature: float, top_p: float, max_tokens: int, seed: int | None) -> SamplingParams:
     return SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop=ANSWER_STOPS,
                           seed=seed)
+
+
+def single_system(tuned: str | None, backend: str, model: str | None, lora: str | None, template: str, lang: str,
+                  max_tokens: int, temperature: float):
+    """(the resolved system, its backend not yet opened, sampling) for `xinstruct answer` and `chat`: a tuned
+    folder, or a model on a backend with a template. Raises FileNotFoundError / ValueError on a bad one."""
+    system = SystemConfig(name="cli", model=model_config(backend=backend, model=model, lora=lora),
+                          tuned=str(tuned) if tuned else None, template=template)
+    resolved = resolve_system(system, lang)
+    return resolved, load_backend(resolved.model), answer_params(temperature, 0.9, max_tokens, None)

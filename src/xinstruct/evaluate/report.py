@@ -162,6 +162,25 @@ FIDELITY_TITLES = {"english": "Language fidelity: English questions, “Answer i
                    "native": "Zero-shot: the bundled questions written in the target language"}
 
 
+def console_tables(summary: dict) -> list[tuple[str, list[str], list[list]]]:
+    """(title, header, rows) of what `xinstruct evaluate` and `compare` print: fidelity (and per turn), grades per
+    turn, the pairwise judge (overall, per turn) and the length-controlled win rate; tables without rows left out."""
+    tables = []
+    for group, title in FIDELITY_TITLES.items():
+        tables += [(title, FIDELITY_HEADER, fidelity_rows(summary, group)),
+                   (f"{title}, per turn", FIDELITY_TURN_HEADER, fidelity_turn_rows(summary, group))]
+    if summary.get("grades"):
+        tables.append((f"single-answer grades 1-10 ({summary['judge_model']}), per turn",
+                       ["system", "turn", *GRADE_HEADER[2:]], grade_rows(summary, "turns")))
+    if summary["judgements"]:
+        pairwise = (f"pairwise judge ({summary['judge_model']}): {summary['focus']} against each other system, both "
+                    "orders; a win or loss only when both agree")
+        tables += [(pairwise, JUDGE_HEADER, judgement_rows(summary)),
+                   ("pairwise, per turn", ["focus vs", "turn", *JUDGE_HEADER[2:]], judgement_rows(summary, "turns")),
+                   ("win rate (tie ½) and length-controlled win rate", LC_HEADER, length_control_rows(summary))]
+    return [t for t in tables if t[2]]
+
+
 def write_eval_report(summary: dict, answers: dict[str, dict[tuple, dict]], folder: Path, samples: int = 3,
                       seed: int = 0) -> Path:
     folder.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from xinstruct.answer.systems import model_fingerprint
-from xinstruct.config import EvaluateConfig, ExecutorConfig
+from xinstruct.config import EvaluateConfig, ExecutorConfig, RunConfig, validated_copy
 from xinstruct.core.executors import executor_session
 from xinstruct.core.tasks import run_tasks, shards_per_language
 from xinstruct.evaluate.checks import fidelity, length
@@ -206,6 +206,18 @@ def validate(cfg: EvaluateConfig) -> str:
     if focus not in names:
         raise ValueError(f"evaluate.focus {focus!r} is not one of the systems {names}")
     return focus
+
+
+def evaluate_overrides(cfg: RunConfig, questions: list[str] | None = None, limit: int | None = None,
+                       languages: str | None = None, question_lang: str | None = None, turns: int | None = None,
+                       judging: str | None = None) -> tuple[RunConfig, list[str]]:
+    """The config with the command line's evaluation settings (None: the config's), and the languages to evaluate
+    (comma-separated `languages`, else evaluate.languages, else the run's); raises ConfigError on a bad one."""
+    updates = {k: v for k, v in {"questions": questions, "limit": limit, "question_lang": question_lang,
+                                 "turns": turns, "judging": judging.split(",") if judging else None}.items()
+               if v is not None}
+    cfg = validated_copy(cfg, evaluate=validated_copy(cfg.evaluate, **updates))
+    return cfg, (languages.split(",") if languages else cfg.evaluate.languages or cfg.languages)
 
 
 def run_evaluate(cfg: EvaluateConfig, langs: list[str], out_dir: Path, progress: Progress = no_progress,

@@ -103,6 +103,12 @@ class ConsoleProgress:
             self.bar = None
         self.open = 0
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
 
 def required(targets: tuple[str, ...]) -> list[str]:
     """The targets and every stage they read from, in run order."""

@@ -88,3 +88,21 @@ def run_generator_eval(languages: list[str], passages, generator, output_dir, ep
     report = {f"{s}/{lang}": r for (s, lang), r in rows.items()}
     (output_dir / "quality.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     return {"generator": str(generator), "rows": rows}
+
+
+QUALITY_HEADER = ("system", "lang", "n", "chrF", "cosine", "empty")
+
+
+def quality_rows(rows: dict) -> list[list[str]]:
+    """The `eval-generator` table: one row per (system, language)."""
+    return [[system, lang, str(r["n"]), f"{r['chrf']:.2f}", f"{r['cosine']:.4f}", str(r["empty"])]
+            for (system, lang), r in rows.items()]
+
+
+def tuning_gains(rows: dict, languages: list[str]) -> list[str]:
+    """One line per language: chrF and cosine of the untuned base (few-shot) → the tuned generator."""
+    lines = []
+    for lang in languages:
+        b, t = rows[("base few-shot", lang)], rows[("tuned", lang)]
+        lines.append(f"{lang}: chrF {b['chrf']:.2f} → {t['chrf']:.2f}, cosine {b['cosine']:.4f} → {t['cosine']:.4f}")
+    return lines
