@@ -32,7 +32,7 @@ def llama():
 def embedder():
     """The bundled MiniLM sentence embedder (sentence-transformers), shared by the Stage III tests."""
     from xinstruct.config import EmbedderConfig
-    from xinstruct.diversify.embed import load_embedder
+    from xinstruct.models.embedder import load_embedder
 
     return load_embedder(EmbedderConfig())
 

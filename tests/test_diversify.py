@@ -1,6 +1,8 @@
 """Stage III: round-robin draw, decontamination, pool building, diversity figures, resumable embeddings, and the
 whole stage on the real MiniLM embedder."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from synthetic_run import make_run, refined_pairs
@@ -147,11 +149,33 @@ def test_embeddings_resume_from_the_cache_and_copy_across_splits(tmp_path, embed
     assert other["cache_reset"] == 1 and other["embedded"] == 30
 
 
+def test_one_embedder_loader(monkeypatch):
+    """Stage III and the eval-generator experiment load the embedder through models/embedder.load_embedder; the
+    experiment on CPU."""
+    import xinstruct.diversify.stage as diversify_stage
+    import xinstruct.models.embedder as embedder_module
+    from xinstruct.experiments import eval_generator as quality
+
+    assert quality.load_embedder is embedder_module.load_embedder
+    assert diversify_stage.sentence_embedder is embedder_module  # where the stage looks up load_embedder
+    assert embedder_module.embedder_path("some/model") == "some/model"
+    bundled = Path(embedder_module.embedder_path("bundled"))
+    assert (bundled / "config.json").is_file()
+    loaded = []
+    monkeypatch.setattr(quality, "load_embedder", lambda cfg: loaded.append(cfg) or "model")
+    quality.embedder.cache_clear()
+    try:
+        assert quality.embedder() == "model"
+    finally:
+        quality.embedder.cache_clear()
+    assert loaded == [EmbedderConfig(model="bundled", device="cpu")]
+
+
 @pytest.mark.slow
 def test_stage_draws_a_diverse_set_and_beats_random(tmp_path, embedder, monkeypatch):
-    import xinstruct.diversify.embed as embed_module
+    import xinstruct.models.embedder as embedder_module
 
-    monkeypatch.setattr(embed_module, "load_embedder", lambda _c: embedder)
+    monkeypatch.setattr(embedder_module, "load_embedder", lambda _c: embedder)
     out = make_run(tmp_path, {"sw": 200, "th": 120})
     cfg = DiversifyConfig(target_per_language=40, n_clusters=8)
     summary = run_diversify(out, ["sw", "th"], cfg)

@@ -22,7 +22,7 @@ LANGS = ["sw", "th"]
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    import xinstruct.diversify.embed as embed_module
+    import xinstruct.models.embedder as embed_module
     from xinstruct.config import EmbedderConfig
     from xinstruct.diversify.stage import run_diversify
     from xinstruct.export.stage import run_export

@@ -89,7 +89,7 @@ def decode() -> list[Check]:
 
 def embedder() -> Check:
     from xinstruct.config import EmbedderConfig
-    from xinstruct.diversify.embed import load_embedder
+    from xinstruct.models.embedder import load_embedder
 
     model = load_embedder(EmbedderConfig())
     a, b, c = model.encode(["Write a poem about the sea.", "Compose a poem on the ocean.", "List Kenya's banks."],

