@@ -1,15 +1,15 @@
 """A system = a model on a backend + a prompt template. Resolves tuned-model folders to backend settings and
-gives each system a fingerprint, so cached answers are reused exactly when the model and prompt are the same."""
+gives each system a fingerprint (models/identity.model_fingerprint + template), so cached answers are reused exactly
+when the model and prompt are the same."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
-from xinstruct.config import ModelConfig, OpenAIConfig, SystemConfig, model_config, validated_copy
+from xinstruct.config import ModelConfig, SystemConfig, model_config, validated_copy
 from xinstruct.languages import answer_suffix, get_language
 from xinstruct.models.base import SamplingParams, load_backend
+from xinstruct.models.identity import model_fingerprint
 from xinstruct.prompts import ANSWER_STOPS, answer_prompt, conversation_prompt
 
 
@@ -68,25 +68,6 @@ def resolve_system(system: SystemConfig, lang: str | None = None) -> ResolvedSys
         model = validated_copy(model, model=tuned["base"], lora=tuned["adapter_dir"])
     # any other backend serves the tuned model itself (e.g. vLLM with the adapter): only the template is taken
     return ResolvedSystem(system.name, model, tuned["template"])
-
-
-def _stat(path: str | None) -> str:
-    """Size and mtime of a model file (or every file of a folder): a retrained adapter changes the fingerprint."""
-    if not path or not Path(path).exists():
-        return str(path)
-    p = Path(path)
-    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
-    return ";".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
-
-
-def model_fingerprint(model: ModelConfig) -> str:
-    # the same parts as before backends had their own settings, so cached answers stay valid
-    where = ""
-    if isinstance(model, OpenAIConfig):
-        where = f"managed:{model.managed.kind}" if model.managed else ",".join(model.endpoints)
-    parts = [model.backend, str(model.model), _stat(model.model), str(model.lora), _stat(model.lora),
-             str(getattr(model, "chat", False)), where, getattr(model, "dtype", "auto")]
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
 def answer_params(temperature: float, top_p: float, max_tokens: int, seed: int | None) -> SamplingParams:

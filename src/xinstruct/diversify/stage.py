@@ -43,18 +43,12 @@ from xinstruct.corpus.stage import missing
 from xinstruct.diversify.cluster import default_k, kmeans
 from xinstruct.diversify.decontaminate import Decontaminator, load_questions, words
 from xinstruct.diversify.diversity import diversity_report
-from xinstruct.diversify.embed import (
-    embed_task,
-    embedder_id,
-    gather,
-    load_embeddings,
-    save_vectors,
-    text_key,
-)
+from xinstruct.diversify.embed import embed_task, gather, load_embeddings, save_vectors, text_key
 from xinstruct.diversify.select import instruction_form, round_robin
 from xinstruct.io.cache import BlobCache
 from xinstruct.io.files import read_jsonl, write_json, write_jsonl
 from xinstruct.models import embedder as sentence_embedder  # its load_embedder looked up at call time: tests swap it
+from xinstruct.models.identity import embedder_id, embedder_identity
 
 
 def build_pool(records: list[dict], grades: list[str], decontaminator: Decontaminator | None,
@@ -97,9 +91,7 @@ def pool_items(folder: Path, lang: str) -> Iterator[tuple[str, str]]:
 def embedder_fingerprint(cfg: DiversifyConfig) -> str:
     """What a vector depends on: the embedder (its files), its settings, the embedding code; not the pool, k or
     target, so changing those embeds nothing again."""
-    model = cfg.embedder.model
-    return digest({"embedder": embedder_id(cfg.embedder) if model == "bundled" else path_identity(model),
-                   "settings": config_section(cfg, "embedder"),
+    return digest({"embedder": embedder_identity(cfg.embedder), "settings": config_section(cfg, "embedder"),
                    "code": source_digest(("diversify/embed.py", "models/embedder.py"))})
 
 
@@ -252,9 +244,7 @@ class DiversifyStage(Stage):
         return self.layout.diversify
 
     def inputs(self) -> dict:
-        embedder = self.cfg.diversify.embedder.model
-        return {"embedder": embedder_id(self.cfg.diversify.embedder) if embedder == "bundled"
-                else path_identity(embedder),
+        return {"embedder": embedder_identity(self.cfg.diversify.embedder),
                 "questions": [path_identity(q) for q in self.cfg.diversify.decontaminate.questions]}
 
     def outputs(self) -> list[Path]:

@@ -20,7 +20,6 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-from xinstruct.answer.systems import model_fingerprint
 from xinstruct.config import EvaluateConfig, ExecutorConfig, RunConfig, validated_copy
 from xinstruct.core.executors import executor_session
 from xinstruct.core.tasks import run_tasks, shards_per_language
@@ -32,6 +31,7 @@ from xinstruct.evaluate.questions import ENGLISH, NATIVE, TARGET, load_question_
 from xinstruct.evaluate.report import write_eval_report
 from xinstruct.evaluate.tasks import ORDERS, Answering, Grading, Judging, Plan, file_name
 from xinstruct.io.files import write_jsonl
+from xinstruct.models.identity import model_fingerprint
 
 Progress = Callable[[str, int], Callable[[int], None]]  # (task name, total) → advance(n)
 GROUPS = (ENGLISH, TARGET, NATIVE)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from xinstruct.answer.systems import answer_params, model_fingerprint, resolve_system
+from xinstruct.answer.systems import answer_params, resolve_system
 from xinstruct.config import EvaluateConfig, SystemConfig
 from xinstruct.core.layout import EvaluateLayout
 from xinstruct.core.tasks import FileProgress, ModelSlot, ShardCaches, Task, open_task_cache, write_progress
@@ -38,6 +38,7 @@ from xinstruct.evaluate.questions import Asked, Question, asked_in
 from xinstruct.io.cache import DONE, FAILED
 from xinstruct.languages import get_language
 from xinstruct.models.base import SamplingParams, load_backend
+from xinstruct.models.identity import model_fingerprint
 from xinstruct.prompts import GRADE_GRAMMAR, JUDGE_GRAMMAR, pairwise_judge_prompt, single_grade_prompt
 
 ORDERS = ("focus_first", "focus_second")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
 import os
 import random
 import zlib
@@ -33,7 +32,8 @@ from xinstruct.models.base import (
     Sources,
     truncate_at_stop,
 )
-from xinstruct.models.bundled import BUNDLED_MODEL_ID, bundled_gguf
+from xinstruct.models.bundled import bundled_gguf
+from xinstruct.models.identity import llamacpp_model_id
 
 # score(): contexts are decoded in blocks of this many tokens, each block a cache entry that requests starting with
 # the same tokens share. Changing it changes the scores' rounding (part of the code, so of every fingerprint).
@@ -101,11 +101,7 @@ class LlamaCppBackend(Backend):
 
     @property
     def model_id(self) -> str:
-        base = BUNDLED_MODEL_ID if self.cfg.model is None else Path(self.model_path).name
-        if self.cfg.lora:
-            digest = hashlib.sha1(Path(self.cfg.lora).read_bytes()).hexdigest()[:8]
-            return f"{base}+lora:{Path(self.cfg.lora).stem}@{digest}"
-        return base
+        return llamacpp_model_id(self.cfg)
 
     # -- tokens ---------------------------------------------------------------------------------------------
     def tokenize(self, text: str, add_bos: bool = True) -> list[int]:

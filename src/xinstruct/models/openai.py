@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import hashlib
 import logging
 import os
 import random
@@ -30,7 +29,6 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 
 import httpx
 import orjson
@@ -45,7 +43,7 @@ from xinstruct.models.base import (
     Score,
     clean_error,
 )
-from xinstruct.models.bundled import BUNDLED_MODEL_ID
+from xinstruct.models.identity import openai_model_id
 from xinstruct.models.managed import ManagedServer, request_fields
 
 log = logging.getLogger(__name__)
@@ -161,12 +159,7 @@ class OpenAIBackend(Backend):
 
     @property
     def model_id(self) -> str:
-        if self.cfg.managed is None:
-            return f"openai:{self.model_name()}"
-
-        base = self.cfg.model or BUNDLED_MODEL_ID
-        lora = f"+lora:{Path(self.cfg.lora).name}@{_digest(self.cfg.lora)}" if self.cfg.lora else ""
-        return f"openai:managed-{self.cfg.managed.kind}:{base}{lora}"
+        return openai_model_id(self.cfg, self.model_name)
 
     def model_name(self) -> str:
         return self._run(self._model_fields())["model"]
@@ -587,13 +580,3 @@ def _retry_after(response: httpx.Response) -> float | None:
         return min(60.0, max(0.0, float(response.headers["retry-after"])))
     except (KeyError, ValueError):
         return None
-
-
-def _digest(path: str) -> str:
-    """A short fingerprint of an adapter file or folder (names, sizes, mtimes: cheap and changes on retraining)."""
-    p = Path(path)
-    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p] if p.exists() else []
-    h = hashlib.sha1(str(p).encode())
-    for f in files:
-        h.update(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
-    return h.hexdigest()[:8]

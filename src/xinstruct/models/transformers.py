@@ -6,7 +6,6 @@ Trainer and save_pretrained refuse while it still carries its GGUF quantizer; `l
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import zlib
@@ -22,7 +21,8 @@ from xinstruct.models.base import (
     clean_error,
     truncate_at_stop,
 )
-from xinstruct.models.bundled import BUNDLED_MODEL_ID, bundled_gguf
+from xinstruct.models.bundled import bundled_gguf
+from xinstruct.models.identity import transformers_model_id
 
 
 def resolve_model_path(model: str | None) -> str:
@@ -94,11 +94,7 @@ class TransformersBackend(Backend):
 
     @property
     def model_id(self) -> str:
-        base = self.cfg.model or BUNDLED_MODEL_ID
-        if self.cfg.lora:
-            digest = hashlib.sha1(str(Path(self.cfg.lora).resolve()).encode()).hexdigest()[:8]
-            return f"{base}+lora:{Path(self.cfg.lora).name}@{digest}"
-        return base
+        return transformers_model_id(self.cfg)
 
     def generate(self, prompts: list[str], params: SamplingParams) -> list[GenerationResult]:
         import torch
