@@ -193,6 +193,7 @@ def test_the_keep_threshold_is_the_fitted_graders_own_unless_the_config_sets_one
     """By default a fitted grader keeps pairs at the threshold it earned on the run's rating set (out of fold, the
     lowest P(best) that drops refine.drop_mismatched of the mismatched rows); the round says so, and so does the
     card. refine.min_best_prob, where set, wins, and a language's own threshold wins over both."""
+    from xinstruct.core.summaries import KeepThreshold
     from xinstruct.export.stage import keep_phrase
 
     def assert_kept_at(out, lang, t, some_dropped=True):
@@ -212,7 +213,7 @@ def test_the_keep_threshold_is_the_fitted_graders_own_unless_the_config_sets_one
         assert_kept_at(out, lang, keep["min_best_prob"])
     assert any(f"keep: P(best) >= {keep['min_best_prob']:g}, derived: the lowest that drops 95%" in line
                for line in lines)
-    assert keep_phrase(keep).startswith(f"P(best) >= {keep['min_best_prob']:g} (derived from the run's seed rating")
+    assert keep_phrase(KeepThreshold.from_dict(keep)).startswith(f"P(best) >= {keep['min_best_prob']:g} (derived from the run's seed rating")
 
     stricter, _, _ = run_refine(tmp_path, monkeypatch, write=False, iterations=1, drop_mismatched=0.99)
     assert stricter["iterations"][0]["keep"]["min_best_prob"] >= keep["min_best_prob"]
@@ -224,7 +225,7 @@ def test_the_keep_threshold_is_the_fitted_graders_own_unless_the_config_sets_one
     assert keep["languages"] == {"th": 0.2}
     assert_kept_at(out, "sw", 0.5)
     assert_kept_at(out, "th", 0.2, some_dropped=False)
-    assert keep_phrase(keep) == "P(best) >= 0.5 (per language: th 0.2)"
+    assert keep_phrase(KeepThreshold.from_dict(keep)) == "P(best) >= 0.5 (per language: th 0.2)"
 
 
 def test_audit_shows_kept_and_dropped_pairs_side_by_side_with_their_evidence(tmp_path, monkeypatch):

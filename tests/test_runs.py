@@ -262,3 +262,82 @@ def test_a_trained_evaluator_grades_the_round_as_tasks_on_the_executor(tmp_path,
     assert outputs["one"] == outputs["two"] and outputs["one"]["sw.jsonl"]
     assert sorted(p.name for p in (tmp_path / "two" / "refine" / "iter-1" / "tasks").glob("*.json")) == [
         "sw.000-of-002.json", "sw.001-of-002.json"]
+
+
+def test_summaries_read_back_as_records_and_write_back_the_same_dict(tmp_path):
+    """Issue 25 (5b): the report, the card and the pipeline read the stage summaries through typed records
+    (core/summaries.py). Every summary a run writes reads into its record and back into the same dict, key for key
+    and in the same order (compared as JSON text), and the records' attributes are the summaries' values; a summary
+    of an older shape reads with defaults and writes back unchanged."""
+    from xinstruct.core.summaries import (
+        CorpusSummary,
+        DiversifySummary,
+        GenerateSummary,
+        LanguageSelection,
+        RefineSummary,
+        RoundSummary,
+        SeedSummary,
+    )
+    from xinstruct.pipeline.checkconfig import warnings
+
+    langs = ["sw", "th"]
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text(json.dumps({"turns": ["Write a short story about a river."]}) + "\n")
+    cfg = config(tmp_path / "run", languages=langs,
+                 corpus={"inputs": [{"path": str(bundled_path(f"demo/{lang}/corpus.jsonl")), "lang": lang}
+                                    for lang in langs] + [{"path": str(bundled_path("demo/noise.jsonl"))}]},
+                 seed={"inputs": [{"path": str(bundled_path(f"demo/{lang}/seed.jsonl")), "lang": lang}
+                                  for lang in langs]},
+                 refine={"iterations": 2, "retrain": "evaluator",  # the likelihood grader: a derived keep rule
+                         "evaluator": {"model": {"backend": "fake_backend:FakeScorer"}}},
+                 diversify={"decontaminate": {"questions": [str(questions)]}})
+    run(cfg, STAGES)
+    out = tmp_path / "run"
+    records = {"summaries/corpus.json": CorpusSummary, "summaries/seed.json": SeedSummary,
+               "summaries/generate.json": GenerateSummary, "summaries/refine.json": RefineSummary,
+               "summaries/diversify.json": DiversifySummary, "diversify/summary.json": DiversifySummary,
+               "refine/iter-1/summary.json": RoundSummary, "refine/iter-2/summary.json": RoundSummary}
+    read = {}
+    for path, record in records.items():
+        d = read_json(out / path)
+        read[path] = record.from_dict(d)
+        assert json.dumps(read[path].to_dict(), ensure_ascii=False) == json.dumps(d, ensure_ascii=False), path
+
+    raw = {path: read_json(out / path) for path in records}
+    corpus, seed, generated = (read[f"summaries/{s}.json"] for s in ("corpus", "seed", "generate"))
+    refined, diversified = read["summaries/refine.json"], read["summaries/diversify.json"]
+    for lang in langs:
+        assert (corpus.language(lang).read, corpus.language(lang).kept, corpus.language(lang).dropped) == tuple(
+            raw["summaries/corpus.json"][lang][k] for k in ("read", "kept", "dropped"))
+        assert seed.language(lang).pairs == sum(raw["summaries/seed.json"][lang].values())
+        assert generated.language(lang).candidates == raw["summaries/generate.json"][lang]["candidates"] > 0
+        assert refined.final[lang] == raw["summaries/refine.json"]["final"][lang]
+        s, d = diversified.language(lang), raw["summaries/diversify.json"]["languages"][lang]
+        assert (s.refined, s.pool, s.selected, s.clusters, s.cluster_sizes, s.dropped) == (
+            d["refined"], d["pool"], d["selected"], d["clusters"], d["cluster_sizes"], d["dropped"])
+        assert s.diversity.entropy_fraction == d["diversity"]["entropy_fraction"]
+    assert generated.generator_setup == raw["summaries/generate.json"]["generator_setup"]
+    assert refined.final_round == raw["summaries/refine.json"]["final_round"]
+    assert [r.accepted for r in refined.iterations] == [r["accepted"] for r in raw["summaries/refine.json"]["iterations"]]
+    assert refined.decisions == [r["decision"] for r in raw["summaries/refine.json"]["iterations"] if r["decision"]]
+    first = read["refine/iter-1/summary.json"]
+    keep = raw["refine/iter-1/summary.json"]["keep"]
+    assert first.keep_rule.source == keep["source"] == "derived"
+    assert first.keep_rule.derivation.drop_target == keep["derivation"]["drop_target"]
+    assert first.language("sw").graded("best") == raw["refine/iter-1/summary.json"]["languages"]["sw"]["grades"]["best"]
+    assert set(first.heldout_aucs()) <= set(langs)
+    assert diversified.decontaminated_against.sources == [str(questions)]
+    # check-config's warning reads the corpus summary: a language it counted, none for one it did not
+    said = warnings(config(out, languages=["sw", "hi"], diversify={"target_per_language": 1000}))
+    assert any(line.startswith(f"sw: the corpus of this run folder kept {corpus.language('sw').kept} documents")
+               for line in said) and not any(line.startswith("hi:") for line in said)
+
+    # an older summary: missing keys read as defaults, unknown keys ride along, and it writes back as it was
+    old = {"sw": {"read": 3}, "_unknown": {"dropped": {"read:malformed_json": 1}, "read": 1}}
+    assert CorpusSummary.from_dict(old).language("sw").kept == 0 and CorpusSummary.from_dict(old).to_dict() == old
+    assert CorpusSummary.from_dict(old).language("th").read == 0
+    newer = {"sw": {"candidates": 2, "a_new_count": 5}, "generator_setup": "few-shot", "a_new_key": [1]}
+    assert GenerateSummary.from_dict(newer).to_dict() == newer
+    assert LanguageSelection.from_dict({"selected": 2}).clusters is None
+    assert RefineSummary.from_dict({}).iterations == [] and RefineSummary.read(out / "nothing.json").final_round is None
+    assert RoundSummary.from_dict({"languages": {"sw": {"kept": 4}}}).keep_rule is None

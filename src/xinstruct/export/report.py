@@ -14,6 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from xinstruct.core.layout import RunLayout
+from xinstruct.core.summaries import (
+    CorpusSummary,
+    Decontamination,
+    DiversifySummary,
+    GenerateSummary,
+    LanguageSelection,
+    RoundSummary,
+)
 from xinstruct.diversify.embed import load_embeddings
 from xinstruct.htmlpage import img, page, pyplot, save, table
 from xinstruct.io.files import read_jsonl
@@ -33,19 +41,18 @@ def _json(path: Path) -> dict:
 def funnels(out: Path, langs: list[str]) -> dict[str, dict[str, int]]:
     """Counts at each step per language, read from the stage summaries (0 where a stage did not run)."""
     layout = RunLayout(out)
-    corpus = _json(layout.summary("corpus"))
-    generated = _json(layout.summary("generate"))
-    graded_all = last_round(out).get("languages", {})
-    diversified_all = _json(layout.diversify_summary).get("languages", {})
+    corpus = CorpusSummary.read(layout.summary("corpus"))
+    generated = GenerateSummary.read(layout.summary("generate"))
+    standing = RoundSummary.from_dict(last_round(out))
+    diversified_all = DiversifySummary.read(layout.diversify_summary)
     counts = {}
     for lang in langs:
-        c, g = corpus.get(lang, {}), generated.get(lang, {})
-        graded, diversified = graded_all.get(lang, {}), diversified_all.get(lang, {})
-        grades = graded.get("grades", {})
-        counts[lang] = dict(zip(FUNNEL, (c.get("read", 0), c.get("kept", 0), g.get("candidates", 0),
-                                         grades.get("best", 0), grades.get("flawed", 0), grades.get("worst", 0),
-                                         diversified.get("refined", graded.get("kept", 0)),
-                                         diversified.get("pool", 0), diversified.get("selected", 0))))
+        c, g = corpus.language(lang), generated.language(lang)
+        graded, diversified = standing.language(lang), diversified_all.language(lang)
+        refined = diversified.refined if diversified.refined is not None else graded.kept
+        counts[lang] = dict(zip(FUNNEL, (c.read, c.kept, g.candidates, graded.graded("best"),
+                                         graded.graded("flawed"), graded.graded("worst"), refined,
+                                         diversified.pool, diversified.selected)))
     return counts
 
 
@@ -75,12 +82,12 @@ def plot_lengths(rows: dict[str, list[dict]], path: Path) -> Path:
     return save(fig, path)
 
 
-def plot_clusters(diversified: dict[str, dict], path: Path) -> Path:
+def plot_clusters(diversified: dict[str, LanguageSelection], path: Path) -> Path:
     plt = pyplot()
     fig, axes = plt.subplots(1, len(diversified), figsize=(4.2 * len(diversified), 3.2), squeeze=False)
     for ax, (lang, s) in zip(axes[0], diversified.items()):
-        sizes = np.array(s.get("cluster_sizes", []))
-        picked = np.array(s.get("selected_per_cluster", []))
+        sizes = np.array(s.cluster_sizes)
+        picked = np.array(s.selected_per_cluster)
         order = np.argsort(-sizes) if len(sizes) else []
         x = np.arange(len(sizes))
         ax.bar(x, sizes[order] if len(sizes) else [], color="#ccc", label="pool")
@@ -147,10 +154,10 @@ def notes_section(langs: list[str], provenance: dict | None) -> list[str]:
     if weak:
         notes.append(f"The grader is near chance for {', '.join(weak)}: those grades are close to guesses; read "
                      "the audit below before training on them.")
-    against = p.get("decontaminated_against") or {}
-    sources = [Path(str(s)).name for s in against.get("sources") or []]
-    notes.append(f"Decontaminated against {against.get('questions', 0)} evaluation questions ({', '.join(sources)}; "
-                 f"word {against.get('ngram')}-grams)." if sources else
+    against = Decontamination.from_dict(p.get("decontaminated_against"))
+    sources = [Path(str(s)).name for s in against.sources or []]
+    notes.append(f"Decontaminated against {against.questions} evaluation questions ({', '.join(sources)}; "
+                 f"word {against.ngram}-grams)." if sources else
                  "Not decontaminated: no evaluation question sets were given (diversify.decontaminate.questions).")
     lacking = missing_fonts(langs)
     if lacking:
@@ -165,8 +172,8 @@ def write_report(out: Path, langs: list[str], rows: dict[str, list[dict]], folde
     `provenance` (the card's) gives the grader warning and the decontamination status."""
     folder.mkdir(parents=True, exist_ok=True)
     counts = funnels(out, langs)
-    div_summary = _json(RunLayout(out).diversify_summary)
-    diversified = {lang: div_summary.get("languages", {}).get(lang, {}) for lang in langs}
+    div_summary = DiversifySummary.read(RunLayout(out).diversify_summary)
+    diversified = {lang: div_summary.language(lang) for lang in langs}
     images = {"funnel": plot_funnels(counts, folder / "funnel.png"),
               "lengths": plot_lengths(rows, folder / "lengths.png"),
               "clusters": plot_clusters(diversified, folder / "clusters.png"),
@@ -176,19 +183,19 @@ def write_report(out: Path, langs: list[str], rows: dict[str, list[dict]], folde
     parts += notes_section(langs, provenance)
     parts += ["<h2>Funnel</h2>", img(images["funnel"], "funnel per language"),
               table(["step", *langs], [[step, *(counts[lang][step] for lang in langs)] for step in FUNNEL])]
-    dropped = sorted({reason for s in diversified.values() for reason in s.get("dropped", {})})
+    dropped = sorted({reason for s in diversified.values() for reason in s.dropped or {}})
     if dropped:
         parts.append("<p>Set aside before drawing:</p>" + table(
-            ["reason", *langs], [[r, *(diversified[lang].get("dropped", {}).get(r, 0) for lang in langs)]
+            ["reason", *langs], [[r, *((diversified[lang].dropped or {}).get(r, 0) for lang in langs)]
                                  for r in dropped]))
     parts += [("<h2>Diversity</h2><p>Selected set against random subsets of the same size from the same pool "
                "(mean of 20 draws): cluster-coverage entropy as a share of its maximum, and mean pairwise cosine "
                "distance of the instruction embeddings.</p>"),
               table(["lang", "pool", "selected", "clusters", "entropy share", "random", "cosine distance", "random"],
-                     [[lang, d.get("pool", 0), d.get("selected", 0), d.get("clusters", 0),
-                       f"{d.get('entropy_fraction', 0):.3f}", f"{d.get('random_entropy_fraction', 0):.3f}",
-                       f"{d.get('mean_cosine_distance', 0):.4f}", f"{d.get('random_mean_cosine_distance', 0):.4f}"]
-                      for lang in langs for d in [diversified[lang].get("diversity", {})]]),
+                     [[lang, d.pool, d.selected, d.clusters, f"{d.entropy_fraction:.3f}",
+                       f"{d.random_entropy_fraction:.3f}", f"{d.mean_cosine_distance:.4f}",
+                       f"{d.random_mean_cosine_distance:.4f}"]
+                      for lang in langs for d in [diversified[lang].diversity]]),
               "<h2>Clusters</h2>", img(images["clusters"], "cluster sizes"),
               img(images["map"], "2-D map of instruction embeddings"),
               "<h2>Lengths of the final data</h2>", img(images["lengths"], "length histograms"),
@@ -216,10 +223,10 @@ def audit_section(out: Path, langs: list[str], n: int, seed: int) -> list[str]:
         return (f"<b>{html.escape(row['instruction'])}</b><br><span class=muted lang={row.get('lang', '')}>"
                 f"{html.escape(snippet(row['output']))}</span><br><i>{html.escape(why(row))}</i>")
 
-    keep = last_round(out).get("keep")
+    keep = RoundSummary.from_dict(last_round(out)).keep_rule
     parts = [("<h2>Audit: what Stage II kept and dropped</h2><p class=muted>Random pairs of the refinement round "
              "whose grades stand (<code>xinstruct audit RUN --lang xx</code> shows more).</p>"
-              + (f"<p>{html.escape(describe_keep(keep))}</p>" if keep else ""))]
+              + (f"<p>{html.escape(describe_keep(keep.to_dict()))}</p>" if keep else ""))]
     for lang in langs:
         s = samples(out, lang, n, seed)
         rows = [[cell(s["kept"][i] if i < len(s["kept"]) else None),

@@ -3,13 +3,13 @@ the run report. Reads <run>/diversify/<lang>.selected.jsonl; writes <run>/datase
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
 from xinstruct.config import RunConfig
 from xinstruct.core.layout import RunLayout
 from xinstruct.core.stage import Stage, StageResult
+from xinstruct.core.summaries import DiversifySummary, GenerateSummary, KeepThreshold, RefineSummary, RoundSummary
 from xinstruct.export.card import write_card
 from xinstruct.export.dataset import export_row, write_dataset
 from xinstruct.export.report import write_report
@@ -20,7 +20,8 @@ from xinstruct.train.stage import generator_setup
 
 def provenance(cfg: RunConfig, rows: dict[str, list[dict]]) -> dict:
     """How the data was made, for the card: models, rounds, draw settings, decontamination."""
-    diversified = json.loads(RunLayout(cfg.out).diversify_summary.read_text())
+    diversified = DiversifySummary.read(RunLayout(cfg.out).diversify_summary)
+    against = diversified.decontaminated_against
     every = [r for rs in rows.values() for r in rs]
     return {"name": f"X-Instruction data ({', '.join(rows)})",
             "generators": dict(Counter(r["generator"] for r in every)),
@@ -28,46 +29,44 @@ def provenance(cfg: RunConfig, rows: dict[str, list[dict]]) -> dict:
             "generator_setup": generator_setup_of(cfg),
             "refinement_rounds": cfg.refine.iterations,
             "refinement": refinement(cfg),
-            "embedder": diversified.get("embedder"),
+            "embedder": diversified.embedder,
             "target_per_language": {lang: cfg.diversify.target(lang) for lang in rows},
-            "clusters": {lang: s.get("clusters") for lang, s in diversified["languages"].items()},
-            "decontaminated_against": diversified.get("decontaminated_against"),
-            "dropped_before_drawing": {lang: s.get("dropped") for lang, s in diversified["languages"].items()},
+            "clusters": {lang: s.clusters for lang, s in diversified.languages.items()},
+            "decontaminated_against": against.to_dict() if against is not None else None,
+            "dropped_before_drawing": {lang: s.dropped for lang, s in diversified.languages.items()},
             "manifest": made_from(cfg.out)}
 
 
 def generator_setup_of(cfg: RunConfig) -> str:
     """How the generator learned the task (tuned on the seeds, bundled adapter, few-shot), as generate logged it."""
-    return (read_json(RunLayout(cfg.out).summary("generate"), {}) or {}).get("generator_setup") or generator_setup(cfg)
+    return GenerateSummary.read(RunLayout(cfg.out).summary("generate")).generator_setup or generator_setup(cfg)
 
 
 def refinement(cfg: RunConfig) -> dict:
     """How Stage II chose the pairs, for the card: the grader, the keep rule, instructions per document, and the
     round whose grades stand."""
-    summary = read_json(RunLayout(cfg.out).summary("refine"), {}) or {}
-    standing = last_round(cfg.out)
-    heldout = standing.get("heldout", {})
+    summary = RefineSummary.read(RunLayout(cfg.out).summary("refine"))
+    standing = RoundSummary.from_dict(last_round(cfg.out))
     r = cfg.refine
     return {"evaluator": r.evaluator.kind, "grader": r.evaluator.grader if r.evaluator.kind == "likelihood" else None,
-            "keep": keep_phrase(standing.get("keep")), "instructions_per_document": r.per_document or "all",
-            "rounds_run": len(summary.get("iterations", [])), "round_kept": summary.get("final_round"),
-            "decisions": [it.get("decision") for it in summary.get("iterations", []) if it.get("decision")],
-            "heldout_auc_true_vs_mismatched": {lang: q["auc_true_vs_mismatched"] for lang, q in heldout.items()
-                                               if lang != "mean"},
-            "weak_grader_languages": sorted(weak_languages(heldout))}
+            "keep": keep_phrase(standing.keep_rule), "instructions_per_document": r.per_document or "all",
+            "rounds_run": len(summary.iterations), "round_kept": summary.final_round,
+            "decisions": summary.decisions,
+            "heldout_auc_true_vs_mismatched": standing.heldout_aucs(),
+            "weak_grader_languages": sorted(weak_languages(standing.heldout))}
 
 
-def keep_phrase(keep: dict | None) -> str:
+def keep_phrase(keep: KeepThreshold | None) -> str:
     """The standing round's keep threshold in words, for the card."""
-    if not keep:
+    if keep is None:
         return "the keep rule of its round"
-    phrase = f"P(best) >= {keep['min_best_prob']:g}"
-    d = keep.get("derivation") or {}
-    if keep["source"] == "derived":
-        phrase += (f" (derived from the run's seed rating set: the lowest threshold that drops {d['drop_target']:.0%} "
-                   "of its mismatched pairs" + (", out of fold)" if d.get("out_of_fold") else ", in sample)"))
-    if keep.get("languages"):
-        phrase += " (per language: " + ", ".join(f"{k} {v:g}" for k, v in keep["languages"].items()) + ")"
+    phrase = f"P(best) >= {keep.min_best_prob:g}"
+    d = keep.derivation
+    if keep.source == "derived":
+        phrase += (f" (derived from the run's seed rating set: the lowest threshold that drops {d.drop_target:.0%} "
+                   "of its mismatched pairs" + (", out of fold)" if d.out_of_fold else ", in sample)"))
+    if keep.languages:
+        phrase += " (per language: " + ", ".join(f"{k} {v:g}" for k, v in keep.languages.items()) + ")"
     return phrase
 
 

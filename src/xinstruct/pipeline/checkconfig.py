@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from xinstruct.config import RunConfig
 from xinstruct.core.layout import RunLayout
-from xinstruct.io.files import read_json
+from xinstruct.core.summaries import CorpusSummary
 from xinstruct.train.stage import generator_setup
 
 
@@ -47,9 +47,9 @@ def warnings(cfg: RunConfig) -> list[str]:
     if not cfg.diversify.decontaminate.questions:
         out.append("diversify.decontaminate.questions is empty: pairs that copy evaluation questions are not "
                    "dropped (add the question sets you will evaluate on)")
-    kept = read_json(RunLayout(cfg.out).summary("corpus"), {}) or {}
+    corpus = CorpusSummary.read(RunLayout(cfg.out).summary("corpus"))
     for lang in cfg.languages:
-        n = (kept.get(lang) or {}).get("kept")
+        n = corpus.languages[lang].kept if lang in corpus.languages else None
         if n is not None and n < cfg.diversify.target(lang):
             out.append(f"{lang}: the corpus of this run folder kept {n} documents, so at most about {n} pairs "
                        f"per candidate can be drawn; diversify's target is {cfg.diversify.target(lang)}")

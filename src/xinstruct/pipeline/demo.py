@@ -13,6 +13,7 @@ from xinstruct.config import (
     SeedConfig,
     TrainConfig,
 )
+from xinstruct.core.summaries import CorpusSummary, DiversifySummary, GenerateSummary, RefineSummary, SeedSummary
 from xinstruct.seed import bundled_path
 
 DEMO_LANGUAGES = ("sw", "th", "hi")
@@ -55,13 +56,13 @@ DEMO_HEADER = ("language", "read", "kept", "dropped", "seed pairs", "candidates"
 
 def demo_rows(languages: list[str], results: dict) -> list[tuple[str, ...]]:
     """Each language's way through the stages, under DEMO_HEADER, from the stages' summaries (run_stages)."""
+    corpus, seed = CorpusSummary.from_dict(results["corpus"]), SeedSummary.from_dict(results["seed"])
+    generated = GenerateSummary.from_dict(results["generate"])
+    refined, diversified = RefineSummary.from_dict(results["refine"]), DiversifySummary.from_dict(results["diversify"])
     rows = []
     for lang in languages:
-        c = results["corpus"].get(lang, {})
-        g = results["generate"].get(lang, {})
-        s = results["seed"].get(lang, {})
-        rows.append((lang, str(c.get("read", 0)), str(c.get("kept", 0)), str(sum(c.get("dropped", {}).values())),
-                     str(sum(s.values())), str(g.get("candidates", 0)), str(sum(g.get("rejected", {}).values())),
-                     str(results["refine"]["final"].get(lang, 0)),
-                     str(results["diversify"]["languages"][lang]["selected"])))
+        c, g = corpus.language(lang), generated.language(lang)
+        rows.append((lang, str(c.read), str(c.kept), str(c.n_dropped), str(seed.language(lang).pairs),
+                     str(g.candidates), str(g.n_rejected), str(refined.final.get(lang, 0)),
+                     str(diversified.language(lang).selected)))
     return rows
