@@ -16,6 +16,7 @@ import random
 import zlib
 from collections import deque
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -99,8 +100,9 @@ class LlamaCppBackend(Backend):
         self.batch = L.llama_batch_init(512, 0, 1)
         self.tokens_generated = 0
 
-    @property
+    @cached_property
     def model_id(self) -> str:
+        """Computed once: it hashes the adapter file, and generation stamps it on every record."""
         return llamacpp_model_id(self.cfg)
 
     # -- tokens ---------------------------------------------------------------------------------------------
