@@ -35,7 +35,7 @@ from xinstruct.core.work import MapCounts, journaled_map, retry_note, workers_fo
 from xinstruct.evaluate.fastchat import answers_from_file
 from xinstruct.evaluate.judge import JudgeParseError, parse_rating, parse_scores
 from xinstruct.evaluate.questions import Asked, Question, asked_in
-from xinstruct.io.cache import DONE, FAILED
+from xinstruct.io.cache import DONE, FAILED, one_row_entry
 from xinstruct.languages import get_language
 from xinstruct.models.base import SamplingParams, load_backend
 from xinstruct.models.identity import model_fingerprint
@@ -245,9 +245,8 @@ class Plan:
         return records
 
 
-def _job_entry(job: dict, result: tuple[str, dict]) -> tuple[str, str, list[dict]]:
-    status, record = result
-    return job["key"], status, [record]
+def _job_key(job: dict) -> str:
+    return job["key"]
 
 
 def _work_keys(jobs) -> Iterator[str]:
@@ -294,7 +293,7 @@ class _Tasks:
         counts = MapCounts()
         failed = 0
         with open_task_cache(cache_path, task) as (cache, others):
-            for group in journaled_map(jobs, lambda job: job["key"], cache, call, _job_entry,
+            for group in journaled_map(jobs, _job_key, cache, call, one_row_entry(_job_key),
                                        self.plan.cfg.batch_size, lambda: workers_for(model()), reuse=others,
                                        advance=advance, note=lambda: retry_note(model()), counts=counts):
                 failed += sum(status == FAILED for _, (status, _) in group)

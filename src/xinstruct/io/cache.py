@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 DONE, FAILED = "done", "failed"  # a record's status: finished, or retried on the next run (a server error)
@@ -152,6 +152,12 @@ CREATE TABLE IF NOT EXISTS blobs (key TEXT PRIMARY KEY, value BLOB NOT NULL);
         """One batch of (key, value), committed atomically."""
         with self.transaction():
             self.db.executemany("INSERT OR REPLACE INTO blobs VALUES (?, ?)", list(items))
+
+
+def one_row_entry(key: Callable[[object], str]) -> Callable[[object, tuple[str, dict]], tuple[str, str, list[dict]]]:
+    """The cache entry (key, status, [row]) of a record whose model outcome is (status, one row): refine's evidence
+    for a pair, evaluate's answer or verdict for a job."""
+    return lambda record, outcome: (key(record), outcome[0], [outcome[1]])
 
 
 def open_reusable(paths: Iterable[Path], fingerprint: str | None, kind: type = RecordCache, **kw) -> list:

@@ -22,7 +22,7 @@ from pathlib import Path
 from xinstruct.core.layout import RunLayout
 from xinstruct.core.tasks import ShardCaches, Task, open_task_cache
 from xinstruct.core.work import MapCounts, journaled_map, retry_note, workers_for
-from xinstruct.io.cache import DONE, FAILED, RecordCache
+from xinstruct.io.cache import DONE, FAILED, RecordCache, one_row_entry
 from xinstruct.models.base import Backend, require
 
 SET_ASIDE = "set_aside"  # the pair cannot be scored (too long, a judge's garbage): kept out, not asked again
@@ -93,7 +93,7 @@ def score_task(items: Iterable[dict], task: Task, evidence: Evidence, folder: Pa
     with open_task_cache(RunLayout.task_cache(folder, task.name), task, fingerprint, finished=FINISHED) as (cache,
                                                                                                         others):
         owned = (it for it in items if task.owns(pair_key(it)))
-        for group in journaled_map(owned, pair_key, cache, evidence.compute, _entry, batch_size,
+        for group in journaled_map(owned, pair_key, cache, evidence.compute, one_row_entry(pair_key), batch_size,
                                    workers_for(evidence.backend), retries, lambda result: result[0] == FAILED,
                                    others, on_progress, lambda: retry_note(evidence.backend), counts):
             stats["pairs"] += len(group)
@@ -103,16 +103,6 @@ def score_task(items: Iterable[dict], task: Task, evidence: Evidence, folder: Pa
     if counts.copied:
         stats["copied"] = counts.copied
     return stats
-
-
-def _entry(item: dict, result: tuple[str, dict]) -> tuple[str, str, list[dict]]:
-    status, ev = result
-    return pair_key(item), status, [ev]
-
-
-def _rating_entry(row: dict, result: tuple[str, dict]) -> tuple[str, str, list[dict]]:
-    status, ev = result
-    return rating_key(row), status, [ev]
 
 
 def read_evidence(items: list[dict], lang: str, shards: int, folder: Path) -> dict[str, tuple[str | None, dict]]:
@@ -131,7 +121,8 @@ def rating_evidence(rows: list[dict], evidence: Evidence, path: Path, fingerprin
                     batch_size: int = 64) -> list[tuple[str | None, dict]]:
     """Evidence for the synthetic rating set's rows (fitting and checking the grader), cached like candidates."""
     with RecordCache(path, fingerprint, finished=FINISHED) as cache:
-        for _committed in journaled_map(rows, rating_key, cache, evidence.compute, _rating_entry, batch_size,
+        for _committed in journaled_map(rows, rating_key, cache, evidence.compute, one_row_entry(rating_key),
+                                        batch_size,
                                         workers_for(evidence.backend)):
             pass
         found = [cache.get(rating_key(r)) for r in rows]

@@ -202,7 +202,7 @@ class RefineStage(Stage):
         self.ctx.log(f"refine {t}: training the evaluator on {len(train_rows)} graded pairs")
         set_cpu_threads()
         train_evaluator(train_rows, self.ecfg.train, self.layout.round_evaluator(t), progress=not self.ctx.quiet)
-        scoring = RoundScoring(self.ctx, t, "trained", self.round_candidates(t), self.fingerprint)
+        scoring = RoundScoring(self.ctx, t, "trained", self.round_candidates(t), f"{self.fingerprint}:{t}")
         run_tasks(scoring, task_list(self.cfg.languages, self.shards), self.ctx.progress, self.ctx.log)
         with scoring.open_backend() as backend:
             evidence = scoring.make_evidence(backend)
@@ -237,7 +237,7 @@ class RefineStage(Stage):
             write_outputs(generation.docs(lang), lang, self.shards, generation.task_folder)
         candidates = {lang: read_candidates(round_layout.candidates, lang) for lang in cfg.languages}
         if self.ecfg.kind != "trained":
-            scoring = RoundScoring(ctx, t, self.ecfg.kind, round_layout.candidates, self.fingerprint)
+            scoring = RoundScoring(ctx, t, self.ecfg.kind, round_layout.candidates, f"{self.fingerprint}:{t}")
             run_tasks(scoring, task_list(cfg.languages, self.shards), ctx.progress, ctx.log)
         write_json(self.layout.regenerated(t), {"round": t})
         return candidates
@@ -288,12 +288,13 @@ class RoundGeneration(GenerateStage):
 class RoundScoring(RefineStage):
     """Evidence for a round's candidates as refine's tasks, into refine/iter-<t>/cache/: the candidates a round
     regenerated (scored by the stage's evaluator), or every candidate graded by the evaluator trained in round t
-    (evaluator kind trained). `candidates_folder` None: the generate stage's candidates."""
+    (evaluator kind trained). `candidates_folder` None: the generate stage's candidates. `fingerprint`: the
+    round's (refine's and the round number), under which datatrove keeps its completion markers."""
 
     def __init__(self, ctx: RunContext, t: int, kind: str, candidates_folder: Path | None, fingerprint: str):
         super().__init__(ctx)
         self.t, self.kind, self.candidates_folder = t, kind, candidates_folder
-        self.fingerprint = f"{fingerprint}:{t}"
+        self.fingerprint = fingerprint
 
     @property
     def task_folder(self) -> Path:
@@ -318,9 +319,7 @@ class RoundScoring(RefineStage):
     @classmethod
     def from_worker_state(cls, state: tuple) -> RoundScoring:
         cfg, limit, t, kind, folder, fingerprint = state
-        scoring = cls(_worker_context(cfg, limit), t, kind, folder, "")
-        scoring.fingerprint = fingerprint
-        return scoring
+        return cls(_worker_context(cfg, limit), t, kind, folder, fingerprint)
 
 
 def _worker_context(cfg, limit: int | None) -> RunContext:
