@@ -3,7 +3,8 @@ records that users already have, so each keeps its exact strings (tests/test_ide
 differ on purpose or by history, and each says which:
 
 - `model_identity(cfg)`: what a stage fingerprint records for a model config (generate, refine, seed, train): the
-  content hash of local model and adapter files (`content_identity`), else the served or hub name.
+  content hash of local model and adapter files (core.fingerprint.path_identity: a file's sha256, remembered by
+  size and mtime so a multi-GB model is read once; a folder's digest), else the served or hub name.
 - `model_fingerprint(cfg)`: the key under which `xinstruct evaluate` caches a system's answers and a judge's
   verdicts: names, sizes and mtimes of the files (`stat_identity`), not their content.
 - `llamacpp_model_id`, `transformers_model_id`, `openai_model_id`: the backends' `model_id`, a name for people
@@ -14,7 +15,7 @@ differ on purpose or by history, and each says which:
   diversify fingerprints record for it.
 Two configs with the same identity give the same outputs for the same inputs.
 
-Not identities, so not here: core.fingerprint.path_identity for data files (question sets, a fitted grader), the
+Not model identities, so not here: core.fingerprint.path_identity used directly for data files (question sets, a fitted grader), the
 name of transformers' dequantized-GGUF cache (models/transformers.py), the corpus inputs' sizes and mtimes.
 """
 
@@ -30,13 +31,6 @@ from xinstruct.models.bundled import BUNDLED_MODEL_ID, bundled_gguf
 from xinstruct.models.embedder import BUNDLED_EMBEDDER, BUNDLED_EMBEDDER_ID
 
 # -- what a path stands for ------------------------------------------------------------------------------------
-
-
-def content_identity(path: str | None) -> str | None:
-    """The full sha256 of a local file, a digest of a folder's files, else the name as it is (a hub id, a served
-    model, a missing file): core.fingerprint.path_identity, whose file hashes are remembered by size and mtime, so
-    a multi-GB model is read once. For stage fingerprints: a model copied or touched keeps its identity."""
-    return path_identity(path)
 
 
 def _stat_entries(path: str | Path) -> list[str]:
@@ -75,19 +69,19 @@ def model_fingerprint(model) -> str:
 
 
 def model_identity(cfg) -> dict:
-    """What a model config stands for in a stage fingerprint: backend, `content_identity` of the model (the bundled
+    """What a model config stands for in a stage fingerprint: backend, `path_identity` of the model (the bundled
     GGUF where llama.cpp or transformers loads it by default) and of the adapter, chat (openai), dtype
     (transformers)."""
     backend = cfg.backend
     model = getattr(cfg, "model", None)
     identity = {"backend": backend}
     if backend in ("llamacpp", "transformers") and model is None:
-        identity["model"] = content_identity(str(bundled_gguf()))
+        identity["model"] = path_identity(str(bundled_gguf()))
     else:
-        identity["model"] = content_identity(model)
+        identity["model"] = path_identity(model)
     lora = getattr(cfg, "lora", None)
     if lora:
-        identity["lora"] = content_identity(lora)
+        identity["lora"] = path_identity(lora)
     if backend == "openai":
         identity["chat"] = getattr(cfg, "chat", False)
     if backend == "transformers":
@@ -157,8 +151,8 @@ def embedder_id(cfg: EmbedderConfig) -> str:
 
 def embedder_identity(cfg: EmbedderConfig) -> str | None:
     """What the diversify fingerprints record for the embedder: the bundled MiniLM by its name (the package pins
-    its files), else `content_identity` of the configured path (or the hub name)."""
-    return embedder_id(cfg) if cfg.model == BUNDLED_EMBEDDER else content_identity(cfg.model)
+    its files), else `path_identity` of the configured path (or the hub name)."""
+    return embedder_id(cfg) if cfg.model == BUNDLED_EMBEDDER else path_identity(cfg.model)
 
 
 # -- for people ------------------------------------------------------------------------------------------------

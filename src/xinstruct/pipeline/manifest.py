@@ -15,13 +15,14 @@ from pathlib import Path
 
 from rich.table import Table
 
+from xinstruct.core.fingerprint import path_identity
 from xinstruct.core.layout import RunLayout
 from xinstruct.core.machine import machine
 from xinstruct.core.stage import RunContext
 from xinstruct.core.tasks import read_progress
 from xinstruct.io.files import read_json, write_json
 from xinstruct.models.bundled import BUNDLED_MODEL_ID, bundled_generator, bundled_gguf
-from xinstruct.models.identity import content_identity, model_label
+from xinstruct.models.identity import model_label
 
 PACKAGES = ("xinstruct", "torch", "transformers", "trl", "peft", "llama_cpp_python", "datatrove", "datasets",
             "pyarrow", "sentence-transformers", "faiss-cpu", "scikit-learn", "httpx", "pydantic")
@@ -76,7 +77,7 @@ def model_names(ctx: RunContext) -> dict:
     names = {}
     for path, name in named.items():
         try:
-            digest = content_identity(path)  # as model_identity hashes it
+            digest = path_identity(path)  # as model_identity hashes it
         except OSError:
             continue
         if digest and digest != path:
